@@ -1,0 +1,33 @@
+"""JPEG XL (libjxl) through cjxl/djxl, as Debian's libjxl-tools ships them."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from lcbench.registry import register_codec
+from lcbench.tools import CommandLineCodec, tool_version
+
+
+@register_codec
+class JPEGXL(CommandLineCodec):
+    name = "jpegxl"
+    default_rates = tuple(float(q) for q in range(10, 100, 5))
+    rate_range = (0.0, 99.0)  # 100 is lossless
+    tools = {"cjxl": ("cjxl", "LCBENCH_CJXL"), "djxl": ("djxl", "LCBENCH_DJXL")}
+    install_hint = "apt-get install libjxl-tools (cjxl/djxl), or set LCBENCH_CJXL/LCBENCH_DJXL"
+    bitstream_suffix = ".jxl"
+    description = "JPEG XL (libjxl cjxl/djxl)"
+
+    def __init__(self, effort: int = 7, **tool_paths: str) -> None:
+        super().__init__(**tool_paths)
+        self.effort = int(effort)
+        if self.effort != 7:
+            self.options["effort"] = self.effort
+
+    def version(self) -> str:
+        return tool_version([self.paths["cjxl"], "--version"])
+
+    def encode_args(self, src: Path, dst: Path, rate: float) -> list[str]:
+        return [self.paths["cjxl"], str(src), str(dst), "-q", f"{rate:g}", "-e", str(self.effort), "--quiet"]
+
+    def decode_args(self, src: Path, dst: Path) -> list[str]:
+        return [self.paths["djxl"], str(src), str(dst), "--quiet"]

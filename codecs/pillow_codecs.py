@@ -1,0 +1,197 @@
+"""Codecs that Pillow links: JPEG (libjpeg-turbo), JPEG 2000 (OpenJPEG), WebP, AVIF, PNG.
+
+One base class driven by a format attribute, so each codec is a few lines.
+"""
+from __future__ import annotations
+
+import io
+from typing import Any, ClassVar
+
+import numpy as np
+from PIL import Image, features
+
+from lcbench.codec import Availability, Codec, CodecError, check_image
+from lcbench.registry import register_codec
+
+QUALITY_5_TO_95 = tuple(float(q) for q in range(5, 100, 5))
+
+
+class PillowCodec(Codec):
+    pil_format: ClassVar[str]
+    feature: ClassVar[str]  # PIL.features key of the linked library
+
+    @classmethod
+    def availability(cls) -> Availability:
+        try:
+            ok = features.check(cls.feature)
+        except Exception as exc:  # unknown feature on an old Pillow
+            return Availability.no(f"Pillow cannot tell whether {cls.feature} is linked: {exc}", "pip install -U pillow")
+        if not ok:
+            return Availability.no(f"this Pillow build lacks {cls.feature}", "pip install -U pillow (wheels from 11.3 link it)")
+        return Availability.yes()
+
+    def version(self) -> str:
+        return f"{self.feature} {features.version(self.feature)} (Pillow {Image.__version__})"
+
+    def save_params(self, rate: float) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def encode(self, image: np.ndarray, rate: float) -> bytes:
+        check_image(image, self.name)
+        buf = io.BytesIO()
+        try:
+            Image.fromarray(image, "RGB").save(buf, format=self.pil_format, **self.save_params(rate))
+        except Exception as exc:
+            raise CodecError(f"{self.name}: encoding at {self.rate_param}={rate:g} failed: {exc}") from exc
+        return buf.getvalue()
+
+    def decode(self, bitstream: bytes) -> np.ndarray:
+        try:
+            with Image.open(io.BytesIO(bitstream)) as im:
+                im.load()
+                return np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
+        except Exception as exc:
+            raise CodecError(f"{self.name}: decoding failed: {exc}") from exc
+
+
+@register_codec
+class JPEG(PillowCodec):
+    """Baseline JPEG with libjpeg-turbo; 4:2:0 by default (``jpeg:subsampling=444`` for 4:4:4)."""
+
+    name = "jpeg"
+    pil_format = "JPEG"
+    feature = "jpg"
+    default_rates = QUALITY_5_TO_95
+    rate_range = (1.0, 100.0)
+    description = "JPEG (libjpeg-turbo via Pillow)"
+    _SUBSAMPLING = {420: 2, 422: 1, 444: 0}
+
+    def __init__(self, subsampling: int | str = 420, optimize: bool = False) -> None:
+        super().__init__()
+        sub = int(str(subsampling).replace(":", ""))
+        if sub not in self._SUBSAMPLING:
+            raise ValueError(f"jpeg: subsampling must be one of 420, 422, 444, got {subsampling!r}")
+        self.subsampling, self.optimize = sub, bool(optimize)
+        if sub != 420:
+            self.options["subsampling"] = sub
+        if optimize:
+            self.options["optimize"] = True
+
+    def version(self) -> str:
+        turbo = features.version("libjpeg_turbo")
+        return f"libjpeg-turbo {turbo} (Pillow {Image.__version__})" if turbo else super().version()
+
+    def save_params(self, rate: float) -> dict[str, Any]:
+        return {"quality": int(round(rate)), "subsampling": self._SUBSAMPLING[self.subsampling],
+                "optimize": self.optimize}
+
+
+@register_codec
+class WebP(PillowCodec):
+    """Lossy WebP (libwebp), slowest and best method 6."""
+
+    name = "webp"
+    pil_format = "WEBP"
+    feature = "webp"
+    default_rates = QUALITY_5_TO_95
+    rate_range = (0.0, 100.0)
+    description = "WebP lossy (libwebp via Pillow, method 6)"
+
+    def __init__(self, method: int = 6) -> None:
+        super().__init__()
+        self.method = int(method)
+        if self.method != 6:
+            self.options["method"] = self.method
+
+    def save_params(self, rate: float) -> dict[str, Any]:
+        return {"quality": int(round(rate)), "method": self.method, "lossless": False}
+
+
+@register_codec
+class JPEG2000(PillowCodec):
+    """JPEG 2000 (OpenJPEG, 9/7 irreversible wavelet); the rate grid is the target bits per pixel.
+
+    OpenJPEG's rate control gets close to the target; the reported bpp is always the real
+    size of the codestream.
+    """
+
+    name = "jpeg2000"
+    pil_format = "JPEG2000"
+    feature = "jpg_2000"
+    rate_param = "target_bpp"
+    default_rates = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0)
+    rate_range = (0.01, 8.0)
+    description = "JPEG 2000 (OpenJPEG via Pillow)"
+
+    def save_params(self, rate: float) -> dict[str, Any]:
+        if rate <= 0:
+            raise CodecError(f"jpeg2000: target_bpp must be > 0, got {rate}")
+        # quality_layers in "rates" mode are compression ratios against 24-bit RGB.
+        return {"quality_mode": "rates", "quality_layers": [24.0 / rate], "irreversible": True,
+                "no_jp2": True}
+
+
+@register_codec
+class AVIF(PillowCodec):
+    """AVIF (libavif, AV1 intra) through Pillow's own plugin, or pillow-avif-plugin."""
+
+    name = "avif"
+    pil_format = "AVIF"
+    feature = "avif"
+    default_rates = QUALITY_5_TO_95
+    rate_range = (0.0, 100.0)
+    description = "AVIF (libavif via Pillow)"
+
+    @classmethod
+    def availability(cls) -> Availability:
+        try:
+            if features.check("avif"):
+                return Availability.yes()
+        except Exception:
+            pass
+        try:
+            import pillow_avif  # noqa: F401  registers the AVIF format with older Pillows
+            return Availability.yes()
+        except ImportError:
+            return Availability.no("this Pillow has no AVIF support", "pip install -U 'pillow>=11.3' or pillow-avif-plugin")
+
+    def version(self) -> str:
+        try:
+            v = features.version("avif")
+        except Exception:
+            v = None
+        if v:
+            return f"libavif {v} (Pillow {Image.__version__})"
+        import pillow_avif
+
+        return f"pillow-avif-plugin {getattr(pillow_avif, '__version__', '?')}"
+
+    def __init__(self, speed: int = 6, subsampling: str = "4:2:0") -> None:
+        super().__init__()
+        self.speed, self.subsampling = int(speed), str(subsampling)
+        if self.speed != 6:
+            self.options["speed"] = self.speed
+        if self.subsampling != "4:2:0":
+            self.options["subsampling"] = self.subsampling
+        if not features.check("avif"):
+            import pillow_avif  # noqa: F401
+
+    def save_params(self, rate: float) -> dict[str, Any]:
+        return {"quality": int(round(rate)), "speed": self.speed, "subsampling": self.subsampling}
+
+
+@register_codec
+class PNG(PillowCodec):
+    """Lossless PNG (zlib), the lossless reference point; the rate parameter is the zlib level."""
+
+    name = "png"
+    pil_format = "PNG"
+    feature = "zlib"
+    rate_param = "level"
+    default_rates = (6.0,)
+    rate_range = (0.0, 9.0)
+    lossless = True
+    description = "PNG lossless (zlib via Pillow)"
+
+    def save_params(self, rate: float) -> dict[str, Any]:
+        return {"compress_level": int(round(rate))}

@@ -1,0 +1,61 @@
+"""``lcbench`` command line: one small module per subcommand, heavy imports inside ``run``.
+
+Every module in this package that defines ``COMMAND``, ``HELP``, ``add_arguments(parser)``
+and ``run(args) -> int`` becomes a subcommand. Only this layer turns exceptions into
+exit codes: 0 ok, 1 failed jobs or checks, 2 bad input.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from typing import Sequence
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def _command_modules() -> list:
+    modules = []
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        mod = importlib.import_module(f"{__name__}.{info.name}")
+        if hasattr(mod, "COMMAND"):
+            modules.append(mod)
+    return modules
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from lcbench import __version__
+
+    parser = argparse.ArgumentParser(prog="lcbench", description="Benchmark classical and learned image codecs.")
+    parser.add_argument("--version", action="version", version=f"lcbench {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for mod in _command_modules():
+        p = sub.add_parser(mod.COMMAND, help=mod.HELP, description=mod.HELP)
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return EXIT_BAD_INPUT
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted; finished jobs are saved, run the same command again to resume", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+    except (ValueError, KeyError, FileNotFoundError, ImportError, RuntimeError, OSError) as exc:
+        print(f"lcbench {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""``lcbench codecs``: every registered codec with availability, version and how to fix it."""
+from __future__ import annotations
+
+import argparse
+import json
+
+COMMAND = "codecs"
+HELP = "list codecs with availability, version and rate grid"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("pattern", nargs="?", default="*", help="glob over codec names (default: all)")
+    p.add_argument("--plugin", action="append", default=[], metavar="FILE.py", help="load a one-file codec plugin")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def run(args: argparse.Namespace) -> int:
+    from lcbench.codec_info import describe_codecs
+    from lcbench.registry import load_plugin
+
+    for plugin in args.plugin:
+        load_plugin(plugin)
+    rows = describe_codecs(args.pattern)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        status = "available" if row["available"] else "UNAVAILABLE"
+        print(f"{row['name']:<16} {status:<12} {row['version'] if row['available'] else row['reason']}")
+        print(f"{'':<16} {row['description']}  [{row['rate_param']}: {row['rates']}]  ({row['origin']})")
+        if not row["available"] and row["fix"]:
+            print(f"{'':<16} fix: {row['fix']}")
+    return 0

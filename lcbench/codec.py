@@ -1,0 +1,127 @@
+"""The one interface every codec implements: classical, learned and pipelines alike.
+
+A codec turns an 8-bit RGB image (H x W x 3, uint8) into a self-contained
+bitstream and back. The harness measures the rate on those bytes only:
+bpp = 8 * len(bitstream) / (H * W) of the original image.
+"""
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+
+
+class CodecError(RuntimeError):
+    """A codec failed to encode or decode; the message names the codec."""
+
+
+class CodecUnavailable(CodecError):
+    """The codec cannot run on this machine; the message says why and how to fix it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Availability:
+    """Whether a codec can run here, and if not, why and how to fix it."""
+
+    ok: bool
+    reason: str = ""
+    fix: str = ""
+
+    @classmethod
+    def yes(cls) -> "Availability":
+        return cls(True)
+
+    @classmethod
+    def no(cls, reason: str, fix: str = "") -> "Availability":
+        return cls(False, reason, fix)
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+class Codec(abc.ABC):
+    """Base class of every codec.
+
+    Subclasses set ``name`` (the registry key), ``rate_param`` (what the rate grid
+    means, e.g. "quality" or "qp"), ``default_rates`` and, when the rate parameter
+    has a finite range, ``rate_range`` (used by rate matching). Constructor keyword
+    arguments are the codec's options (``jpeg:subsampling=444`` on the command line).
+    """
+
+    name: ClassVar[str]
+    rate_param: ClassVar[str] = "quality"
+    default_rates: ClassVar[tuple[float, ...]] = ()
+    rate_range: ClassVar[tuple[float, float] | None] = None
+    # True when a higher rate parameter gives a larger bitstream (quality); False for QP-like.
+    rate_increases_bits: ClassVar[bool] = True
+    lossless: ClassVar[bool] = False
+    description: ClassVar[str] = ""
+
+    def __init__(self, **options: Any) -> None:
+        if options:
+            raise ValueError(f"codec {self.name!r} takes no options, got {sorted(options)}")
+        self.options: dict[str, Any] = {}
+
+    @classmethod
+    def availability(cls) -> Availability:
+        """Whether this codec can run here. Never raises."""
+        return Availability.yes()
+
+    @abc.abstractmethod
+    def version(self) -> str:
+        """Library or tool version, or the weights' sha256: what makes results reproducible."""
+
+    @abc.abstractmethod
+    def encode(self, image: np.ndarray, rate: float) -> bytes:
+        """HxWx3 uint8 RGB -> self-contained bitstream."""
+
+    @abc.abstractmethod
+    def decode(self, bitstream: bytes) -> np.ndarray:
+        """Bitstream -> HxWx3 uint8 RGB of the original size."""
+
+    # Learned codecs override these; the harness groups their jobs and calls them batched.
+    uses_device: ClassVar[bool] = False
+
+    def label(self) -> str:
+        """Name plus non-default options, as it appears in results (``jpeg:subsampling=444``)."""
+        if not self.options:
+            return self.name
+        opts = ":".join(f"{k}={v}" for k, v in sorted(self.options.items()))
+        return f"{self.name}:{opts}"
+
+    def extra_columns(self) -> dict[str, Any]:
+        """Extra per-job values a codec wants recorded (e.g. a model's own rate estimate)."""
+        return {}
+
+    def __repr__(self) -> str:
+        return f"<codec {self.label()}>"
+
+
+class TorchCodec(Codec):
+    """Learned codecs: batched encode/decode on a torch device, one model load per worker."""
+
+    uses_device: ClassVar[bool] = True
+
+    def __init__(self, device: str = "cpu", **options: Any) -> None:
+        super().__init__(**options)
+        self.device = device
+
+    def to(self, device: str) -> "TorchCodec":
+        self.device = device
+        return self
+
+    def encode_batch(self, images: Sequence[np.ndarray], rate: float) -> list[bytes]:
+        """Encode several images at one rate point; default loops over ``encode``."""
+        return [self.encode(im, rate) for im in images]
+
+    def decode_batch(self, bitstreams: Sequence[bytes]) -> list[np.ndarray]:
+        return [self.decode(b) for b in bitstreams]
+
+
+def check_image(image: np.ndarray, codec: str = "") -> None:
+    """Raise a clear error unless ``image`` is HxWx3 uint8."""
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        got = f"{getattr(image, 'dtype', type(image))} {getattr(image, 'shape', '')}"
+        raise CodecError(f"{codec or 'codec'}: expected an HxWx3 uint8 RGB image, got {got}")

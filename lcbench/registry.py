@@ -1,0 +1,206 @@
+"""Name -> codec class registry, after lm-evaluation-harness and timm.
+
+Three sources, all ending in ``codecs.register``:
+- built-in modules in ``lcbench_codecs`` (the repo's ``codecs/`` folder) register with
+  the ``@register_codec`` decorator when imported;
+- third-party distributions declare ``[project.entry-points."lcbench.codecs"]``
+  ``name = "module:Class"``; entries are imported lazily on first use;
+- ``--plugin path/to/file.py`` imports a one-file codec that uses the decorator.
+"""
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import importlib
+import importlib.util
+import inspect
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Generic, Iterator, TypeVar
+
+T = TypeVar("T")
+
+# Built-in codec modules, imported on first use of the registry (cheap: heavy imports
+# such as torch happen inside the codecs, not at module import).
+BUILTIN_MODULES = (
+    "lcbench_codecs.pillow_codecs",
+    "lcbench_codecs.bpg",
+    "lcbench_codecs.hevc",
+    "lcbench_codecs.jpegxl",
+)
+ENTRY_POINT_GROUP = "lcbench.codecs"
+
+
+class UnknownNameError(KeyError):
+    """An unknown registry name; the message suggests the closest ones."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; we want it plain
+        return str(self.args[0])
+
+
+@dataclass
+class Entry(Generic[T]):
+    name: str
+    origin: str  # "file.py:line", "entry point from dist==1.0", ...
+    obj: T | None = None
+    target: str | None = None  # lazy "module:object"
+
+    def load(self) -> T:
+        if self.obj is None:
+            assert self.target is not None
+            module, _, attr = self.target.partition(":")
+            try:
+                mod = importlib.import_module(module)
+            except ImportError as exc:
+                raise ImportError(
+                    f"cannot import {self.target!r} for {self.name!r} ({self.origin}): {exc}"
+                ) from exc
+            self.obj = getattr(mod, attr)
+        return self.obj
+
+
+class Registry(Generic[T]):
+    """A small generic registry with lazy entries, origins and 'did you mean' errors."""
+
+    def __init__(self, kind: str, builtin_modules: tuple[str, ...] = (), entry_point_group: str | None = None):
+        self.kind = kind
+        self._entries: dict[str, Entry[T]] = {}
+        self._builtin_modules = builtin_modules
+        self._entry_point_group = entry_point_group
+        self._loaded = False
+        self.import_errors: dict[str, str] = {}
+
+    def register(self, name: str, obj: T | None = None, *, target: str | None = None, origin: str = "") -> None:
+        if name in self._entries:
+            old = self._entries[name]
+            same = obj is not None and old.obj is not None and getattr(old.obj, "__qualname__", None) == getattr(
+                obj, "__qualname__", None) and old.origin == origin
+            if not same:  # re-importing the same module (e.g. a reloaded plugin) is harmless
+                raise ValueError(f"{self.kind} {name!r} registered twice: {old.origin} and {origin}")
+        self._entries[name] = Entry(name, origin, obj, target)
+
+    def _ensure_loaded(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        for module in self._builtin_modules:
+            try:
+                importlib.import_module(module)
+            except Exception as exc:  # a broken optional module must not hide the others
+                self.import_errors[module] = f"{type(exc).__name__}: {exc}"
+        if self._entry_point_group:
+            self._load_entry_points()
+
+    def _load_entry_points(self) -> None:
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group=self._entry_point_group):
+            dist = getattr(ep, "dist", None)
+            origin = f"entry point {ep.value} from {dist.name}=={dist.version}" if dist else f"entry point {ep.value}"
+            if ep.name in self._entries:
+                continue  # built-ins win; the duplicate is visible in `lcbench codecs`
+            self.register(ep.name, target=ep.value, origin=origin)
+
+    def names(self, pattern: str = "*") -> list[str]:
+        self._ensure_loaded()
+        return sorted(n for n in self._entries if fnmatch.fnmatch(n, pattern))
+
+    def entry(self, name: str) -> Entry[T]:
+        self._ensure_loaded()
+        try:
+            return self._entries[name]
+        except KeyError:
+            close = difflib.get_close_matches(name, self._entries, n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise UnknownNameError(
+                f"unknown {self.kind} {name!r}{hint} (known: {', '.join(sorted(self._entries))})"
+            ) from None
+
+    def get(self, name: str) -> T:
+        return self.entry(name).load()
+
+    def __contains__(self, name: str) -> bool:
+        self._ensure_loaded()
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+
+codecs: Registry[type] = Registry("codec", BUILTIN_MODULES, ENTRY_POINT_GROUP)
+
+
+def _origin_of(obj: Any) -> str:
+    try:
+        return f"{Path(inspect.getsourcefile(obj) or '?').name}:{inspect.getsourcelines(obj)[1]}"
+    except (OSError, TypeError):
+        return getattr(obj, "__module__", "?")
+
+
+def register_codec(cls: type | None = None, *, name: str | None = None) -> Callable[[type], type] | type:
+    """Class decorator: ``@register_codec`` registers under ``cls.name``."""
+
+    def wrap(c: type) -> type:
+        key = name or c.name
+        codecs.register(key, c, origin=_origin_of(c))
+        return c
+
+    return wrap(cls) if cls is not None else wrap
+
+
+def load_plugin(path: str | Path) -> None:
+    """Import a one-file codec plugin; its ``@register_codec`` classes join the registry."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"plugin file not found: {path}")
+    module_name = f"lcbench_plugin_{path.stem}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load plugin {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[module_name]
+        raise ImportError(f"plugin {path} failed to import: {type(exc).__name__}: {exc}") from exc
+
+
+def parse_value(text: str) -> Any:
+    """Option values from the command line: int, float, bool or string."""
+    low = text.lower()
+    if low in ("true", "yes", "on"):
+        return True
+    if low in ("false", "no", "off"):
+        return False
+    for conv in (int, float):
+        try:
+            return conv(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_codec_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """``"jpeg:subsampling=444:optimize=true"`` -> ("jpeg", {"subsampling": 444, "optimize": True})."""
+    name, *parts = spec.strip().split(":")
+    options: dict[str, Any] = {}
+    for part in parts:
+        key, eq, value = part.partition("=")
+        if not eq or not key:
+            raise ValueError(f"bad option {part!r} in codec spec {spec!r}: expected key=value")
+        options[key.strip()] = parse_value(value.strip())
+    return name, options
+
+
+def create_codec(spec: str, **runtime: Any) -> Any:
+    """Build a codec object from a spec string. ``runtime`` (e.g. device) goes to learned codecs."""
+    name, options = parse_codec_spec(spec)
+    cls = codecs.get(name)
+    if getattr(cls, "uses_device", False):
+        options = {**runtime, **options}
+    try:
+        return cls(**options)
+    except TypeError as exc:
+        raise ValueError(f"bad options for codec {name!r}: {exc}") from exc
