@@ -1,0 +1,33 @@
+"""``lcbench.run(...)``: the same run as the CLI, from Python (notebooks), returning a DataFrame."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from .dataset import Dataset
+from .runner import RunOptions, execute
+
+
+def run(codecs: Sequence[str] | str, dataset: str | Path | Dataset = "sample", *, out: str | Path | None = None,
+        quality: Sequence[float] | None = None, jobs: int | None = None, device: str | None = None,
+        max_images: int | None = None, image_glob: str | None = None, save_bitstreams: bool = False,
+        save_decoded: bool = False, progress: bool = False, raise_on_failure: bool = False):
+    """Run codecs over a dataset and return the per-image results (pandas DataFrame).
+
+    Failed jobs appear as rows with an ``error`` message; pass ``raise_on_failure=True``
+    to get an exception instead. Results are also written to ``out`` (default
+    ``reports/<dataset>``), and a repeated call resumes from what is stored there.
+    """
+    if isinstance(codecs, str):
+        codecs = [c for c in codecs.split(",") if c.strip()]
+    options = RunOptions(
+        codecs=list(codecs), dataset=dataset if isinstance(dataset, Dataset) else str(dataset),
+        out=Path(out) if out else None, rates=tuple(float(q) for q in quality) if quality else None, jobs=jobs,
+        device=device, max_images=max_images, image_glob=image_glob, save_bitstreams=save_bitstreams,
+        save_decoded=save_decoded, progress=progress, command_line=f"lcbench.run(codecs={list(codecs)!r}, ...)",
+    )
+    outcome = execute(options)
+    if raise_on_failure and outcome.failures:
+        first = outcome.failures[0]["error"]
+        raise RuntimeError(f"{len(outcome.failures)} job(s) failed; first: {first}")
+    return outcome.frame

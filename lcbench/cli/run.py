@@ -1,0 +1,58 @@
+"""``lcbench run``: codecs x rate points x images -> results.csv, run.json and a summary table."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+COMMAND = "run"
+HELP = "run codecs over a dataset and write per-image results"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--codecs", "-c", required=True,
+                   help="comma-separated codec specs, e.g. jpeg,webp,jpeg:subsampling=444 (see `lcbench codecs`)")
+    p.add_argument("--dataset", "-d", default="sample", help="folder path or dataset name (default: sample, offline)")
+    p.add_argument("--out", "-o", help="run directory (default: reports/<dataset>); re-running resumes it")
+    p.add_argument("-q", "--quality", action="append", metavar="GRID",
+                   help="rate grid for every codec (5,10,20 or 5:95:5), or per codec: jpeg=5:95:5 (repeatable)")
+    p.add_argument("--jobs", "-j", type=int, default=None, help="parallel workers (default: all cores; -1 too)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="device for learned codecs (default: auto)")
+    p.add_argument("--max-images", type=int, default=None, help="use only the first N images")
+    p.add_argument("--images", dest="image_glob", default=None, help="glob over image ids or file names")
+    p.add_argument("--plugin", action="append", default=[], metavar="FILE.py", help="load a one-file codec plugin")
+    p.add_argument("--save-bitstreams", action="store_true", help="keep every bitstream under RUN_DIR/bitstreams")
+    p.add_argument("--save-decoded", action="store_true", help="keep every decoded image under RUN_DIR/decoded")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from lcbench.rates import parse_rate_overrides
+    from lcbench.registry import load_plugin
+    from lcbench.runner import RunOptions, execute
+    from lcbench.summary_table import terminal_summary
+
+    for plugin in args.plugin:
+        load_plugin(plugin)
+    codecs = [c.strip() for c in args.codecs.split(",") if c.strip()]
+    if not codecs:
+        raise ValueError("--codecs: no codec given")
+    every, per_codec = parse_rate_overrides(args.quality)
+    options = RunOptions(codecs=codecs, dataset=args.dataset, out=args.out, rates=every, codec_rates=per_codec,
+                         jobs=args.jobs, device=args.device, max_images=args.max_images, image_glob=args.image_glob,
+                         save_bitstreams=args.save_bitstreams, save_decoded=args.save_decoded,
+                         progress=False if args.no_progress else None)
+    outcome = execute(options)
+    print(terminal_summary(outcome.frame))
+    done = outcome.planned - len(outcome.failures)
+    print(f"\n{done}/{outcome.planned} jobs ok ({outcome.skipped} reused from {outcome.run_dir}); "
+          f"results: {outcome.run_dir / 'results.csv'}")
+    if outcome.failures:
+        print(f"{len(outcome.failures)} job(s) FAILED:", file=sys.stderr)
+        shown = {}
+        for rec in outcome.failures:
+            shown.setdefault(rec["error"], 0)
+            shown[rec["error"]] += 1
+        for err, count in list(shown.items())[:20]:
+            print(f"  [{count}x] {err}", file=sys.stderr)
+        return 1
+    return 0

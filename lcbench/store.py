@@ -1,0 +1,147 @@
+"""The run directory: one durable record per finished job, results.csv and run.json.
+
+Each process appends finished jobs to its own shard ``records/<host>-<pid>-<id>.jsonl``
+with a single ``write`` of one complete line per job, so a killed run loses at most the
+job in flight; a torn last line is ignored on reading. ``results.csv`` is rebuilt from
+the records, so it can never disagree with them.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import uuid
+from pathlib import Path
+from typing import Any, Iterable
+
+RESULTS_CSV = "results.csv"
+METADATA_JSON = "run.json"
+RECORDS_DIR = "records"
+FORMAT_VERSION = 1
+
+# The first columns of results.csv, in order; codec-specific extras follow.
+COLUMNS = (
+    "codec", "codec_version", "rate_param", "quality", "image", "width", "height", "bytes", "bpp",
+    "psnr_rgb", "psnr_y", "mse_rgb", "mse_y", "ssim", "ms_ssim", "ms_ssim_db", "enc_time_s", "dec_time_s",
+    "error", "notes", "dataset", "key",
+)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if hasattr(value, "item"):  # numpy scalars
+        return _jsonable(value.item())
+    return value
+
+
+def _from_json(value: Any) -> Any:
+    if value == "inf":
+        return math.inf
+    if value == "-inf":
+        return -math.inf
+    return value
+
+
+class RecordWriter:
+    """Appends records to this process's shard; one os.write per record."""
+
+    def __init__(self, run_dir: Path) -> None:
+        records = Path(run_dir) / RECORDS_DIR
+        records.mkdir(parents=True, exist_ok=True)
+        name = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
+        self.path = records / name
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+    def append(self, record: dict[str, Any]) -> None:
+        line = json.dumps({k: _jsonable(v) for k, v in record.items()}, separators=(",", ":")) + "\n"
+        os.write(self._fd, line.encode())
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = -1
+
+
+_writers: dict[Path, RecordWriter] = {}
+
+
+def writer_for(run_dir: Path) -> RecordWriter:
+    """This process's writer for ``run_dir`` (workers keep theirs across tasks)."""
+    run_dir = Path(run_dir).resolve()
+    w = _writers.get(run_dir)
+    if w is None or w._fd < 0:
+        w = _writers[run_dir] = RecordWriter(run_dir)
+    return w
+
+
+def close_writers() -> None:
+    for w in _writers.values():
+        w.close()
+    _writers.clear()
+
+
+def read_records(run_dir: Path) -> list[dict[str, Any]]:
+    """Every complete record in the run directory, in shard then line order."""
+    out: list[dict[str, Any]] = []
+    records = Path(run_dir) / RECORDS_DIR
+    if not records.is_dir():
+        return out
+    for shard in sorted(records.glob("*.jsonl")):
+        with open(shard, "rb") as f:
+            for raw in f:
+                if not raw.endswith(b"\n"):
+                    continue  # torn write of a killed process: that job is simply not done
+                try:
+                    rec = json.loads(raw)
+                except json.JSONDecodeError:
+                    continue
+                out.append({k: _from_json(v) for k, v in rec.items()})
+    return out
+
+
+def latest_by_job(records: Iterable[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
+    """One record per (codec, quality, image): a success wins over a failure, later over earlier."""
+    best: dict[tuple, dict[str, Any]] = {}
+    for rec in records:
+        k = (rec.get("codec"), rec.get("quality"), rec.get("image"), rec.get("target_bpp"))
+        old = best.get(k)
+        if old is None or not rec.get("error") or old.get("error"):
+            best[k] = rec
+    return best
+
+
+def write_results_csv(run_dir: Path, records: list[dict[str, Any]]) -> Path:
+    """Rewrite results.csv atomically from records (sorted for stable diffs)."""
+    import pandas as pd
+
+    df = records_to_frame(records)
+    path = Path(run_dir) / RESULTS_CSV
+    tmp = path.with_suffix(".csv.tmp")
+    df.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+    return path
+
+
+def records_to_frame(records: list[dict[str, Any]]):
+    import pandas as pd
+
+    df = pd.DataFrame.from_records(records)
+    for col in COLUMNS:
+        if col not in df.columns:
+            df[col] = None
+    extras = [c for c in df.columns if c not in COLUMNS]
+    df = df[list(COLUMNS) + extras]
+    if len(df):
+        df["error"] = df["error"].fillna("")
+        df["notes"] = df["notes"].fillna("")
+        df = df.sort_values(["codec", "quality", "image"], kind="stable").reset_index(drop=True)
+    return df
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    tmp = Path(path).with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)
