@@ -35,7 +35,7 @@ class Source:
 
     url: str
     kind: str = "file"
-    path: str | None = None  # file: where it goes in the dataset folder (default: URL basename)
+    path: str | None = None  # file: where it goes in the dataset folder; archive: name to save it as (default: URL basename)
     subdir: str | None = None  # archive: folder holding the images, matched as a path suffix
     sha256: str | None = None  # of the downloaded file, when recorded
     size: int | None = None  # bytes of the downloaded file, when recorded
