@@ -1,0 +1,265 @@
+"""Bjontegaard delta rate and delta metric, on average curves and per image.
+
+Conventions (checked against the ``bjontegaard`` package in the tests):
+- ``pchip`` (default): piecewise cubic Hermite interpolation (monotone, no overshoot) as the
+  AV1/AV2 CTC (``CalcBDRate.py``), AWCY and the JVET/JCTVC-L1100 spreadsheet use, integrated
+  exactly over the overlapping interval.
+- ``cubic``: VCEG-M33, a least-squares cubic polynomial through the points.
+- BD-rate interpolates log(rate) as a function of the metric over the overlapping metric
+  range: BD-rate = 100 * (exp(mean(ln R_test - ln R_anchor)) - 1), in percent; negative
+  means the test codec needs fewer bits for the same quality.
+- BD-metric (BD-PSNR for PSNR) interpolates the metric as a function of log(rate) over the
+  overlapping log-rate range: mean(metric_test - metric_anchor), in the metric's unit.
+
+A result that cannot be trusted is NaN with a reason, never a silent number: fewer than 4
+points, non-finite or non-positive values, curves that are not strictly monotonic (quality
+must rise with rate), or curves that do not overlap.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy.interpolate import PchipInterpolator
+
+Method = Literal["pchip", "cubic"]
+METHODS: tuple[str, ...] = ("pchip", "cubic")
+MIN_POINTS = 4
+DEFAULT_METRICS = ("psnr_rgb", "psnr_y", "ms_ssim_db", "ssim")
+
+
+@dataclass(frozen=True)
+class BDResult:
+    """One Bjontegaard delta: ``value`` (percent for BD-rate, metric units for BD-metric), or
+    NaN with ``reason`` saying why it could not be computed."""
+
+    value: float
+    reason: str | None = None
+    overlap: float = math.nan  # overlapping / union interval length, 0..1 (AWCY warns below ~0.75)
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None and math.isfinite(self.value)
+
+    @classmethod
+    def nan(cls, reason: str, overlap: float = math.nan) -> "BDResult":
+        return cls(math.nan, reason, overlap)
+
+
+def _curve(rate: Sequence[float], metric: Sequence[float], who: str) -> tuple[np.ndarray, np.ndarray] | str:
+    """Sorted (log rate, metric) arrays, or the reason the curve is unusable."""
+    r = np.asarray(rate, dtype=float).ravel()
+    m = np.asarray(metric, dtype=float).ravel()
+    if r.shape != m.shape:
+        return f"{who} has {r.size} rates but {m.size} metric values"
+    if not (np.all(np.isfinite(r)) and np.all(np.isfinite(m))):
+        return f"{who} has non-finite values (failed jobs or undefined metric)"
+    if np.any(r <= 0):
+        return f"{who} has a rate <= 0"
+    if r.size < MIN_POINTS:
+        return f"{who} has {r.size} rate points; BD needs at least {MIN_POINTS}"
+    order = np.argsort(r, kind="stable")
+    r, m = r[order], m[order]
+    if np.any(np.diff(r) <= 0):
+        return f"{who} has two points with the same rate ({r[np.flatnonzero(np.diff(r) <= 0)[0]]:g})"
+    if np.any(np.diff(m) <= 0):
+        i = int(np.flatnonzero(np.diff(m) <= 0)[0])
+        return (f"{who} is not monotonic: quality falls from {m[i]:.4g} to {m[i + 1]:.4g} "
+                f"while rate rises from {r[i]:.4g} to {r[i + 1]:.4g}")
+    return np.log(r), m
+
+
+def _integral(x: np.ndarray, y: np.ndarray, lo: float, hi: float, method: str) -> float:
+    """Integral over [lo, hi] of the curve through (x, y), x increasing."""
+    if method == "pchip":
+        return float(PchipInterpolator(x, y, extrapolate=False).integrate(lo, hi))
+    if method == "cubic":
+        antiderivative = np.polyint(np.polyfit(x, y, 3))
+        return float(np.polyval(antiderivative, hi) - np.polyval(antiderivative, lo))
+    raise ValueError(f"unknown BD method {method!r}; choose one of {METHODS}")
+
+
+def _delta(ax: np.ndarray, ay: np.ndarray, tx: np.ndarray, ty: np.ndarray, method: str,
+           axis_name: str) -> tuple[float, float] | BDResult:
+    """Mean of (test - anchor) of y over the overlap of x; (mean, overlap) or a NaN result."""
+    lo, hi = max(ax[0], tx[0]), min(ax[-1], tx[-1])
+    union = max(ax[-1], tx[-1]) - min(ax[0], tx[0])
+    if hi <= lo:
+        return BDResult.nan(f"curves do not overlap in {axis_name} (anchor {ax[0]:.4g}..{ax[-1]:.4g}, "
+                            f"test {tx[0]:.4g}..{tx[-1]:.4g})", 0.0)
+    mean = (_integral(tx, ty, lo, hi, method) - _integral(ax, ay, lo, hi, method)) / (hi - lo)
+    return mean, (hi - lo) / union
+
+
+def bd_rate(anchor_rate: Sequence[float], anchor_metric: Sequence[float], test_rate: Sequence[float],
+            test_metric: Sequence[float], method: Method = "pchip") -> BDResult:
+    """Bjontegaard delta rate of test against anchor, in percent (negative = test saves bits)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown BD method {method!r}; choose one of {METHODS}")
+    a = _curve(anchor_rate, anchor_metric, "anchor")
+    t = _curve(test_rate, test_metric, "test")
+    for c in (a, t):
+        if isinstance(c, str):
+            return BDResult.nan(c)
+    (alr, am), (tlr, tm) = a, t
+    # Rate as a function of quality: x = metric, y = log rate.
+    d = _delta(am, alr, tm, tlr, method, "quality")
+    if isinstance(d, BDResult):
+        return d
+    mean_log_ratio, overlap = d
+    return BDResult(100.0 * math.expm1(mean_log_ratio), None, overlap)
+
+
+def bd_metric(anchor_rate: Sequence[float], anchor_metric: Sequence[float], test_rate: Sequence[float],
+              test_metric: Sequence[float], method: Method = "pchip") -> BDResult:
+    """Bjontegaard delta metric (BD-PSNR for PSNR): mean quality gain at equal rate, metric units."""
+    if method not in METHODS:
+        raise ValueError(f"unknown BD method {method!r}; choose one of {METHODS}")
+    a = _curve(anchor_rate, anchor_metric, "anchor")
+    t = _curve(test_rate, test_metric, "test")
+    for c in (a, t):
+        if isinstance(c, str):
+            return BDResult.nan(c)
+    (alr, am), (tlr, tm) = a, t
+    d = _delta(alr, am, tlr, tm, method, "log rate")
+    if isinstance(d, BDResult):
+        return d
+    mean, overlap = d
+    return BDResult(float(mean), None, overlap)
+
+
+@dataclass(frozen=True)
+class PerImageBD:
+    """BD computed image by image: mean over the images where it is defined, with a bootstrap
+    confidence interval over images."""
+
+    mean: float
+    ci_low: float
+    ci_high: float
+    n_images: int  # images with rows for both codecs
+    n_valid: int  # images with a finite BD value (the mean and interval use only these)
+    per_image: dict[str, BDResult] = field(default_factory=dict)
+    reason: str | None = None  # why ``mean`` is NaN
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None and math.isfinite(self.mean)
+
+
+def bootstrap_mean_ci(values: Sequence[float], confidence: float = 0.95, n_boot: int = 2000,
+                      seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean (resampling values with replacement); fixed seed
+    so a report is reproducible. NaN when fewer than 2 values."""
+    v = np.asarray(values, dtype=float)
+    if v.size < 2:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    means = v[rng.integers(0, v.size, size=(n_boot, v.size))].mean(axis=1)
+    alpha = (1 - confidence) / 2
+    lo, hi = np.quantile(means, [alpha, 1 - alpha])
+    return float(lo), float(hi)
+
+
+def _image_curves(df: pd.DataFrame, codec: str, metric: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    rows = df.loc[(df["codec"] == codec) & df["ok"], ["image", "bpp", metric]]
+    return {str(img): (g["bpp"].to_numpy(), g[metric].to_numpy()) for img, g in rows.groupby("image", sort=True)}
+
+
+def bd_per_image(df: pd.DataFrame, anchor: str, test: str, metric: str = "psnr_rgb",
+                 kind: Literal["rate", "metric"] = "rate", method: Method = "pchip",
+                 confidence: float = 0.95, n_boot: int = 2000, seed: int = 0) -> PerImageBD:
+    """BD of ``test`` against ``anchor`` for each image of a results frame (see ``lcbench.results``),
+    then the mean and a bootstrap interval over the images where it is defined."""
+    if metric not in df.columns:
+        raise ValueError(f"metric column {metric!r} not in the results; columns are {list(df.columns)}")
+    fn = bd_rate if kind == "rate" else bd_metric
+    a, t = _image_curves(df, anchor, metric), _image_curves(df, test, metric)
+    images = sorted(set(a) & set(t))
+    per = {img: fn(*a[img], *t[img], method=method) for img in images}
+    vals = [r.value for r in per.values() if r.ok]
+    if not images:
+        return PerImageBD(math.nan, math.nan, math.nan, 0, 0, per,
+                          f"no image has usable results for both {anchor!r} and {test!r}")
+    if not vals:
+        first = next(iter(per.values())).reason
+        return PerImageBD(math.nan, math.nan, math.nan, len(images), 0, per, f"no image gives a value, e.g.: {first}")
+    lo, hi = bootstrap_mean_ci(vals, confidence, n_boot, seed)
+    return PerImageBD(float(np.mean(vals)), lo, hi, len(images), len(vals), per)
+
+
+def complete_images(df: pd.DataFrame, codecs: Sequence[str], metric: str) -> list[str]:
+    """Images with a usable value of ``metric`` at every rate point of every codec given, so that
+    average curves compare the codecs on the same images."""
+    sub = df.loc[df["codec"].isin(codecs)]
+    good = sub["ok"] & np.isfinite(sub[metric])
+    images = None
+    for codec in codecs:
+        c = sub["codec"] == codec
+        bad_images = set(sub.loc[c & ~good, "image"])
+        have = set(sub.loc[c, "image"]) - bad_images
+        images = have if images is None else images & have
+    return sorted(images or ())
+
+
+def bd_table(df: pd.DataFrame, anchor: str, metrics: Sequence[str] = DEFAULT_METRICS,
+             method: Method = "pchip", aggregate: str = "mean", per_image: bool = True,
+             extra_curves: Mapping[str, pd.DataFrame] | None = None, confidence: float = 0.95,
+             n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """BD-rate and BD-metric of every codec against ``anchor``, for each metric.
+
+    Average curves use the images complete for both codecs (see ``complete_images``) and the
+    aggregation of ``lcbench.summary.rd_curve``. ``extra_curves`` adds codecs known only by
+    their average curve (published results: columns ``bpp`` and metric names); they get no
+    per-image values. One row per (codec, metric); NaN values carry a ``*_reason``.
+    """
+    from lcbench.results import codecs_in_order
+    from lcbench.summary import rd_curve
+
+    extra = dict(extra_curves or {})
+    measured = codecs_in_order(df)
+    if anchor not in measured and anchor not in extra:
+        raise ValueError(f"anchor {anchor!r} is not among the codecs {measured + list(extra)}")
+    rows = []
+    for codec in [c for c in measured + list(extra) if c != anchor]:
+        for metric in metrics:
+            both_measured = codec in measured and anchor in measured
+            images = complete_images(df, [anchor, codec], metric) if both_measured and metric in df.columns else None
+
+            def curve(name: str) -> tuple[np.ndarray, np.ndarray]:
+                if name in extra:
+                    c = extra[name]
+                    if metric not in c.columns:
+                        return np.array([]), np.array([])
+                    c = c.loc[np.isfinite(c[metric])]
+                    return c["bpp"].to_numpy(float), c[metric].to_numpy(float)
+                if metric not in df.columns:
+                    return np.array([]), np.array([])
+                c = rd_curve(df, name, metric, aggregate=aggregate, images=images)
+                return c["bpp"].to_numpy(float), c[metric].to_numpy(float)
+
+            (ar, am), (tr, tm) = curve(anchor), curve(codec)
+            if am.size == 0 or tm.size == 0:
+                missing = anchor if am.size == 0 else codec
+                rate_res = metric_res = BDResult.nan(f"no {metric} values for {missing!r}")
+            else:
+                rate_res = bd_rate(ar, am, tr, tm, method)
+                metric_res = bd_metric(ar, am, tr, tm, method)
+            row = {"codec": codec, "anchor": anchor, "metric": metric, "method": method, "aggregate": aggregate,
+                   "n_images": len(images) if images is not None else math.nan,
+                   "bd_rate": rate_res.value, "bd_rate_reason": rate_res.reason or "",
+                   "bd_rate_overlap": rate_res.overlap,
+                   "bd_metric": metric_res.value, "bd_metric_reason": metric_res.reason or ""}
+            if per_image:
+                for kind in ("rate", "metric"):
+                    if both_measured and metric in df.columns:
+                        p = bd_per_image(df, anchor, codec, metric, kind, method, confidence, n_boot, seed)
+                    else:
+                        p = PerImageBD(math.nan, math.nan, math.nan, 0, 0, {}, "no per-image data (published curve)")
+                    row.update({f"bd_{kind}_img_mean": p.mean, f"bd_{kind}_img_ci_low": p.ci_low,
+                                f"bd_{kind}_img_ci_high": p.ci_high, f"bd_{kind}_img_n": p.n_valid,
+                                f"bd_{kind}_img_of": p.n_images, f"bd_{kind}_img_reason": p.reason or ""})
+            rows.append(row)
+    return pd.DataFrame(rows)

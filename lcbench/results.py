@@ -1,0 +1,138 @@
+"""Load ``results.csv`` files of one or more runs into one pandas DataFrame, checked.
+
+Everything downstream (summary tables, BD-rate, plots, reports) reads the frame this
+module returns, so the checks live here: required columns present, numbers numeric,
+``ok`` set for rows without an error, and no job measured twice with different answers
+when runs are merged.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Literal, Sequence
+
+import numpy as np
+import pandas as pd
+
+RESULTS_FILE = "results.csv"
+REQUIRED_COLUMNS = ("codec", "quality", "image", "bpp")
+NUMERIC_COLUMNS = ("quality", "width", "height", "bytes", "bpp", "psnr_rgb", "psnr_y", "mse_rgb", "mse_y",
+                   "ssim", "ms_ssim", "ms_ssim_db", "enc_time_s", "dec_time_s")
+# One job is one (codec, rate point, image); merging two runs must not count a job twice.
+JOB_COLUMNS = ("codec", "quality", "image")
+
+
+class ResultsError(ValueError):
+    """A results file is missing, malformed or conflicts with another one; the message names it."""
+
+
+def results_path(path: str | Path) -> Path:
+    """A run directory or a CSV file -> the CSV file to read."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / RESULTS_FILE
+    if not p.is_file():
+        raise ResultsError(f"no results file at {p} (give a run directory containing {RESULTS_FILE}, or a CSV file)")
+    return p
+
+
+def read_results(path: str | Path) -> pd.DataFrame:
+    """Read one run's results, validated; adds ``run`` (the source path) and ``ok`` columns."""
+    csv = results_path(path)
+    try:
+        df = pd.read_csv(csv, keep_default_na=True, dtype={"codec": str, "image": str, "error": str, "notes": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ResultsError(f"{csv}: cannot be read as CSV: {exc}") from exc
+    df["run"] = str(csv.parent if csv.name == RESULTS_FILE else csv)
+    return validate(df, source=str(csv))
+
+
+def validate(df: pd.DataFrame, source: str = "results") -> pd.DataFrame:
+    """Check columns and types; coerce numbers; derive ``ok`` and ``ms_ssim_db`` where missing.
+
+    Returns a new frame. Raises ``ResultsError`` naming ``source`` on a missing column or a
+    non-numeric value in a numeric column.
+    """
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise ResultsError(f"{source}: missing required column(s) {missing}; found {list(df.columns)}")
+    df = df.copy()
+    for col in NUMERIC_COLUMNS:
+        if col not in df.columns:
+            continue
+        numeric = pd.to_numeric(df[col], errors="coerce")
+        bad = numeric.isna() & df[col].notna() & (df[col].astype(str).str.strip() != "")
+        if bad.any():
+            example = df.loc[bad, col].iloc[0]
+            raise ResultsError(f"{source}: column {col!r} has non-numeric value {example!r} "
+                               f"(row {int(np.flatnonzero(bad.to_numpy())[0]) + 2} of the CSV)")
+        df[col] = numeric.astype(float)
+    df["codec"] = df["codec"].astype(str)
+    df["image"] = df["image"].astype(str)
+    if "rate_param" not in df.columns:
+        df["rate_param"] = "quality"
+    df["rate_param"] = df["rate_param"].fillna("quality").astype(str)
+    error = df["error"].fillna("").astype(str).str.strip() if "error" in df.columns else pd.Series("", index=df.index)
+    df["error"] = error
+    # A row is usable when it has no error and a finite positive rate; metrics may still be NaN
+    # (e.g. MS-SSIM on small images), which the aggregations handle per column.
+    df["ok"] = (error == "") & np.isfinite(df["bpp"]) & (df["bpp"] > 0)
+    if "ms_ssim_db" not in df.columns and "ms_ssim" in df.columns:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            df["ms_ssim_db"] = -10 * np.log10(1 - df["ms_ssim"])
+    return df
+
+
+def load_results(paths: str | Path | Sequence[str | Path],
+                 on_duplicate: Literal["error", "first", "last"] = "error") -> pd.DataFrame:
+    """Load and merge the results of one or more runs (run directories or CSV files).
+
+    A job (codec, rate point, image) present in two runs is an error by default, because
+    averaging both would weight that image twice; ``on_duplicate="first"``/``"last"`` keeps
+    one of them (in the order given).
+    """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    if not paths:
+        raise ResultsError("no run directories or results files given")
+    frames = [read_results(p) for p in paths]
+    df = pd.concat(frames, ignore_index=True, sort=False) if len(frames) > 1 else frames[0]
+    dup = df.duplicated(list(JOB_COLUMNS), keep=False)
+    if dup.any():
+        if on_duplicate == "error":
+            first = df.loc[dup].iloc[0]
+            runs = sorted(set(df.loc[dup, "run"]))
+            raise ResultsError(
+                f"{int(dup.sum())} rows measure the same job more than once, e.g. codec {first['codec']!r} "
+                f"at {first['rate_param']}={first['quality']:g} on image {first['image']!r} (in {', '.join(runs)}); "
+                "give each run once, or choose which to keep (--on-duplicate first|last)")
+        df = df.drop_duplicates(list(JOB_COLUMNS), keep=on_duplicate).reset_index(drop=True)
+    return df
+
+
+def codecs_in_order(df: pd.DataFrame) -> list[str]:
+    """Codec labels in order of first appearance (the order of the run's --codecs)."""
+    return list(dict.fromkeys(df["codec"]))
+
+
+def datasets(df: pd.DataFrame) -> list[str]:
+    """Distinct dataset names (empty when the column is absent)."""
+    if "dataset" not in df.columns:
+        return []
+    return sorted({str(d) for d in df["dataset"].dropna()})
+
+
+def failed_jobs(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows whose job failed (an error message or no usable rate)."""
+    return df.loc[~df["ok"]]
+
+
+def select_codecs(df: pd.DataFrame, codecs: Iterable[str] | None) -> pd.DataFrame:
+    """Rows of the given codec labels; raises naming the known labels when one is absent."""
+    if codecs is None:
+        return df
+    wanted = list(codecs)
+    known = codecs_in_order(df)
+    unknown = [c for c in wanted if c not in known]
+    if unknown:
+        raise ResultsError(f"codec(s) {unknown} not in the results; they have {known}")
+    return df.loc[df["codec"].isin(wanted)]

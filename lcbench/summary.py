@@ -1,0 +1,398 @@
+"""Per codec x rate point aggregation of a results frame, and tables in Markdown, CSV, JSON,
+LaTeX (booktabs) and plain text.
+
+Aggregation over images, stated in every table's caption:
+- ``mean`` (default): the arithmetic mean over images of each per-image value, as CompressAI
+  and most papers do (PSNR is averaged in dB, MS-SSIM dB is the mean of per-image dB values).
+- ``mse``: PSNR from the mean MSE over images (``mse_rgb``/``mse_y`` columns), and MS-SSIM dB
+  from the mean MS-SSIM (what CompressAI's plot script does); other columns are means.
+Spread is always over per-image values: sample standard deviation (ddof=1) and the half
+width of a Student-t confidence interval of the mean.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Literal, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+Aggregate = Literal["mean", "mse"]
+AGGREGATES = ("mean", "mse")
+SUMMARY_METRICS = ("bpp", "psnr_rgb", "psnr_y", "ssim", "ms_ssim", "ms_ssim_db", "enc_time_s", "dec_time_s")
+HIGHER_IS_BETTER = {"bpp": False, "psnr_rgb": True, "psnr_y": True, "ssim": True, "ms_ssim": True,
+                    "ms_ssim_db": True, "enc_time_s": False, "dec_time_s": False, "mse_rgb": False, "mse_y": False}
+# label, decimals, display scale
+DISPLAY = {
+    "bpp": ("bpp", 4, 1.0),
+    "psnr_rgb": ("PSNR-RGB [dB]", 2, 1.0),
+    "psnr_y": ("PSNR-Y [dB]", 2, 1.0),
+    "ssim": ("SSIM", 4, 1.0),
+    "ms_ssim": ("MS-SSIM", 4, 1.0),
+    "ms_ssim_db": ("MS-SSIM [dB]", 2, 1.0),
+    "enc_time_s": ("Enc. [ms]", 1, 1000.0),
+    "dec_time_s": ("Dec. [ms]", 1, 1000.0),
+    "mse_rgb": ("MSE-RGB", 2, 1.0),
+    "mse_y": ("MSE-Y", 2, 1.0),
+}
+METRIC_NAMES = {"psnr_rgb": "PSNR-RGB", "psnr_y": "PSNR-Y", "ssim": "SSIM", "ms_ssim": "MS-SSIM",
+                "ms_ssim_db": "MS-SSIM dB", "mse_rgb": "MSE-RGB", "mse_y": "MSE-Y"}
+_MSE_OF = {"psnr_rgb": "mse_rgb", "psnr_y": "mse_y"}
+COMPARABLE_RATE_PARAMS = ("target_bpp",)
+
+
+def _ensure_validated(df: pd.DataFrame) -> pd.DataFrame:
+    if "ok" in df.columns:
+        return df
+    from lcbench.results import validate
+
+    return validate(df)
+
+
+def _check_aggregate(aggregate: str) -> None:
+    if aggregate not in AGGREGATES:
+        raise ValueError(f"unknown aggregation {aggregate!r}; choose one of {AGGREGATES}")
+
+
+def aggregation_note(aggregate: str, confidence: float = 0.95) -> str:
+    """One sentence stating how values were aggregated, for captions."""
+    _check_aggregate(aggregate)
+    how = ("mean over images of each per-image value" if aggregate == "mean"
+           else "PSNR from the mean MSE over images, MS-SSIM dB from the mean MS-SSIM, other columns mean over images")
+    return f"Aggregation: {how}; spread: standard deviation and {confidence:.0%} CI of the mean across images."
+
+
+def _pooled(values: pd.DataFrame, metric: str, aggregate: str) -> float:
+    """The aggregate of one metric over the rows (images) of one rate point."""
+    if aggregate == "mse" and metric in _MSE_OF:
+        mse_col = _MSE_OF[metric]
+        if mse_col not in values.columns:
+            raise ValueError(f"--aggregate mse needs the {mse_col!r} column, which these results lack")
+        mse = values[mse_col].dropna()
+        if mse.empty:
+            return math.nan
+        m = float(mse.mean())
+        return math.inf if m == 0 else 10 * math.log10(255.0 ** 2 / m)
+    if aggregate == "mse" and metric == "ms_ssim_db" and "ms_ssim" in values.columns:
+        ms = values["ms_ssim"].dropna()
+        if ms.empty:
+            return math.nan
+        m = float(ms.mean())
+        return math.inf if m >= 1 else -10 * math.log10(1 - m)
+    v = values[metric].dropna()
+    return float(v.mean()) if not v.empty else math.nan
+
+
+def _spread(v: pd.Series, confidence: float) -> tuple[float, float]:
+    v = v.dropna()
+    v = v[np.isfinite(v)]
+    if len(v) < 2:
+        return math.nan, math.nan
+    sd = float(v.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + confidence / 2, len(v) - 1)) * sd / math.sqrt(len(v))
+    return sd, half
+
+
+def summarize(df: pd.DataFrame, metrics: Sequence[str] = SUMMARY_METRICS, aggregate: Aggregate = "mean",
+              confidence: float = 0.95) -> pd.DataFrame:
+    """One row per codec and rate point: ``n_images``, ``n_failed``, and for each metric ``m``
+    the aggregate ``m``, ``m_std`` and ``m_ci`` (half width of the CI of the mean).
+
+    Failed jobs are counted in ``n_failed`` and left out of every value. Rows are ordered by
+    codec (order of appearance) and mean bpp.
+    """
+    from lcbench.results import codecs_in_order
+
+    _check_aggregate(aggregate)
+    df = _ensure_validated(df)
+    metrics = [m for m in metrics if m in df.columns]
+    rows = []
+    for codec in codecs_in_order(df):
+        sub = df.loc[df["codec"] == codec]
+        for (rate_param, quality), g in sub.groupby(["rate_param", "quality"], sort=False, dropna=False):
+            ok = g.loc[g["ok"]]
+            row = {"codec": codec, "rate_param": rate_param, "quality": quality, "n_images": int(len(ok)),
+                   "n_failed": int(len(g) - len(ok))}
+            for m in metrics:
+                row[m] = _pooled(ok, m, aggregate)
+                row[f"{m}_std"], row[f"{m}_ci"] = _spread(ok[m], confidence)
+            rows.append(row)
+    out = pd.DataFrame(rows)
+    if out.empty:
+        return out
+    order = out.assign(_c=out["codec"].map({c: i for i, c in enumerate(codecs_in_order(df))}))
+    order = order.sort_values(["_c", "bpp", "quality"] if "bpp" in out.columns else ["_c", "quality"], kind="stable")
+    return order.drop(columns="_c").reset_index(drop=True)
+
+
+def rd_curve(df: pd.DataFrame, codec: str, metric: str, aggregate: Aggregate = "mean",
+             images: Sequence[str] | None = None, confidence: float = 0.95) -> pd.DataFrame:
+    """The average rate-distortion curve of one codec: columns ``quality``, ``bpp``, ``metric``,
+    ``<metric>_ci`` and ``n_images``, sorted by bpp; only successful jobs with a finite metric,
+    optionally restricted to ``images``."""
+    _check_aggregate(aggregate)
+    df = _ensure_validated(df)
+    sub = df.loc[(df["codec"] == codec) & df["ok"]]
+    sub = sub.loc[np.isfinite(sub[metric])]
+    if images is not None:
+        sub = sub.loc[sub["image"].isin(list(images))]
+    rows = []
+    for quality, g in sub.groupby("quality", sort=False):
+        rows.append({"quality": quality, "bpp": float(g["bpp"].mean()), metric: _pooled(g, metric, aggregate),
+                     f"{metric}_ci": _spread(g[metric], confidence)[1], "n_images": len(g)})
+    cols = ["quality", "bpp", metric, f"{metric}_ci", "n_images"]
+    return pd.DataFrame(rows, columns=cols).sort_values("bpp", kind="stable").reset_index(drop=True)
+
+
+# ---------------------------------------------------------------- tables
+
+@dataclass
+class Cell:
+    text: str
+    value: float = math.nan  # for finding the best value; NaN for text cells
+    bold: bool = False
+    spread: str = ""  # "1.23" shown as "text ± spread"
+
+
+@dataclass
+class Table:
+    """A rendered-agnostic table: header, rows of cells, caption and notes."""
+
+    header: list[str]
+    rows: list[list[Cell]]
+    caption: str = ""
+    notes: list[str] = field(default_factory=list)
+    align: str = ""  # one of l/r per column
+
+
+def _fmt(value: float, decimals: int, scale: float = 1.0, signed: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return f"{value * scale:{'+' if signed else ''}.{decimals}f}"
+
+
+def mark_best(table: Table, columns: Sequence[int], higher_is_better: Sequence[bool],
+              groups: Sequence[Sequence[int]] | None = None) -> None:
+    """Bold the best value of each given column, within each group of row indices (default: all
+    rows). Ties at the displayed precision are all bold; groups with one row get no bold."""
+    groups = groups if groups is not None else [list(range(len(table.rows)))]
+    for col, hib in zip(columns, higher_is_better):
+        for group in groups:
+            cells = [table.rows[r][col] for r in group]
+            finite = [c for c in cells if math.isfinite(c.value)]
+            if len(finite) < 2:
+                continue
+            best_text = (max if hib else min)(finite, key=lambda c: c.value).text
+            for c in finite:
+                if c.text == best_text:
+                    c.bold = True
+
+
+def summary_table(summary: pd.DataFrame, metrics: Sequence[str] = SUMMARY_METRICS, spread: str | None = "std",
+                  aggregate: str = "mean", confidence: float = 0.95) -> Table:
+    """Table of ``summarize`` output. Where several codecs share a rate point (e.g. rate-matched
+    runs at a target bpp), the best value per column among them is bold."""
+    metrics = [m for m in metrics if m in summary.columns]
+    header = ["Codec", "Rate point", "N"] + [DISPLAY.get(m, (m, 4, 1.0))[0] for m in metrics]
+    rows = []
+    for _, r in summary.iterrows():
+        n = f"{int(r['n_images'])}" + (f" ({int(r['n_failed'])} failed)" if r.get("n_failed", 0) else "")
+        cells = [Cell(str(r["codec"])), Cell(f"{r['rate_param']}={r['quality']:g}"), Cell(n)]
+        for m in metrics:
+            _, dec, scale = DISPLAY.get(m, (m, 4, 1.0))
+            sp = ""
+            if spread in ("std", "ci") and m != "bpp":
+                s = r.get(f"{m}_{spread}", math.nan)
+                sp = _fmt(s, dec, scale) if math.isfinite(s) else ""
+            cells.append(Cell(_fmt(r[m], dec, scale), float(r[m]), spread=sp))
+        rows.append(cells)
+    table = Table(header, rows, align="llr" + "r" * len(metrics))
+    # Only rate points that mean the same rate for every codec are comparable: quality=50 of
+    # JPEG and of WebP are unrelated, target_bpp=0.5 (rate matching, JPEG 2000) is not.
+    points: dict[tuple, list[int]] = {}
+    for i, (_, r) in enumerate(summary.iterrows()):
+        if r["rate_param"] in COMPARABLE_RATE_PARAMS:
+            points.setdefault((r["rate_param"], r["quality"]), []).append(i)
+    shared = [g for g in points.values() if len(g) > 1]
+    bold_cols = [3 + i for i, m in enumerate(metrics) if m != "bpp"]
+    mark_best(table, bold_cols, [HIGHER_IS_BETTER.get(metrics[c - 3], True) for c in bold_cols], shared)
+    spread_note = {"std": " Values are mean ± standard deviation across images.",
+                   "ci": f" Values are mean ± half width of the {confidence:.0%} CI of the mean."}.get(spread or "", "")
+    table.caption = (f"Results per codec and rate point. {aggregation_note(aggregate, confidence)}{spread_note}"
+                     + (" Bold: best among codecs at the same rate point." if shared else ""))
+    if (summary.get("n_failed", pd.Series(dtype=float)) > 0).any():
+        table.notes.append("Failed jobs are excluded from the values; N counts the images used.")
+    return table
+
+
+def bd_display_table(bd: pd.DataFrame, kind: Literal["rate", "metric"] = "rate") -> Table:
+    """Table of ``lcbench.bdrate.bd_table`` output: one row per codec, for each metric the value on
+    the average curves and the per-image mean with its bootstrap interval. Best per column bold
+    (lowest BD-rate, highest BD-metric); NaN cells say why in the notes."""
+    metrics = list(dict.fromkeys(bd["metric"]))
+    codecs = list(dict.fromkeys(bd["codec"]))
+    anchor = bd["anchor"].iloc[0] if len(bd) else ""
+    method = bd["method"].iloc[0] if len(bd) else ""
+    unit = "%" if kind == "rate" else "metric units"
+    per_image = f"bd_{kind}_img_mean" in bd.columns
+    header = ["Codec"]
+    for m in metrics:
+        name = METRIC_NAMES.get(m, m)
+        header.append(f"{name} avg")
+        if per_image:
+            header.append(f"{name} per-image [95% CI]")
+    rows, notes = [], []
+    for codec in codecs:
+        cells = [Cell(codec)]
+        for m in metrics:
+            r = bd.loc[(bd["codec"] == codec) & (bd["metric"] == m)].iloc[0]
+            dec = 2 if (kind == "rate" or "psnr" in m or m.endswith("_db")) else 4
+            v = float(r[f"bd_{kind}"])
+            text = _fmt(v, dec, signed=True)
+            if not math.isfinite(v):
+                notes.append(f"{codec}, {METRIC_NAMES.get(m, m)} (average curves): {r[f'bd_{kind}_reason']}")
+                text += f" [{len(notes)}]"
+            cells.append(Cell(text, v))
+            if per_image:
+                pm = float(r[f"bd_{kind}_img_mean"])
+                if math.isfinite(pm):
+                    lo, hi = float(r[f"bd_{kind}_img_ci_low"]), float(r[f"bd_{kind}_img_ci_high"])
+                    t = f"{_fmt(pm, dec, signed=True)} [{_fmt(lo, dec, signed=True)}, {_fmt(hi, dec, signed=True)}]"
+                    n, of = int(r[f"bd_{kind}_img_n"]), int(r[f"bd_{kind}_img_of"])
+                    if n < of:
+                        t += f" (n={n}/{of})"
+                    cells.append(Cell(t, pm))
+                else:
+                    notes.append(f"{codec}, {METRIC_NAMES.get(m, m)} (per image): {r[f'bd_{kind}_img_reason']}")
+                    cells.append(Cell(f"n/a [{len(notes)}]"))
+        rows.append(cells)
+    table = Table(header, rows, align="l" + "r" * (len(header) - 1))
+    cols = list(range(1, len(header)))
+    mark_best(table, cols, [kind != "rate"] * len(cols))
+    what = "BD-rate [%] (negative: fewer bits at equal quality)" if kind == "rate" else \
+        f"BD-metric [{unit}] (positive: higher quality at equal rate; BD-PSNR in dB for PSNR)"
+    table.caption = (f"{what} against {anchor}, {method.upper() if method == 'pchip' else 'cubic (VCEG-M33)'} "
+                     f"interpolation over the overlapping range; 'avg' on the average curves, 'per-image' the mean "
+                     f"over images with a bootstrap 95% interval. Bold: best per column.")
+    table.notes = [f"[{i}] {n}" for i, n in enumerate(notes, 1)]
+    return table
+
+
+# ---------------------------------------------------------------- renderers
+
+def _cell_md(c: Cell) -> str:
+    text = f"{c.text} ± {c.spread}" if c.spread else c.text
+    text = text.replace("|", "\\|")
+    return f"**{text}**" if c.bold else text
+
+
+def to_markdown(table: Table) -> str:
+    """GitHub-flavoured Markdown; bold as ``**x**``; caption above, notes below."""
+    align = table.align or "l" * len(table.header)
+    lines = []
+    if table.caption:
+        lines += [table.caption, ""]
+    lines.append("| " + " | ".join(h.replace("|", "\\|") for h in table.header) + " |")
+    lines.append("|" + "|".join(":---" if a == "l" else "---:" for a in align) + "|")
+    for row in table.rows:
+        lines.append("| " + " | ".join(_cell_md(c) for c in row) + " |")
+    if table.notes:
+        lines += [""] + [f"- {n}" for n in table.notes]
+    return "\n".join(lines) + "\n"
+
+
+_LATEX_SPECIAL = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
+                  "~": r"\textasciitilde{}", "±": r"$\pm$", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}"}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+
+
+_NUMERIC_CELL = re.compile(r"^[+-]?\d[\d.]*( \[[+-]?[\d.]+, [+-]?[\d.]+\])?$")
+
+
+def _is_number(text: str) -> bool:
+    """Numbers, optionally with an interval: typeset in math mode so minus signs are minus signs."""
+    return bool(_NUMERIC_CELL.match(text))
+
+
+def _cell_latex(c: Cell) -> str:
+    main = c.text
+    if _is_number(main):
+        body = rf"\mathbf{{{main}}}" if c.bold else main
+        if c.spread:
+            body += rf" \pm {c.spread}"
+        return f"${body}$"
+    text = latex_escape(main) + (rf" $\pm$ {c.spread}" if c.spread else "")
+    return rf"\textbf{{{text}}}" if c.bold else text
+
+
+def to_latex(table: Table, label: str = "") -> str:
+    """A booktabs ``table`` environment (needs ``\\usepackage{booktabs}``); bold best values."""
+    align = table.align or "l" * len(table.header)
+    ncol = len(table.header)
+    lines = [r"\begin{table}[t]", r"\centering", r"\small"]
+    if table.caption:
+        lines.append(rf"\caption{{{latex_escape(table.caption)}}}")
+    if label:
+        lines.append(rf"\label{{{label}}}")
+    lines += [rf"\begin{{tabular}}{{{align}}}", r"\toprule",
+              " & ".join(latex_escape(h) for h in table.header) + r" \\", r"\midrule"]
+    for row in table.rows:
+        lines.append(" & ".join(_cell_latex(c) for c in row) + r" \\")
+    lines.append(r"\bottomrule")
+    for n in table.notes:
+        lines.append(rf"\multicolumn{{{ncol}}}{{l}}{{\footnotesize {latex_escape(n)}}} \\")
+    lines += [r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def to_text(table: Table) -> str:
+    """Plain aligned text for the terminal (no bold)."""
+    cells = [table.header] + [[f"{c.text} ± {c.spread}" if c.spread else c.text for c in row] for row in table.rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(table.header))]
+    align = table.align or "l" * len(widths)
+
+    def line(r: list[str]) -> str:
+        return "  ".join(v.ljust(w) if a == "l" else v.rjust(w) for v, w, a in zip(r, widths, align)).rstrip()
+
+    out = [line(cells[0]), "  ".join("-" * w for w in widths)] + [line(r) for r in cells[1:]]
+    if table.caption:
+        out.append(table.caption)
+    out += table.notes
+    return "\n".join(out) + "\n"
+
+
+def _jsonable(v):
+    if isinstance(v, (np.floating, float)):
+        return None if not math.isfinite(float(v)) else float(v)
+    if isinstance(v, np.integer):
+        return int(v)
+    return v
+
+
+def to_json(frame: pd.DataFrame, aggregate: str = "mean", confidence: float = 0.95, **meta) -> str:
+    """Records plus how they were aggregated; NaN/inf become null."""
+    rows = [{k: _jsonable(v) for k, v in rec.items()} for rec in frame.to_dict(orient="records")]
+    doc = {"aggregation": aggregate, "aggregation_note": aggregation_note(aggregate, confidence),
+           "confidence": confidence, **meta, "rows": rows}
+    return json.dumps(doc, indent=2, allow_nan=False) + "\n"
+
+
+def format_terminal_table(df: pd.DataFrame, aggregate: Aggregate = "mean") -> str:
+    """The per-codec, per-rate-point summary of a results frame as plain text (end of ``lcbench run``)."""
+    df = _ensure_validated(df)
+    if df.empty:
+        return "no results\n"
+    summ = summarize(df, aggregate=aggregate)
+    table = summary_table(summ, metrics=("bpp", "psnr_rgb", "psnr_y", "ssim", "ms_ssim_db", "enc_time_s",
+                                         "dec_time_s"), spread=None, aggregate=aggregate)
+    table.caption = aggregation_note(aggregate)
+    return to_text(table)

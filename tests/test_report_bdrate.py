@@ -1,0 +1,163 @@
+"""BD-rate / BD-metric against hand-computed values and the independent ``bjontegaard`` package."""
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+
+import bjontegaard
+import numpy as np
+import pandas as pd
+import pytest
+
+from lcbench.bdrate import (BDResult, bd_metric, bd_per_image, bd_rate, bd_table, bootstrap_mean_ci,
+                            complete_images)
+from lcbench.results import load_results
+
+DATA = Path(__file__).parent / "data" / "kodak4_results.csv"
+ANCHOR_R = np.array([0.25, 0.5, 0.75, 1.0, 1.5, 2.0])
+ANCHOR_Q = np.array([28.0, 30.5, 32.2, 33.4, 35.1, 36.6])
+
+
+@pytest.fixture(scope="module")
+def results() -> pd.DataFrame:
+    return load_results(DATA)
+
+
+def reference(fn, ar, am, tr, tm, method):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # its low-overlap warning; we compare numbers
+        return fn(ar, am, tr, tm, method, require_matching_points=False)
+
+
+def mean_curve(df: pd.DataFrame, codec: str, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """Average curve computed here with plain pandas, independently of lcbench.summary."""
+    g = df[df.codec == codec].groupby("quality")[["bpp", metric]].mean().sort_values("bpp")
+    return g["bpp"].to_numpy(), g[metric].to_numpy()
+
+
+@pytest.mark.parametrize("method", ["pchip", "cubic"])
+@pytest.mark.parametrize("factor,expected", [(1.05, 5.0), (0.8, -20.0), (1.0, 0.0)])
+def test_scaled_rates_give_exact_bd_rate(method, factor, expected):
+    r = bd_rate(ANCHOR_R, ANCHOR_Q, ANCHOR_R * factor, ANCHOR_Q, method=method)
+    assert r.ok and r.reason is None
+    assert r.value == pytest.approx(expected, abs=1e-9)
+    assert r.overlap == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("method", ["pchip", "cubic"])
+def test_shifted_quality_gives_exact_bd_metric(method):
+    r = bd_metric(ANCHOR_R, ANCHOR_Q, ANCHOR_R, ANCHOR_Q + 0.5, method=method)
+    assert r.value == pytest.approx(0.5, abs=1e-9)
+    # And the BD-rate of a better codec is negative.
+    assert bd_rate(ANCHOR_R, ANCHOR_Q, ANCHOR_R, ANCHOR_Q + 0.5, method=method).value < 0
+
+
+def test_input_order_does_not_matter():
+    perm = np.array([3, 0, 5, 1, 4, 2])
+    a = bd_rate(ANCHOR_R, ANCHOR_Q, ANCHOR_R * 1.1, ANCHOR_Q + 0.2)
+    b = bd_rate(ANCHOR_R[perm], ANCHOR_Q[perm], (ANCHOR_R * 1.1)[::-1], (ANCHOR_Q + 0.2)[::-1])
+    assert a.value == pytest.approx(b.value, abs=1e-12)
+
+
+@pytest.mark.parametrize("method", ["pchip", "cubic"])
+@pytest.mark.parametrize("metric", ["psnr_rgb", "psnr_y", "ms_ssim_db", "ssim"])
+def test_average_curves_match_bjontegaard(results, method, metric):
+    ar, am = mean_curve(results, "jpeg", metric)
+    for codec in ("webp", "avif", "jpeg2000"):
+        tr, tm = mean_curve(results, codec, metric)
+        ours = bd_rate(ar, am, tr, tm, method)
+        theirs = reference(bjontegaard.bd_rate, ar, am, tr, tm, method)
+        assert ours.ok, ours.reason
+        assert abs(ours.value - theirs) < 0.1, (codec, ours.value, theirs)
+        assert abs(ours.value - theirs) < 1e-6  # same integrals, so in fact identical
+        ours_m = bd_metric(ar, am, tr, tm, method)
+        assert ours_m.value == pytest.approx(reference(bjontegaard.bd_psnr, ar, am, tr, tm, method), abs=1e-6)
+
+
+def test_webp_beats_jpeg_on_psnr_rgb(results):
+    """Sanity on real codecs: WebP (method 6) needs clearly fewer bits than baseline JPEG."""
+    ar, am = mean_curve(results, "jpeg", "psnr_rgb")
+    tr, tm = mean_curve(results, "webp", "psnr_rgb")
+    assert -50 < bd_rate(ar, am, tr, tm).value < -20
+
+
+@pytest.mark.parametrize("kwargs,fragment", [
+    (dict(anchor_rate=ANCHOR_R[:3], anchor_metric=ANCHOR_Q[:3]), "at least 4"),
+    (dict(test_metric=np.array([28.0, 30.5, 30.0, 33.4, 35.1, 36.6])), "not monotonic"),
+    (dict(test_rate=ANCHOR_R * 10, test_metric=ANCHOR_Q + 20), "do not overlap"),
+    (dict(test_metric=np.array([28.0, np.nan, 32.2, 33.4, 35.1, 36.6])), "non-finite"),
+    (dict(test_rate=np.array([0.25, 0.5, 0.5, 1.0, 1.5, 2.0])), "same rate"),
+    (dict(test_rate=np.array([0.0, 0.5, 0.75, 1.0, 1.5, 2.0])), "rate <= 0"),
+])
+@pytest.mark.parametrize("fn", [bd_rate, bd_metric])
+def test_unusable_curves_give_nan_with_reason(fn, kwargs, fragment):
+    args = dict(anchor_rate=ANCHOR_R, anchor_metric=ANCHOR_Q, test_rate=ANCHOR_R * 1.1, test_metric=ANCHOR_Q)
+    args.update(kwargs)
+    if fn is bd_metric and fragment == "do not overlap":
+        args.update(test_rate=ANCHOR_R * 100)  # BD-metric overlaps on rate, not quality
+    r = fn(**args)
+    assert isinstance(r, BDResult) and not r.ok
+    assert math.isnan(r.value)
+    assert fragment in r.reason
+
+
+def test_unknown_method_is_an_error():
+    with pytest.raises(ValueError, match="akima"):
+        bd_rate(ANCHOR_R, ANCHOR_Q, ANCHOR_R, ANCHOR_Q, method="akima")
+
+
+def test_per_image_matches_bjontegaard_image_by_image(results):
+    p = bd_per_image(results, "jpeg", "webp", "psnr_rgb", kind="rate", method="pchip")
+    assert p.ok and p.n_images == p.n_valid == 4
+    expected = {}
+    for image, g in results.groupby("image"):
+        a = g[g.codec == "jpeg"].sort_values("bpp")
+        t = g[g.codec == "webp"].sort_values("bpp")
+        expected[image] = reference(bjontegaard.bd_rate, a.bpp, a.psnr_rgb, t.bpp, t.psnr_rgb, "pchip")
+        assert p.per_image[image].value == pytest.approx(expected[image], abs=1e-6)
+    assert p.mean == pytest.approx(np.mean(list(expected.values())), abs=1e-9)
+    assert p.ci_low <= p.mean <= p.ci_high
+    # The bootstrap interval of a mean lies within the range of the values.
+    assert min(expected.values()) - 1e-9 <= p.ci_low and p.ci_high <= max(expected.values()) + 1e-9
+
+
+def test_bootstrap_interval_matches_normal_theory():
+    rng = np.random.default_rng(1)
+    v = rng.normal(10.0, 2.0, size=400)
+    lo, hi = bootstrap_mean_ci(v, n_boot=4000, seed=3)
+    half = 1.96 * v.std(ddof=1) / math.sqrt(v.size)
+    assert lo == pytest.approx(v.mean() - half, abs=0.03)
+    assert hi == pytest.approx(v.mean() + half, abs=0.03)
+    assert bootstrap_mean_ci(v, seed=3) == bootstrap_mean_ci(v, seed=3)  # reproducible
+    assert all(math.isnan(x) for x in bootstrap_mean_ci([1.0]))
+
+
+def test_failed_job_excludes_image_from_average_curves(results):
+    df = results.copy()
+    bad = (df.codec == "webp") & (df.image == "kodim05") & (df.quality == 50)
+    df.loc[bad, "error"] = "webp: encoding failed"
+    df.loc[bad, "ok"] = False
+    assert complete_images(df, ["jpeg", "webp"], "psnr_rgb") == ["kodim01", "kodim15", "kodim23"]
+    table = bd_table(df, "jpeg", metrics=["psnr_rgb"], n_boot=200)
+    row = table[table.codec == "webp"].iloc[0]
+    assert row.n_images == 3
+    keep = df[df.image != "kodim05"]
+    ar, am = mean_curve(keep, "jpeg", "psnr_rgb")
+    tr, tm = mean_curve(keep, "webp", "psnr_rgb")
+    assert row.bd_rate == pytest.approx(reference(bjontegaard.bd_rate, ar, am, tr, tm, "pchip"), abs=1e-6)
+    # Per image, kodim05's webp curve still has 7 points and is used.
+    assert row.bd_rate_img_n == 4
+
+
+def test_table_nan_reason_for_short_curves(results):
+    df = results[~((results.codec == "avif") & (results.quality > 40))]
+    table = bd_table(df, "jpeg", metrics=["psnr_rgb"], n_boot=100)
+    row = table[table.codec == "avif"].iloc[0]
+    assert math.isnan(row.bd_rate) and "at least 4" in row.bd_rate_reason
+    assert math.isnan(row.bd_rate_img_mean) and "at least 4" in row.bd_rate_img_reason
+
+
+def test_table_rejects_unknown_anchor(results):
+    with pytest.raises(ValueError, match="anchor 'bpg'"):
+        bd_table(results, "bpg")
