@@ -1,0 +1,117 @@
+"""Read and write CompressAI's results JSON, to overlay published curves and to share results.
+
+The format (``compressai/utils/eval_model``, ``bench``, ``results/image/kodak/*.json``)::
+
+    {"name": "JPEG", "description": "...",
+     "results": {"bpp": [...], "psnr-rgb": [...], "ms-ssim-rgb": [...],
+                 "encoding_time": [...], "decoding_time": [...]}}
+
+Each list holds one value per rate point, averaged over the dataset's images. Older files
+use "psnr" and "ms-ssim"; both are read. MS-SSIM in dB is derived from the averaged MS-SSIM
+(as CompressAI's plot script does), which is not the mean of per-image dB values.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+# lcbench column -> CompressAI key (written); reading also accepts the aliases below.
+TO_COMPRESSAI = {"bpp": "bpp", "psnr_rgb": "psnr-rgb", "psnr_y": "psnr-y", "ms_ssim": "ms-ssim-rgb",
+                 "ssim": "ssim-rgb", "enc_time_s": "encoding_time", "dec_time_s": "decoding_time"}
+FROM_COMPRESSAI = {v: k for k, v in TO_COMPRESSAI.items()} | {"psnr": "psnr_rgb", "ms-ssim": "ms_ssim",
+                                                             "ssim": "ssim", "psnr-y": "psnr_y"}
+
+
+class CompressAIFormatError(ValueError):
+    """A file is not CompressAI results JSON; the message names the file and the problem."""
+
+
+@dataclass
+class PublishedCurve:
+    """One codec's average rate-distortion curve: ``curve`` has a ``bpp`` column and lcbench metric
+    columns (``psnr_rgb``, ``ms_ssim``, ``ms_ssim_db`` ...), one row per rate point."""
+
+    name: str
+    description: str
+    curve: pd.DataFrame
+    extra: dict[str, list[Any]] = field(default_factory=dict)  # keys lcbench does not know, kept verbatim
+
+
+def _ms_ssim_db(ms: pd.Series) -> pd.Series:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return -10 * np.log10(1 - ms.astype(float))
+
+
+def from_compressai_dict(doc: Any, source: str = "CompressAI JSON") -> PublishedCurve:
+    """Parse an already loaded CompressAI results document."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("results"), dict):
+        raise CompressAIFormatError(f"{source}: expected an object with a 'results' object "
+                                    '({"name", "description", "results": {"bpp": [...], ...}})')
+    results = doc["results"]
+    if "bpp" not in results:
+        raise CompressAIFormatError(f"{source}: 'results' has no 'bpp' list (keys: {sorted(results)})")
+    n = len(results["bpp"]) if isinstance(results["bpp"], list) else -1
+    columns: dict[str, list[float]] = {}
+    extra: dict[str, list[Any]] = {}
+    for key, values in results.items():
+        if not isinstance(values, list) or len(values) != n:
+            raise CompressAIFormatError(f"{source}: results[{key!r}] must be a list of {n} values like 'bpp'")
+        col = FROM_COMPRESSAI.get(key)
+        if col is None or col in columns:
+            extra[key] = values
+            continue
+        try:
+            columns[col] = [math.nan if v is None else float(v) for v in values]
+        except (TypeError, ValueError) as exc:
+            raise CompressAIFormatError(f"{source}: results[{key!r}] has a non-numeric value: {exc}") from exc
+    curve = pd.DataFrame(columns)
+    if "ms_ssim" in curve.columns:
+        curve["ms_ssim_db"] = _ms_ssim_db(curve["ms_ssim"])
+    name = str(doc.get("name") or Path(source).stem)
+    return PublishedCurve(name, str(doc.get("description", "")), curve, extra)
+
+
+def read_compressai_json(path: str | Path) -> PublishedCurve:
+    """Read one CompressAI results JSON file."""
+    p = Path(path)
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CompressAIFormatError(f"{p}: not valid JSON: {exc}") from exc
+    return from_compressai_dict(doc, str(p))
+
+
+def to_compressai_dict(curve: PublishedCurve) -> dict[str, Any]:
+    """The CompressAI document of a curve (``ms_ssim_db`` is not written: it is derived on reading)."""
+    results: dict[str, list[Any]] = {}
+    for col, key in TO_COMPRESSAI.items():
+        if col in curve.curve.columns:
+            results[key] = [None if not math.isfinite(v) else float(v) for v in curve.curve[col].astype(float)]
+    results.update(curve.extra)
+    return {"name": curve.name, "description": curve.description, "results": results}
+
+
+def write_compressai_json(path: str | Path, curve: PublishedCurve) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(to_compressai_dict(curve), indent=2) + "\n", encoding="utf-8")
+    return p
+
+
+def curve_from_summary(summary: pd.DataFrame, codec: str, description: str = "") -> PublishedCurve:
+    """One codec's rows of ``lcbench.summary.summarize`` as a CompressAI curve, ordered by bpp."""
+    rows = summary.loc[summary["codec"] == codec].sort_values("bpp")
+    if rows.empty:
+        raise ValueError(f"codec {codec!r} not in the summary; it has {sorted(set(summary['codec']))}")
+    cols = [c for c in TO_COMPRESSAI if c in rows.columns]
+    curve = rows[cols].reset_index(drop=True)
+    extra = {"quality": [float(q) for q in rows["quality"]]} if "quality" in rows.columns else {}
+    return PublishedCurve(codec, description, curve, extra)

@@ -1,0 +1,108 @@
+"""Rate matching: the rate parameter whose real bitstream is closest to a target bpp, per image.
+
+Bisection over ``codec.rate_range``, in the direction given by ``codec.rate_increases_bits``
+(quality-like up, QP-like down). Quality-like parameters ("quality", "qp", "level", ...) are
+searched in integer steps, so the answer is within one step of the target: the neighbours on
+either side of the returned value bracket it, unless the target is outside what the codec
+can reach (then the nearest end of the range is returned). Continuous parameters (a target
+bpp, a distance) are bisected until the interval or the rate error is tiny.
+
+Every candidate is really encoded; bpp = 8 * len(bitstream) / (H * W). Bit counts are not
+strictly monotonic in the parameter for every codec, so the answer is the closest of all
+candidates tried, not just the last bracket.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from lcbench.codec import check_image
+
+INTEGER_RATE_PARAMS = ("quality", "q", "qp", "crf", "level", "effort")
+
+
+def is_integer_rate(codec: Any) -> bool:
+    """Whether a codec's rate parameter takes integer steps: the codec's own ``rate_is_integer``
+    attribute when it has one, otherwise judged from ``rate_param``."""
+    explicit = getattr(codec, "rate_is_integer", None)
+    if explicit is not None:
+        return bool(explicit)
+    return str(getattr(codec, "rate_param", "")).lower() in INTEGER_RATE_PARAMS
+
+
+@dataclass
+class RateMatch:
+    """The chosen rate, its bitstream and bpp, and every (rate -> bpp) tried on the way."""
+
+    rate: float
+    bitstream: bytes
+    bpp: float
+    target_bpp: float
+    tried: dict[float, float] = field(default_factory=dict)
+
+    @property
+    def error(self) -> float:
+        return self.bpp - self.target_bpp
+
+
+def match_rate_detailed(codec: Any, image: np.ndarray, target_bpp: float, *, rel_tol: float = 1e-3,
+                        max_encodes: int = 64) -> RateMatch:
+    """Like ``match_rate``, returning the search record as well."""
+    name = getattr(codec, "name", type(codec).__name__)
+    check_image(image, name)
+    if not (isinstance(target_bpp, (int, float)) and math.isfinite(target_bpp) and target_bpp > 0):
+        raise ValueError(f"{name}: target bpp must be a positive number, got {target_bpp!r}")
+    if getattr(codec, "rate_range", None) is None:
+        raise ValueError(f"{name}: rate matching needs the codec's rate_range, which it does not declare")
+    lo, hi = (float(v) for v in codec.rate_range)
+    integer = is_integer_rate(codec)
+    if integer:
+        lo, hi = float(math.ceil(lo)), float(math.floor(hi))
+    if hi < lo:
+        raise ValueError(f"{name}: empty rate_range {codec.rate_range}")
+    pixels = image.shape[0] * image.shape[1]
+    up = bool(getattr(codec, "rate_increases_bits", True))
+    cache: dict[float, bytes] = {}
+
+    def bpp(rate: float) -> float:
+        if rate not in cache:
+            if len(cache) >= max_encodes:
+                raise RuntimeError(f"{name}: rate matching to {target_bpp} bpp did not settle in {max_encodes} encodes")
+            cache[rate] = codec.encode(image, rate)
+        return 8.0 * len(cache[rate]) / pixels
+
+    # Work on a position t in [lo, hi] where bits grow with t; map it to the codec's parameter.
+    def param(t: float) -> float:
+        return t if up else lo + hi - t
+
+    a, b = lo, hi
+    if bpp(param(a)) < target_bpp < bpp(param(b)):
+        # Invariant: bpp(a) < target < bpp(b).
+        while True:
+            if integer:
+                if b - a <= 1:
+                    break
+                mid = float(math.floor((a + b) / 2))
+            else:
+                mid = (a + b) / 2
+                if b - a <= rel_tol * (hi - lo) or abs(bpp(param(mid)) - target_bpp) <= rel_tol * target_bpp:
+                    break
+            if bpp(param(mid)) < target_bpp:
+                a = mid
+            else:
+                b = mid
+        if not integer:
+            bpp(param((a + b) / 2))
+    tried = {r: 8.0 * len(data) / pixels for r, data in cache.items()}
+    # Closest of everything tried; on a tie, the smaller bitstream (stays within the budget).
+    best = min(tried, key=lambda r: (abs(tried[r] - target_bpp), tried[r]))
+    return RateMatch(float(best), cache[best], tried[best], float(target_bpp), dict(sorted(tried.items())))
+
+
+def match_rate(codec: Any, image: np.ndarray, target_bpp: float) -> tuple[float, bytes]:
+    """The rate parameter whose real bitstream bpp is closest to ``target_bpp``, and that bitstream."""
+    m = match_rate_detailed(codec, image, target_bpp)
+    return m.rate, m.bitstream

@@ -1,0 +1,99 @@
+"""Rate matching against brute force over every quality, with real codecs and Kodak images."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lcbench.codec import CodecError
+from lcbench.rate_match import is_integer_rate, match_rate, match_rate_detailed
+from lcbench.registry import create_codec
+
+KODAK = Path("/work/shared/datasets/kodak")
+pytestmark = pytest.mark.skipif(not KODAK.is_dir(), reason="Kodak images not at /work/shared/datasets/kodak")
+
+
+def kodak(image_id: str) -> np.ndarray:
+    return np.asarray(Image.open(KODAK / f"{image_id}.png").convert("RGB"))
+
+
+def bpp_of(data: bytes, img: np.ndarray) -> float:
+    return 8 * len(data) / (img.shape[0] * img.shape[1])
+
+
+@pytest.mark.parametrize("image_id", ["kodim01", "kodim05", "kodim15", "kodim19", "kodim23"])
+def test_jpeg_within_one_quality_step_of_half_bpp(image_id):
+    img = kodak(image_id)
+    jpeg = create_codec("jpeg")
+    q, data = match_rate(jpeg, img, 0.5)
+    assert q == int(q) and 1 <= q <= 100
+    assert data == jpeg.encode(img, q)  # the returned bitstream is the one for that quality
+    got = bpp_of(data, img)
+    below = bpp_of(jpeg.encode(img, q - 1), img) if q > 1 else 0.0
+    above = bpp_of(jpeg.encode(img, q + 1), img) if q < 100 else np.inf
+    assert below <= 0.5 <= above, (q, below, got, above)  # one step either side brackets the target
+    # Brute force over every quality: no quality lands closer.
+    all_bpp = {k: bpp_of(jpeg.encode(img, k), img) for k in range(1, 101)}
+    assert abs(got - 0.5) == pytest.approx(min(abs(b - 0.5) for b in all_bpp.values()))
+
+
+def test_webp_matches_brute_force_on_a_crop():
+    img = np.ascontiguousarray(kodak("kodim08")[:192, :256])
+    webp = create_codec("webp")
+    for target in (0.3, 1.0, 2.0):
+        m = match_rate_detailed(webp, img, target)
+        all_bpp = {k: bpp_of(webp.encode(img, k), img) for k in range(0, 101)}
+        best = min(abs(b - target) for b in all_bpp.values())
+        assert abs(m.bpp - target) == pytest.approx(best), (target, m.rate, m.bpp)
+        assert len(m.tried) <= 10  # bisection, not a scan
+
+
+def test_target_outside_range_returns_nearest_end():
+    img = np.ascontiguousarray(kodak("kodim03")[:128, :128])
+    jpeg = create_codec("jpeg")
+    q, data = match_rate(jpeg, img, 0.001)
+    assert q == 1.0
+    q, data = match_rate(jpeg, img, 50.0)
+    assert q == 100.0 and bpp_of(data, img) < 50
+
+
+class DescendingJPEG(type(create_codec("jpeg"))):
+    """Real JPEG behind a QP-like parameter (higher = fewer bits), to test the search direction."""
+
+    rate_param = "qp"
+    rate_range = (0.0, 99.0)
+    rate_increases_bits = False
+
+    def encode(self, image, rate):
+        return super().encode(image, 100 - rate)
+
+
+def test_qp_like_parameter_searches_downwards():
+    img = kodak("kodim05")
+    qp, data = match_rate(DescendingJPEG(), img, 0.5)
+    q, ref = match_rate(create_codec("jpeg"), img, 0.5)
+    assert qp == 100 - q and data == ref
+
+
+def test_continuous_parameter_jpeg2000():
+    img = kodak("kodim05")
+    j2k = create_codec("jpeg2000")
+    assert not is_integer_rate(j2k) and is_integer_rate(create_codec("jpeg"))
+    m = match_rate_detailed(j2k, img, 0.4)
+    assert abs(m.bpp - 0.4) < 0.004
+    assert m.bitstream == j2k.encode(img, m.rate)
+
+
+def test_bad_inputs_raise_clear_errors():
+    img = kodak("kodim01")
+    with pytest.raises(ValueError, match="positive"):
+        match_rate(create_codec("jpeg"), img, -1.0)
+    class NoRange(DescendingJPEG):
+        rate_range = None
+
+    with pytest.raises(ValueError, match="rate_range"):
+        match_rate(NoRange(), img, 0.5)
+    with pytest.raises(CodecError, match="uint8"):
+        match_rate(create_codec("jpeg"), img.astype(np.float32), 0.5)
