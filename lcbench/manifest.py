@@ -61,6 +61,18 @@ class ImageEntry:
     bytes: int | None = None
     file_sha256: str | None = None
     pixels_sha256: str | None = None
+    # SHA-256 of the HxWx3 uint8 array lcbench.images.load_image returns (what codecs and the
+    # runner see); recorded only where it differs from pixels_sha256, i.e. for non-RGB files.
+    rgb_sha256: str | None = None
+
+    @property
+    def loaded_sha256(self) -> str | None:
+        """Hash of the pixels as loaded for a run (ImageRef.pixels_sha256), when known."""
+        if self.rgb_sha256:
+            return self.rgb_sha256
+        # Only an 8-bit RGB file loads to exactly its raw array; with the mode unknown, say nothing
+        # rather than give the runner a hash that a greyscale image would fail.
+        return self.pixels_sha256 if self.mode == "RGB" else None
 
     @property
     def id(self) -> str:
@@ -185,6 +197,7 @@ def parse_manifest(data: dict[str, Any], origin: str = "<memory>") -> DatasetMan
             mode=_opt(im, "mode", str, iw), bytes=_opt(im, "bytes", int, iw),
             file_sha256=_sha(_opt(im, "file_sha256", str, iw), iw, "file_sha256"),
             pixels_sha256=_sha(_opt(im, "pixels_sha256", str, iw), iw, "pixels_sha256"),
+            rgb_sha256=_sha(_opt(im, "rgb_sha256", str, iw), iw, "rgb_sha256"),
         ))
     if images and len(images) != count:
         raise ManifestError(f"{where}: image_count is {count} but {len(images)} images are listed")

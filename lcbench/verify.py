@@ -125,7 +125,7 @@ def _check_pixels(manifest: DatasetManifest, root: Path, full: bool,
             report.problems.append(f"{entry.path}: missing")
             continue
         report.checked += 1
-        report.images.append(ImageRef(entry.id, path, entry.pixels_sha256))
+        report.images.append(ImageRef(entry.id, path, entry.loaded_sha256))
         st = path.stat()
         got: str | None = None
         decoded: Decoded | None = None
@@ -193,9 +193,15 @@ def _check_count(manifest: DatasetManifest, root: Path, full: bool, report: Veri
 def record_entries(root: Path) -> list[dict]:
     """Manifest ``images`` entries (sizes, file and pixel SHA-256) for every image under ``root``:
     how to add checksums to a manifest from a copy you trust."""
+    from .images import load_image, pixel_hash
+
     out = []
     for p in image_files(root):
         d = decode_and_hash(p)
-        out.append({"path": p.relative_to(root).as_posix(), "width": d.width, "height": d.height, "mode": d.mode,
-                    "bytes": os.path.getsize(p), "file_sha256": sha256_file(p), "pixels_sha256": d.pixels_sha256})
+        entry = {"path": p.relative_to(root).as_posix(), "width": d.width, "height": d.height, "mode": d.mode,
+                 "bytes": os.path.getsize(p), "file_sha256": sha256_file(p), "pixels_sha256": d.pixels_sha256}
+        rgb = pixel_hash(load_image(p).pixels)
+        if rgb != d.pixels_sha256:
+            entry["rgb_sha256"] = rgb
+        out.append(entry)
     return out
