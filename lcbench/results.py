@@ -71,7 +71,10 @@ def validate(df: pd.DataFrame, source: str = "results") -> pd.DataFrame:
     if "rate_param" not in df.columns:
         df["rate_param"] = "quality"
     df["rate_param"] = df["rate_param"].fillna("quality").astype(str)
-    error = df["error"].fillna("").astype(str).str.strip() if "error" in df.columns else pd.Series("", index=df.index)
+    if "error" in df.columns:
+        error = df["error"].map(lambda v: "" if pd.isna(v) else str(v).strip())
+    else:
+        error = pd.Series("", index=df.index)
     df["error"] = error
     # A row is usable when it has no error and a finite positive rate; metrics may still be NaN
     # (e.g. MS-SSIM on small images), which the aggregations handle per column.

@@ -1,0 +1,125 @@
+"""CompressAI JSON round trip, and the figures' files: fonts, resolution, formats."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from lcbench.compressai_json import (CompressAIFormatError, curve_from_summary, read_compressai_json,
+                                     write_compressai_json)
+from lcbench.plots import codec_styles, plot_all, plot_rd
+from lcbench.results import load_results
+from lcbench.summary import summarize
+
+DATA = Path(__file__).parent / "data" / "kodak4_results.csv"
+# CompressAI's published JPEG-on-Kodak format: older keys "psnr"/"ms-ssim" and extra lists.
+PUBLISHED = {"name": "JPEG (published)", "description": "Pillow 7.1.2",
+             "results": {"bpp": [0.2212, 0.3266, 0.4231, 0.5084, 0.5879],
+                         "psnr": [23.78, 26.58, 28.04, 29.04, 29.78],
+                         "ms-ssim": [0.8031, 0.8899, 0.9236, 0.9427, 0.9533],
+                         "encoding_time": [0.011, 0.011, 0.012, 0.013, 0.012]}}
+
+
+@pytest.fixture(scope="module")
+def results() -> pd.DataFrame:
+    return load_results(DATA)
+
+
+def test_compressai_round_trip(results, tmp_path):
+    s = summarize(results)
+    curve = curve_from_summary(s, "webp", "WebP method 6, 4 Kodak images")
+    path = write_compressai_json(tmp_path / "webp.json", curve)
+    doc = json.loads(path.read_text())
+    assert set(doc) == {"name", "description", "results"}
+    assert doc["results"]["bpp"] == pytest.approx(s[s.codec == "webp"].bpp.tolist())
+    assert doc["results"]["psnr-rgb"] == pytest.approx(s[s.codec == "webp"].psnr_rgb.tolist())
+    assert doc["results"]["ms-ssim-rgb"] == pytest.approx(s[s.codec == "webp"].ms_ssim.tolist())
+    back = read_compressai_json(path)
+    assert back.name == "webp" and back.description == curve.description
+    for col in ("bpp", "psnr_rgb", "psnr_y", "ms_ssim", "ssim", "enc_time_s", "dec_time_s"):
+        assert back.curve[col].to_numpy() == pytest.approx(curve.curve[col].to_numpy(), rel=1e-15)
+    assert back.extra["quality"] == [10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 75.0, 90.0]
+    write_compressai_json(tmp_path / "again.json", back)
+    assert json.loads((tmp_path / "again.json").read_text()) == doc
+
+
+def test_reads_published_compressai_keys(tmp_path):
+    (tmp_path / "jpeg.json").write_text(json.dumps(PUBLISHED))
+    p = read_compressai_json(tmp_path / "jpeg.json")
+    assert p.curve.psnr_rgb.tolist() == PUBLISHED["results"]["psnr"]
+    assert p.curve.enc_time_s.tolist() == PUBLISHED["results"]["encoding_time"]
+    # dB of the averaged MS-SSIM, as CompressAI's plot does.
+    assert p.curve.ms_ssim_db.iloc[0] == pytest.approx(-10 * np.log10(1 - 0.8031))
+
+
+@pytest.mark.parametrize("doc,fragment", [
+    ({"name": "x"}, "'results'"),
+    ({"results": {"psnr-rgb": [1, 2]}}, "no 'bpp'"),
+    ({"results": {"bpp": [1, 2], "psnr-rgb": [1]}}, "list of 2"),
+    ({"results": {"bpp": [1, 2], "psnr-rgb": [1, "x"]}}, "non-numeric"),
+])
+def test_malformed_compressai_json(tmp_path, doc, fragment):
+    f = tmp_path / "bad.json"
+    f.write_text(json.dumps(doc))
+    with pytest.raises(CompressAIFormatError, match=fragment):
+        read_compressai_json(f)
+    f.write_text("{not json")
+    with pytest.raises(CompressAIFormatError, match="not valid JSON"):
+        read_compressai_json(f)
+
+
+def fonts_in_pdf(data: bytes) -> tuple[int, int]:
+    """(embedded TrueType font programs, Type 3 fonts) in a PDF's bytes."""
+    return len(re.findall(rb"/FontFile2", data)), len(re.findall(rb"/Subtype\s*/Type3", data))
+
+
+def test_figures_pdf_truetype_png_300dpi_svg(results, tmp_path):
+    (tmp_path / "pub.json").write_text(json.dumps(PUBLISHED))
+    pub = read_compressai_json(tmp_path / "pub.json")
+    written = plot_all(results, tmp_path, published=[pub], ci=True)
+    assert set(written) == {"psnr_rgb", "psnr_y", "ms_ssim_db", "ssim"}
+    for metric, paths in written.items():
+        pdf, png, svg = (tmp_path / f"rd_{metric}.{ext}" for ext in ("pdf", "png", "svg"))
+        assert paths == [pdf, png, svg]
+        truetype, type3 = fonts_in_pdf(pdf.read_bytes())
+        assert truetype >= 1 and type3 == 0
+        with Image.open(png) as im:
+            assert im.info["dpi"] == pytest.approx((300, 300), abs=0.5)
+            # paper style: 3.5 in wide before the tight crop, at 300 dpi
+            assert 800 < im.width <= 1100
+        assert svg.read_text().lstrip().startswith("<?xml") and "<svg" in svg.read_text()
+
+
+def test_consistent_styles_and_published_overlay(results, tmp_path):
+    (tmp_path / "pub.json").write_text(json.dumps(PUBLISHED))
+    pub = read_compressai_json(tmp_path / "pub.json")
+    styles = codec_styles(["jpeg", "webp", "avif", "jpeg2000", pub.name])
+    assert len({c for c, _ in styles.values()}) == 5 and len({m for _, m in styles.values()}) == 5
+    lines = {}
+    for metric in ("psnr_rgb", "ms_ssim_db"):
+        fig = plot_rd(results, metric, published=[pub], styles=styles)
+        ax = fig.axes[0]
+        lines[metric] = {l.get_label(): (l.get_color(), l.get_marker(), l.get_linestyle()) for l in ax.get_lines()}
+        assert ax.get_xlabel() == "Rate [bpp]"
+    assert lines["psnr_rgb"] == lines["ms_ssim_db"]  # same look for each codec in every figure
+    assert lines["psnr_rgb"]["JPEG (published)"][2] == "--"
+    assert lines["psnr_rgb"]["webp"][:2] == styles["webp"]
+    # The drawn points are the averages over images.
+    fig = plot_rd(results, "psnr_rgb", codecs=["jpeg"])
+    x, y = fig.axes[0].get_lines()[0].get_data()
+    g = pd.read_csv(DATA).query("codec == 'jpeg'").groupby("quality")[["bpp", "psnr_rgb"]].mean().sort_values("bpp")
+    assert np.allclose(x, g.bpp) and np.allclose(y, g.psnr_rgb)
+
+
+def test_slides_style_and_figsize(results, tmp_path):
+    fig = plot_rd(results, "ssim", style="slides")
+    assert tuple(fig.get_size_inches()) == pytest.approx((6.4, 4.8))
+    fig = plot_rd(results, "ssim", figsize=(7.0, 3.0))
+    assert tuple(fig.get_size_inches()) == pytest.approx((7.0, 3.0))
+    with pytest.raises(ValueError, match="style"):
+        plot_rd(results, "ssim", style="poster")

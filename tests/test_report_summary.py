@@ -1,0 +1,167 @@
+"""Summary aggregation and table formats, against values computed here with plain numpy."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from lcbench.bdrate import bd_table
+from lcbench.results import ResultsError, load_results, validate
+from lcbench.summary import (bd_display_table, format_terminal_table, rd_curve, summarize, summary_table, to_json,
+                             to_latex, to_markdown, to_text)
+
+DATA = Path(__file__).parent / "data" / "kodak4_results.csv"
+
+
+@pytest.fixture(scope="module")
+def results() -> pd.DataFrame:
+    return load_results(DATA)
+
+
+def test_mean_aggregation_and_spread(results):
+    s = summarize(results)
+    row = s[(s.codec == "webp") & (s.quality == 50)].iloc[0]
+    raw = pd.read_csv(DATA)
+    g = raw[(raw.codec == "webp") & (raw.quality == 50)]
+    assert row.n_images == 4 and row.n_failed == 0
+    assert row.psnr_rgb == pytest.approx(g.psnr_rgb.mean())
+    assert row.bpp == pytest.approx(g.bpp.mean())
+    sd = np.std(g.psnr_rgb.to_numpy(), ddof=1)
+    assert row.psnr_rgb_std == pytest.approx(sd)
+    assert row.psnr_rgb_ci == pytest.approx(stats.t.ppf(0.975, 3) * sd / 2)
+    # Rows ordered by codec (order of appearance) then rate.
+    assert list(dict.fromkeys(s.codec)) == ["jpeg", "webp", "avif", "jpeg2000"]
+    assert (np.diff(s[s.codec == "jpeg"].bpp) > 0).all()
+
+
+def test_psnr_from_mean_mse(results):
+    s = summarize(results, aggregate="mse")
+    raw = pd.read_csv(DATA)
+    g = raw[(raw.codec == "jpeg") & (raw.quality == 30)]
+    row = s[(s.codec == "jpeg") & (s.quality == 30)].iloc[0]
+    assert row.psnr_rgb == pytest.approx(10 * np.log10(255 ** 2 / g.mse_rgb.mean()))
+    assert row.psnr_y == pytest.approx(10 * np.log10(255 ** 2 / g.mse_y.mean()))
+    assert row.ms_ssim_db == pytest.approx(-10 * np.log10(1 - g.ms_ssim.mean()))
+    # PSNR of the mean MSE is never above the mean PSNR (Jensen), and differs here.
+    mean_row = summarize(results).query("codec == 'jpeg' and quality == 30").iloc[0]
+    assert row.psnr_rgb < mean_row.psnr_rgb - 0.1
+    with pytest.raises(ValueError, match="aggregation"):
+        summarize(results, aggregate="median")
+
+
+def test_failed_jobs_are_counted_and_excluded(results):
+    df = results.copy()
+    bad = (df.codec == "avif") & (df.quality == 50) & (df.image == "kodim15")
+    df.loc[bad, ["error"]] = "avif: encoder crashed"
+    df.loc[bad, ["psnr_rgb", "bpp"]] = np.nan
+    df = validate(df.drop(columns="ok"))
+    row = summarize(df).query("codec == 'avif' and quality == 50").iloc[0]
+    assert row.n_images == 3 and row.n_failed == 1
+    raw = pd.read_csv(DATA)
+    keep = raw[(raw.codec == "avif") & (raw.quality == 50) & (raw.image != "kodim15")]
+    assert row.psnr_rgb == pytest.approx(keep.psnr_rgb.mean())
+    assert "1 failed" in to_markdown(summary_table(summarize(df)))
+
+
+def test_rd_curve_restricted_to_images(results):
+    c = rd_curve(results, "jpeg", "psnr_rgb", images=["kodim01", "kodim05"])
+    raw = pd.read_csv(DATA)
+    g = raw[(raw.codec == "jpeg") & raw.image.isin(["kodim01", "kodim05"])].groupby("quality").mean(numeric_only=True)
+    assert c.psnr_rgb.to_numpy() == pytest.approx(g.sort_values("bpp").psnr_rgb.to_numpy())
+    assert (c.n_images == 2).all()
+
+
+def test_rate_matched_points_bold_best_in_markdown_and_latex(results):
+    # Two codecs at the same target bpp: the better PSNR at each point is bold.
+    df = results[results.codec.isin(["jpeg", "webp"])].copy()
+    df["rate_param"] = "target_bpp"
+    df["quality"] = df.quality.map(
+        {10: 0.25, 20: 0.5, 30: 0.75, 40: 1.0, 50: 1.25, 60: 1.5, 75: 1.75, 90: 2.0})
+    s = summarize(df)
+    md = to_markdown(summary_table(s, spread=None))
+    tex = to_latex(summary_table(s, spread=None))
+    for target in (0.25, 1.0):
+        rows = s[s.quality == target]
+        best = rows.psnr_rgb.max()
+        worst = rows.psnr_rgb.min()
+        assert f"**{best:.2f}**" in md and f"**{worst:.2f}**" not in md
+        assert rf"$\mathbf{{{best:.2f}}}$" in tex
+    assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex
+    assert "Bold: best among codecs at the same rate point" in md
+
+
+def test_quality_grids_are_not_compared_row_by_row(results):
+    # quality=50 of JPEG and of WebP are different rates: no bold in the per-rate-point table.
+    assert "**" not in to_markdown(summary_table(summarize(results)))
+
+
+def test_bd_table_bold_best_and_nan_reason(results):
+    bd = bd_table(results, "jpeg", metrics=["psnr_rgb", "ssim"], n_boot=200)
+    t = bd_display_table(bd)
+    md, tex = to_markdown(t), to_latex(t)
+    best = bd[bd.metric == "psnr_rgb"].bd_rate.min()
+    assert best == bd[(bd.codec == "avif") & (bd.metric == "psnr_rgb")].bd_rate.iloc[0]
+    assert f"**{best:+.2f}**" in md
+    assert rf"$\mathbf{{{best:+.2f}}}$" in tex
+    # A codec whose curve is too short gets n/a with the reason as a note, in every format.
+    short = results[~((results.codec == "webp") & (results.quality >= 40))]
+    t2 = bd_display_table(bd_table(short, "jpeg", metrics=["psnr_rgb"], n_boot=100))
+    for text in (to_markdown(t2), to_latex(t2), to_text(t2)):
+        assert "n/a [1]" in text and "at least 4" in text
+
+
+def test_latex_escapes_codec_labels():
+    from lcbench.summary import Cell, Table
+
+    tex = to_latex(Table(["Codec", "x"], [[Cell("bicubic_x2+jpeg:q=50%"), Cell("1.00", 1.0)]]))
+    assert r"bicubic\_x2+jpeg:q=50\%" in tex and "$1.00$" in tex
+
+
+def test_json_and_csv_outputs(results, tmp_path):
+    s = summarize(results)
+    doc = json.loads(to_json(s, aggregate="mean"))
+    assert doc["aggregation"] == "mean" and len(doc["rows"]) == len(s)
+    assert doc["rows"][0]["psnr_rgb"] == pytest.approx(s.psnr_rgb.iloc[0])
+    s.to_csv(tmp_path / "s.csv", index=False)
+    back = pd.read_csv(tmp_path / "s.csv")
+    assert back.psnr_rgb.to_numpy() == pytest.approx(s.psnr_rgb.to_numpy())
+
+
+def test_terminal_table(results):
+    text = format_terminal_table(pd.read_csv(DATA))  # works on a raw frame as the runner has it
+    lines = text.splitlines()
+    assert lines[0].split()[:4] == ["Codec", "Rate", "point", "N"]
+    assert len([l for l in lines if l.startswith("jpeg ")]) == 8
+    row = next(l for l in lines if l.startswith("webp") and "quality=50" in l)
+    expected = pd.read_csv(DATA).query("codec == 'webp' and quality == 50").psnr_rgb.mean()
+    assert f"{expected:.2f}" in row.split()
+    assert "mean over images" in text
+
+
+def test_load_results_merges_and_rejects_duplicates(results, tmp_path):
+    raw = pd.read_csv(DATA)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    raw[raw.codec == "jpeg"].to_csv(tmp_path / "a" / "results.csv", index=False)
+    raw[raw.codec != "jpeg"].to_csv(tmp_path / "b" / "results.csv", index=False)
+    merged = load_results([tmp_path / "a", tmp_path / "b"])
+    assert len(merged) == len(raw) and set(merged.run) == {str(tmp_path / "a"), str(tmp_path / "b")}
+    with pytest.raises(ResultsError, match="same job"):
+        load_results([tmp_path / "a", tmp_path / "a" / "results.csv"])
+    assert len(load_results([tmp_path / "a", tmp_path / "a"], on_duplicate="last")) == (raw.codec == "jpeg").sum()
+    with pytest.raises(ResultsError, match="no results file"):
+        load_results(tmp_path / "missing")
+    raw.drop(columns="bpp").to_csv(tmp_path / "nobpp.csv", index=False)
+    with pytest.raises(ResultsError, match="bpp"):
+        load_results(tmp_path / "nobpp.csv")
+    bad = raw.copy()
+    bad["psnr_rgb"] = bad["psnr_rgb"].astype(object)
+    bad.loc[3, "psnr_rgb"] = "thirty"
+    bad.to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(ResultsError, match="thirty"):
+        load_results(tmp_path / "bad.csv")
