@@ -12,10 +12,12 @@ both are unchanged. ``lcbench datasets verify`` ignores these records and re-che
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 CACHE_ENV = "LCBENCH_CACHE"
 DATA_ENV = "LCBENCH_DATA"
@@ -57,6 +59,25 @@ def write_json_atomic(path: Path, data: object) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def fetch_lock(name: str) -> Iterator[None]:
+    """Hold an exclusive lock while fetching ``name``: two processes must not append to the same
+    ``.part`` file or install the same folder at once. (POSIX flock; elsewhere no lock.)"""
+    path = datasets_dir() / f".{name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        try:
+            import fcntl
+        except ImportError:  # Windows: downloads still verify before install, so at worst one fails
+            yield
+            return
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 class VerificationRecords:

@@ -158,13 +158,20 @@ def fetch(name: str, *, force: bool = False, progress: bool | None = None, retri
     replaced (after the new one has verified). A failure leaves no folder at the cache path.
     """
     m = manifest or _manifest_for(name)
+    with cache.fetch_lock(m.name):
+        return _fetch_locked(m, force=force, progress=progress, retries=retries)
+
+
+def _fetch_locked(m: DatasetManifest, *, force: bool, progress: bool | None, retries: int) -> VerifyReport:
     final = cache_path(m.name)
-    if final.is_dir() and not force:
+    if final.is_dir() and not force:  # perhaps another process fetched it while we waited
         report = check_copy(m, final, full=False, records=cache.VerificationRecords(m.name))
         if report.ok:
             return report
         raise DatasetError(_bad_copy_message(m, Location(final, "cache"), report))
     final.parent.mkdir(parents=True, exist_ok=True)
+    for stale in final.parent.glob(f".partial-{m.name}-*"):  # left by a killed fetch; we hold the lock
+        shutil.rmtree(stale, ignore_errors=True)
     # Staging lives beside the final folder (same filesystem) so the last step is one rename.
     staging = final.parent / f".partial-{m.name}-{uuid.uuid4().hex[:8]}"
     staging.mkdir()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import socket
 import tarfile
 import threading
@@ -304,3 +305,29 @@ def test_http_404_is_not_retried(server: Server, manifest) -> None:
     with pytest.raises(DownloadError, match="HTTP 404"):
         fetch(name, progress=False)
     assert len(server.requests) == 1
+
+
+def test_cli_fetch_manifest_file_and_concurrent_fetches(server: Server, tmp_path: Path, isolated: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lcbench.cli import main
+
+    arrays = _images(2, seed=8)
+    archive = _tar_bytes({n: _png(a) for n, a in arrays.items()})
+    server.files["/c.tar"] = archive
+    path = tmp_path / "clitest.json"
+    path.write_text(json.dumps({"format_version": 1, "name": "clitest", "image_count": 3, "images": _entries(arrays),
+                                "sources": [{"url": server.url + "/c.tar", "kind": "tar"}]}))
+    # Two fetches at once: the lock makes the second wait and reuse the first one's copy.
+    with ThreadPoolExecutor(2) as pool:
+        reports = list(pool.map(lambda _: fetch(str(path), progress=False), range(2)))
+    assert all(r.ok for r in reports) and len(server.requests) == 1
+    assert main(["datasets", "verify", str(path)]) == 0
+    assert "3 images checked (pixel checksums): OK" in capsys.readouterr().out
+    assert main(["datasets", "fetch", str(path), "--force", "--no-progress"]) == 0
+    assert len(server.requests) == 2 and (isolated / "datasets" / "clitest" / "img0.png").is_file()
+    server.files.pop("/c.tar")
+    assert main(["datasets", "fetch", str(path), "--force", "--no-progress"]) == 1
+    assert "HTTP 404" in capsys.readouterr().err
+    assert (isolated / "datasets" / "clitest" / "img0.png").is_file()  # a failed --force keeps the old copy

@@ -83,13 +83,25 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _fetch(args: argparse.Namespace) -> int:
+    from lcbench.cache import DATA_ENV
     from lcbench.dataset import DatasetError
-    from lcbench.named_datasets import fetch
+    from lcbench.named_datasets import fetch, locate, verify
 
     if not _known(args.name):
         return _unknown(args.name)
     try:
-        report = fetch(args.name, force=args.force, progress=False if args.no_progress else None)
+        loc = locate(args.name) if not args.name.endswith(".json") else None
+        if loc is not None and loc.where != "cache" and not args.force:
+            # A verified mirror is as good as a download; --force downloads into the cache anyway.
+            report = verify(args.name, root=loc.root, full=False)
+            print(f"{args.name} is available from {DATA_ENV} ({loc.root}); not downloading (use --force to)")
+            if not report.ok:
+                for problem in report.problems:
+                    print(f"  MISMATCH {problem}")
+                print(report.summary())
+                return EXIT_FAILED
+        else:
+            report = fetch(args.name, force=args.force, progress=False if args.no_progress else None)
     except DatasetError as exc:
         print(f"lcbench datasets fetch: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
