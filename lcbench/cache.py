@@ -26,7 +26,7 @@ DATA_ENV = "LCBENCH_DATA"
 def cache_root() -> Path:
     env = os.environ.get(CACHE_ENV)
     if env:
-        return Path(os.path.expanduser(env))
+        return Path(os.path.abspath(os.path.expanduser(env)))
     import platformdirs
 
     return Path(platformdirs.user_cache_dir("lcbench", appauthor=False))
@@ -43,9 +43,10 @@ def downloads_dir() -> Path:
 
 
 def data_dirs() -> list[Path]:
-    """The mirror folders listed in ``$LCBENCH_DATA``, in order (empty entries ignored)."""
+    """The mirror folders listed in ``$LCBENCH_DATA``, in order (empty entries ignored), made
+    absolute so image paths stay valid for workers and in run metadata."""
     raw = os.environ.get(DATA_ENV, "")
-    return [Path(os.path.expanduser(p)) for p in raw.split(os.pathsep) if p.strip()]
+    return [Path(os.path.abspath(os.path.expanduser(p))) for p in raw.split(os.pathsep) if p.strip()]
 
 
 def write_json_atomic(path: Path, data: object) -> None:
