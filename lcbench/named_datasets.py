@@ -135,8 +135,13 @@ def _place_archive(m: DatasetManifest, src: Source, archive: Path, staging: Path
     top = unpack
     if src.subdir:
         want = src.subdir.strip("/")
-        found = [d for d in unpack.rglob("*") if d.is_dir() and not d.is_symlink()
-                 and (d.relative_to(unpack).as_posix() == want or d.relative_to(unpack).as_posix().endswith("/" + want))]
+        found = []
+        for d in unpack.rglob("*"):
+            rel = d.relative_to(unpack).as_posix()
+            # Zips made on macOS carry a resource-fork shadow tree (__MACOSX/valid/...): not images.
+            if d.is_dir() and not d.is_symlink() and "__MACOSX" not in d.relative_to(unpack).parts \
+                    and (rel == want or rel.endswith("/" + want)):
+                found.append(d)
         if len(found) != 1:
             listing = ", ".join(sorted(p.name for p in unpack.iterdir())[:10])
             raise DatasetError(f"dataset {m.name!r}: archive {src.url} has {len(found)} folders named {want!r} "

@@ -44,11 +44,11 @@ def decode_and_hash(path: Path) -> Decoded:
 
 
 def image_files(root: Path) -> list[Path]:
-    """Image files under ``root`` (recursive, hidden entries skipped), sorted: the folder-dataset rule."""
+    """Image files under ``root`` (recursive, hidden entries and macOS __MACOSX shadows skipped), sorted."""
     return sorted(
         p for p in root.rglob("*")
         if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
-        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+        and not any(part.startswith(".") or part == "__MACOSX" for part in p.relative_to(root).parts)
     )
 
 

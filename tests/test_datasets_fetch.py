@@ -266,6 +266,7 @@ def test_zip_archive_with_top_folder(server: Server, manifest) -> None:
     with zipfile.ZipFile(buf, "w") as zf:
         for n, a in arrays.items():
             zf.writestr(f"valid/{n}", _png(a))
+            zf.writestr(f"__MACOSX/valid/._{n}", b"resource fork")  # as zips made on macOS have
     server.files["/v.zip"] = buf.getvalue()
     # No per-image list: count-only manifest, like the CLIC sets.
     name = manifest(image_count=3, sources=[{"url": server.url + "/v.zip", "kind": "zip", "subdir": "valid"}])
