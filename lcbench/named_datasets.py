@@ -205,8 +205,14 @@ def _fetch_locked(m: DatasetManifest, *, force: bool, progress: bool | None, ret
         cache.write_json_atomic(staging / MARKER, {"name": m.name, "fetched": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                                   "sources": [s.url for s in m.sources], "manifest": m.origin})
         _install(staging, final, replace=force)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, DatasetError) and not isinstance(exc, DownloadError):
+            # The content was bad (pixels, count, unsafe archive): a download that has no recorded
+            # checksum of its own must not be reused by the next attempt, or it would fail forever.
+            for src, got in downloaded:
+                if src.sha256 is None:
+                    got.unlink(missing_ok=True)
         raise
     for src, got in downloaded:  # installed: the downloads are no longer needed
         if not _shared_elsewhere(src.url, m.name):

@@ -245,6 +245,9 @@ def test_pixel_checksum_mismatch_fails_and_leaves_nothing(server: Server, manife
         resolve_dataset(name)
     assert "img0.png" not in str(err.value)
     _no_leftovers(isolated)
+    assert not list((isolated / "downloads").iterdir())  # the bad archive is not reused...
+    server.files["/a.tar"] = _tar_bytes({n: _png(a) for n, a in arrays.items()})
+    assert len(resolve_dataset(name)) == 3  # ...so once the source is fixed, the next attempt works
 
 
 def test_path_traversal_archive_is_refused(server: Server, manifest, isolated: Path, tmp_path: Path) -> None:
