@@ -150,7 +150,7 @@ def test_flipped_pixel_in_cached_copy_is_caught(isolated: Path, capsys: pytest.C
     capsys.readouterr()
     assert main(["datasets", "verify", "set5"]) == 1
     out = capsys.readouterr().out
-    assert out.count("MISMATCH") == 1 and "MISMATCH bird.png: pixels differ" in out
+    assert out.count("FAIL ") == 1 and "FAIL bird.png: pixels differ" in out
     assert _raw_hash(cached / "bird.png") in out
     with pytest.raises(DatasetError, match=r"bird\.png: pixels differ.*datasets fetch set5 --force"):
         resolve_dataset("set5")

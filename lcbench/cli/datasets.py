@@ -97,7 +97,7 @@ def _fetch(args: argparse.Namespace) -> int:
             print(f"{args.name} is available from {DATA_ENV} ({loc.root}); not downloading (use --force to)")
             if not report.ok:
                 for problem in report.problems:
-                    print(f"  MISMATCH {problem}")
+                    print(f"  FAIL {problem}")
                 print(report.summary())
                 return EXIT_FAILED
         else:
@@ -125,7 +125,7 @@ def _verify(args: argparse.Namespace) -> int:
         print(f"lcbench datasets verify: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     for problem in report.problems:
-        print(f"  MISMATCH {problem}")
+        print(f"  FAIL {problem}")
     for note in report.notes:
         print(f"  note: {note}")
     print(report.summary())
