@@ -28,7 +28,8 @@ from .codec import Codec, CodecUnavailable
 from .dataset import Dataset, ImageRef, resolve_dataset, select_images
 from .images import ImageReadError, SourceImage, load_image, pixel_hash
 from .metrics import METRIC_NAMES, Reference, compute_metrics
-from .registry import create_codec
+from .registry import codecs as codecs_registry
+from .registry import create_codec, parse_codec_spec
 
 METRICS_VERSION = 1  # bump when a metric's definition changes: cached results become stale
 
@@ -75,8 +76,7 @@ class Job:
 
 
 def default_device() -> str:
-    if "torch" not in sys.modules and not os.environ.get("CUDA_VISIBLE_DEVICES", "x"):
-        return "cpu"
+    """cuda when torch sees a GPU, else cpu. Imports torch: call only when a learned codec runs."""
     try:
         import torch
 
@@ -155,7 +155,10 @@ def _get_codec(spec: str, device: str) -> Codec:
 
 def _get_image(ref: ImageRef) -> tuple[SourceImage | None, Reference | None, str | None]:
     """Source pixels and their metric statistics, cached for the next tasks of this worker."""
-    key = str(ref.path)
+    try:
+        key = f"{ref.path}|{_file_identity(ref.path)}"  # a rewritten file is a new image
+    except OSError:
+        key = str(ref.path)
     hit = _image_cache.get(key)
     if hit is not None:
         _image_cache.move_to_end(key)
@@ -351,7 +354,9 @@ def execute(options: RunOptions) -> RunOutcome:
     """Resolve, plan, run what is not done yet, and write results.csv and run.json."""
     dataset = options.dataset if isinstance(options.dataset, Dataset) else resolve_dataset(options.dataset)
     dataset = select_images(dataset, max_images=options.max_images, pattern=options.image_glob)
-    device = options.device or default_device()
+    needs_device = any(getattr(codecs_registry.get(parse_codec_spec(s)[0]), "uses_device", False)
+                       for s in options.codecs)
+    device = options.device or (default_device() if needs_device else "cpu")
     codec_objs = build_codecs(options.codecs, device)
     codecs = list(zip(options.codecs, codec_objs))
     run_dir = Path(options.out) if options.out else default_out(dataset)

@@ -28,6 +28,11 @@ COLUMNS = (
 )
 
 
+INTEGER_COLUMNS = ("width", "height", "bytes")
+NUMERIC_COLUMNS = ("quality", "bpp", "psnr_rgb", "psnr_y", "mse_rgb", "mse_y", "ssim",
+                   "ms_ssim", "ms_ssim_db", "enc_time_s", "dec_time_s")
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
@@ -134,6 +139,10 @@ def records_to_frame(records: list[dict[str, Any]]):
             df[col] = None
     extras = [c for c in df.columns if c not in COLUMNS]
     df = df[list(COLUMNS) + extras]
+    for col in NUMERIC_COLUMNS:  # JSON null -> NaN, so metric columns are always float
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
+    for col in INTEGER_COLUMNS:
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype("Int64")
     if len(df):
         df["error"] = df["error"].fillna("")
         df["notes"] = df["notes"].fillna("")

@@ -1,0 +1,5 @@
+import sys
+
+from lcbench.cli import main
+
+sys.exit(main())

@@ -1,0 +1,109 @@
+"""Every registered codec round-trips real images through a real bitstream."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lcbench.codec import CodecError, CodecUnavailable
+from lcbench.metrics import Reference, compute_metrics
+from lcbench.registry import codecs, create_codec
+
+from support import photo
+
+ALL = codecs.names()
+
+
+def _available(name: str) -> bool:
+    return bool(codecs.get(name).availability())
+
+
+def test_builtin_codecs_are_registered():
+    assert {"jpeg", "webp", "jpeg2000", "avif", "png", "bpg", "hevc", "jpegxl"} <= set(ALL)
+    assert codecs.import_errors == {}
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("size", [(96, 128), (67, 93)])
+def test_round_trip(name, size):
+    if not _available(name):
+        pytest.skip(f"{name} unavailable: {codecs.get(name).availability().reason}")
+    codec = create_codec(name)
+    img = photo("astronaut", size)
+    rates = codec.default_rates
+    rate = rates[len(rates) // 2]
+    data = codec.encode(img, rate)
+    assert isinstance(data, bytes) and len(data) > 0
+    out = codec.decode(data)
+    assert out.shape == img.shape and out.dtype == np.uint8
+    values, _ = compute_metrics(Reference.of(img), out)
+    if codec.lossless:
+        assert np.array_equal(out, img)
+    else:
+        assert 20 < values["psnr_rgb"] < 60, values
+    assert codec.version() and codec.version() != "unknown"
+
+
+@pytest.mark.parametrize("name", [n for n in ALL if n not in ("png",)])
+def test_rate_grid_orders_the_size(name):
+    """A higher rate point gives more bytes (or fewer for QP-like parameters)."""
+    if not _available(name):
+        pytest.skip(f"{name} unavailable")
+    codec = create_codec(name)
+    img = photo("coffee", (200, 240))
+    lo, hi = min(codec.default_rates), max(codec.default_rates)
+    small, large = len(codec.encode(img, lo)), len(codec.encode(img, hi))
+    assert (large > small) if codec.rate_increases_bits else (large < small)
+
+
+def test_jpeg_matches_pillow_and_444_option():
+    img = photo("astronaut", (128, 128))
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=40, subsampling=2)
+    assert create_codec("jpeg").encode(img, 40) == buf.getvalue()
+    j444 = create_codec("jpeg:subsampling=444")
+    assert j444.label() == "jpeg:subsampling=444"
+    assert len(j444.encode(img, 40)) > len(buf.getvalue())
+    with pytest.raises(ValueError, match="subsampling"):
+        create_codec("jpeg:subsampling=411")
+
+
+def test_unknown_option_is_a_clear_error():
+    with pytest.raises(ValueError, match="webp"):
+        create_codec("webp:colour=3")
+
+
+def test_png_is_lossless_and_bpp_is_real():
+    img = photo("chelsea")
+    data = create_codec("png").encode(img, 6)
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(data))), img)
+
+
+def test_jpeg2000_hits_its_target_roughly():
+    img = photo("astronaut", (256, 256))
+    c = create_codec("jpeg2000")
+    bpp = 8 * len(c.encode(img, 0.5)) / (256 * 256)
+    assert 0.3 < bpp <= 0.55
+
+
+def test_bpg_without_tools_says_how_to_fix(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.delenv("LCBENCH_BPGENC", raising=False)
+    avail = codecs.get("bpg").availability()
+    assert not avail and "bpgenc" in avail.reason and "LCBENCH_BPGENC" in avail.fix
+    with pytest.raises(CodecUnavailable, match="bpgenc"):
+        create_codec("bpg")
+
+
+def test_command_line_codec_error_carries_tool_stderr():
+    if not _available("jpegxl"):
+        pytest.skip("jpegxl unavailable")
+    with pytest.raises(CodecError, match=r"jpegxl: djxl exited with \d+"):
+        create_codec("jpegxl").decode(b"this is not a JPEG XL codestream")
+
+
+def test_decode_garbage_is_a_codec_error():
+    with pytest.raises(CodecError, match="jpeg: decoding failed"):
+        create_codec("jpeg").decode(b"\xff\xd8garbage")

@@ -1,0 +1,95 @@
+"""Each metric against an independent implementation on real images."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from pytorch_msssim import ms_ssim as ref_ms_ssim
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from lcbench.metrics import MS_SSIM_MIN_SIDE, Reference, compute_metrics
+from lcbench.registry import create_codec
+
+from support import photo
+
+
+def _pair(img: np.ndarray, q: int) -> np.ndarray:
+    jpeg = create_codec("jpeg")
+    return jpeg.decode(jpeg.encode(img, q))
+
+
+def _torch(x: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(x.copy()).permute(2, 0, 1)[None].double()
+
+
+def _skimage_ssim(a: np.ndarray, b: np.ndarray) -> float:
+    return structural_similarity(a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+                                 data_range=255, channel_axis=-1)
+
+
+def _ycbcr_y(x: np.ndarray) -> np.ndarray:  # written out independently of lcbench
+    x = x.astype(np.float64)
+    return 16.0 + (65.481 * x[..., 0] + 128.553 * x[..., 1] + 24.966 * x[..., 2]) / 255.0
+
+
+@pytest.mark.parametrize("size", [(512, 512), (301, 403), (200, 171), (161, 161)])
+@pytest.mark.parametrize("quality", [5, 50, 95])
+def test_metrics_match_references(size, quality):
+    img = photo("astronaut", size)
+    dec = _pair(img, quality)
+    values, notes = compute_metrics(Reference.of(img), dec)
+    assert values["psnr_rgb"] == pytest.approx(peak_signal_noise_ratio(img, dec, data_range=255), abs=1e-6)
+    mse_y = np.mean((_ycbcr_y(img) - _ycbcr_y(dec)) ** 2)
+    assert values["psnr_y"] == pytest.approx(10 * math.log10(255 ** 2 / mse_y), abs=1e-6)
+    assert values["ssim"] == pytest.approx(_skimage_ssim(img, dec), abs=1e-5)
+    if min(size) > MS_SSIM_MIN_SIDE:
+        ref = ref_ms_ssim(_torch(img), _torch(dec), data_range=255).item()
+        assert values["ms_ssim"] == pytest.approx(ref, abs=1e-5)
+        assert values["ms_ssim_db"] == pytest.approx(-10 * math.log10(1 - ref), abs=1e-3)
+        assert notes == []
+
+
+def test_kodak_metrics_match_references(kodak_dir):
+    img = np.asarray(Image.open(kodak_dir / "kodim23.png"))
+    for q in (10, 75):
+        dec = _pair(img, q)
+        values, _ = compute_metrics(Reference.of(img), dec)
+        assert values["ms_ssim"] == pytest.approx(ref_ms_ssim(_torch(img), _torch(dec), data_range=255).item(), abs=1e-5)
+        assert values["ssim"] == pytest.approx(_skimage_ssim(img, dec), abs=1e-5)
+        assert values["psnr_rgb"] == pytest.approx(peak_signal_noise_ratio(img, dec, data_range=255), abs=1e-6)
+
+
+def test_hand_computed_psnr():
+    a = np.zeros((16, 16, 3), np.uint8)
+    b = a.copy()
+    b[0, 0, 0] = 16  # one error of 16 in 768 samples: MSE = 256/768
+    values, _ = compute_metrics(Reference.of(a), b)
+    assert values["mse_rgb"] == pytest.approx(256 / 768)
+    assert values["psnr_rgb"] == pytest.approx(10 * math.log10(255 ** 2 * 768 / 256))
+    # Y error = 65.481 * 16 / 255 at one of 256 pixels
+    assert values["mse_y"] == pytest.approx((65.481 * 16 / 255) ** 2 / 256)
+
+
+def test_identical_images_give_infinite_psnr_and_unit_ssim():
+    img = photo("coffee", (200, 200))
+    values, _ = compute_metrics(Reference.of(img), img.copy())
+    assert values["psnr_rgb"] == math.inf and values["psnr_y"] == math.inf
+    assert values["ssim"] == pytest.approx(1.0, abs=1e-6)
+    assert values["ms_ssim"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_small_image_gets_nan_ms_ssim_with_reason():
+    img = photo("astronaut", (120, 300))
+    values, notes = compute_metrics(Reference.of(img), _pair(img, 50))
+    assert math.isnan(values["ms_ssim"]) and math.isnan(values["ms_ssim_db"])
+    assert any("160" in n for n in notes)
+    assert values["ssim"] == pytest.approx(_skimage_ssim(img, _pair(img, 50)), abs=1e-5)
+
+
+def test_shape_mismatch_is_an_error():
+    img = photo("astronaut", (200, 200))
+    with pytest.raises(ValueError, match="decoded image"):
+        compute_metrics(Reference.of(img), img[:100])

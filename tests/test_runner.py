@@ -1,0 +1,193 @@
+"""lcbench run end to end on real files: results, resume, kill and resume, bad images."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from skimage.metrics import peak_signal_noise_ratio
+
+import lcbench
+from lcbench.cli import main
+from lcbench.registry import create_codec
+from lcbench.store import COLUMNS, read_records
+
+REQUIRED = ["codec", "quality", "image", "width", "height", "bytes", "bpp", "psnr_rgb", "psnr_y", "ssim", "ms_ssim",
+            "ms_ssim_db", "enc_time_s", "dec_time_s", "error"]
+
+
+def test_run_writes_results_and_metadata(image_folder, tmp_path):
+    out = tmp_path / "run"
+    code = main(["run", "--codecs", "jpeg,png", "--dataset", str(image_folder), "--out", str(out), "-q", "jpeg=30,70",
+                 "--jobs", "2", "--no-progress"])
+    assert code == 0
+    df = pd.read_csv(out / "results.csv", keep_default_na=False, na_values=[""])
+    assert list(df.columns[: len(COLUMNS)]) == list(COLUMNS) and set(REQUIRED) <= set(df.columns)
+    assert len(df) == 3 * 2 + 3 * 1  # jpeg: 2 rates x 3 images; png: its one default level
+    assert set(df["image"]) == {"a", "b", "c"}
+    # bpp from the real bitstream, metrics against an independent implementation
+    row = df[(df.codec == "jpeg") & (df.quality == 30) & (df.image == "b")].iloc[0]
+    img = np.asarray(Image.open(image_folder / "b.png"))
+    jpeg = create_codec("jpeg")
+    data = jpeg.encode(img, 30)
+    assert row["bytes"] == len(data)
+    assert row["bpp"] == pytest.approx(8 * len(data) / (img.shape[0] * img.shape[1]))
+    assert row["psnr_rgb"] == pytest.approx(peak_signal_noise_ratio(img, jpeg.decode(data), data_range=255), abs=1e-6)
+    png = df[df.codec == "png"]
+    assert (png["psnr_rgb"] == math.inf).all() and (png["error"].isna()).all()
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["codecs"]["jpeg"]["version"].startswith("libjpeg-turbo")
+    assert meta["dataset"]["images"] == 3 and "cpu_count" in meta["machine"] and "numpy" in meta["libraries"]
+
+
+def test_resume_skips_finished_jobs(image_folder, tmp_path):
+    out = tmp_path / "run"
+    df1 = lcbench.run(["jpeg"], image_folder, out=out, quality=[20, 60], jobs=1)
+    assert len(df1) == 6
+    n_records = len(read_records(out))
+    # extend the grid: only the new rate point is computed
+    df2 = lcbench.run(["jpeg"], image_folder, out=out, quality=[20, 60, 90], jobs=1)
+    assert len(df2) == 9
+    assert len(read_records(out)) == n_records + 3
+    pd.testing.assert_frame_equal(
+        df1.set_index("key").sort_index()[["bytes", "psnr_rgb"]],
+        df2[df2.quality != 90].set_index("key").sort_index()[["bytes", "psnr_rgb"]])
+
+
+def test_killed_run_resumes_without_repeating(tmp_path):
+    """SIGKILL a real `lcbench run` half way, run it again: every job exactly once."""
+    src = tmp_path / "imgs"
+    src.mkdir()
+    import skimage.data
+
+    base = skimage.data.astronaut()
+    for i in range(8):
+        Image.fromarray(np.ascontiguousarray(np.roll(base, 37 * i, axis=1))).save(src / f"im{i}.png")
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "lcbench.cli", "run", "--codecs", "webp,jpeg", "--dataset", str(src), "--out", str(out),
+           "-q", "5:95:10", "--jobs", "2", "--no-progress"]
+    total = 8 * 10 * 2
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None and len(read_records(out)) < total // 4:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = read_records(out)
+    assert 0 < len(before) < total, f"the run should have been killed part-way: {proc.stderr.read()}"
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"{len(before)} reused" in done.stdout or f"({len(before)} reused" in done.stdout
+    after = read_records(out)
+    keys = [r["key"] for r in after]
+    assert len(set(keys)) == total and len(keys) == total  # nothing computed twice
+    df = pd.read_csv(out / "results.csv")
+    assert len(df) == total and df.groupby(["codec", "quality"]).size().eq(8).all()
+
+
+def test_corrupt_file_is_reported_and_others_run(image_folder, tmp_path, capsys):
+    (image_folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 100)
+    out = tmp_path / "run"
+    code = main(["run", "--codecs", "jpeg", "--dataset", str(image_folder), "--out", str(out), "-q", "50",
+                 "--jobs", "1", "--no-progress"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "broken.png" in err and "FAILED" in err
+    df = pd.read_csv(out / "results.csv", keep_default_na=False)
+    assert len(df) == 4
+    bad = df[df.image == "broken"].iloc[0]
+    assert "broken.png" in bad["error"] and "cannot read image" in bad["error"]
+    assert (df[df.image != "broken"]["error"] == "").all()
+    # fixing the file and re-running retries only the failed job
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(image_folder / "broken.png")
+    assert main(["run", "--codecs", "jpeg", "--dataset", str(image_folder), "--out", str(out), "-q", "50",
+                 "--jobs", "1", "--no-progress"]) == 0
+
+
+def test_image_policy_greyscale_rgba_palette_16bit(tmp_path):
+    d = tmp_path / "modes"
+    d.mkdir()
+    rgb = np.asarray(Image.fromarray(__import__("skimage.data").data.astronaut()).resize((200, 180)))
+    Image.fromarray(rgb).convert("L").save(d / "grey.png")
+    rgba = np.dstack([rgb, np.full(rgb.shape[:2], 128, np.uint8)])
+    Image.fromarray(rgba, "RGBA").save(d / "alpha.png")
+    Image.fromarray(rgb).convert("P").save(d / "palette.png")
+    import cv2
+
+    deep16 = np.minimum(rgb.astype(np.uint32) * 257 + 3, 65535).astype(np.uint16)
+    cv2.imwrite(str(d / "deep.png"), np.ascontiguousarray(deep16[:, :, ::-1]))  # OpenCV writes BGR
+    df = lcbench.run(["png"], d, out=tmp_path / "run", jobs=1).set_index("image")
+    assert (df["error"] == "").all()
+    assert "greyscale" in df.loc["grey", "notes"] and "alpha" in df.loc["alpha", "notes"]
+    assert "16-bit" in df.loc["deep", "notes"]
+    from lcbench.images import load_image
+
+    deep = load_image(d / "deep.png").pixels
+    assert np.array_equal(deep, np.rint(deep16 * 255.0 / 65535))
+    assert np.array_equal(load_image(d / "alpha.png").pixels, rgb)
+    grey = load_image(d / "grey.png").pixels
+    assert (grey[..., 0] == grey[..., 1]).all() and (grey[..., 1] == grey[..., 2]).all()
+
+
+def test_small_image_records_nan_ms_ssim(tmp_path):
+    d = tmp_path / "small"
+    d.mkdir()
+    Image.fromarray(np.asarray(__import__("skimage.data").data.coffee())[:100, :150]).save(d / "tiny.png")
+    df = lcbench.run(["jpeg"], d, out=tmp_path / "run", quality=[50], jobs=1)
+    row = df.iloc[0]
+    assert row["error"] == "" and math.isnan(row["ms_ssim"]) and "160" in row["notes"]
+    assert row["ssim"] > 0.5
+
+
+def test_unknown_codec_exit_2_with_suggestion(image_folder, capsys):
+    assert main(["run", "--codecs", "jpge", "--dataset", str(image_folder), "--no-progress"]) == 2
+    assert "did you mean jpeg" in capsys.readouterr().err
+
+
+def test_bad_quality_grid_exit_2(image_folder, capsys):
+    assert main(["run", "--codecs", "jpeg", "-q", "5:95", "--dataset", str(image_folder)]) == 2
+    assert "START:STOP:STEP" in capsys.readouterr().err
+
+
+def test_missing_dataset_exit_2(capsys, tmp_path):
+    assert main(["run", "--codecs", "jpeg", "--dataset", str(tmp_path / "nothing-here")]) == 2
+    assert "nothing-here" in capsys.readouterr().err
+
+
+def test_save_bitstreams_and_decoded(image_folder, tmp_path):
+    out = tmp_path / "run"
+    df = lcbench.run(["webp"], image_folder, out=out, quality=[40], jobs=1, save_bitstreams=True, save_decoded=True)
+    for _, row in df.iterrows():
+        bits = (out / "bitstreams" / "webp" / f"{row['image']}@40.bin").read_bytes()
+        assert len(bits) == row["bytes"]
+        dec = np.asarray(Image.open(out / "decoded" / "webp" / f"{row['image']}@40.png"))
+        assert np.array_equal(dec, create_codec("webp").decode(bits))
+
+
+def test_codecs_command_lists_everything(capsys):
+    assert main(["codecs"]) == 0
+    out = capsys.readouterr().out
+    for name in ("jpeg", "webp", "jpeg2000", "avif", "png", "bpg", "hevc", "jpegxl"):
+        assert f"\n{name} " in "\n" + out
+    assert "UNAVAILABLE" in out or "available" in out
+
+
+def test_kodak_all_classical_codecs_one_image(kodak_dir, tmp_path):
+    """The issue's codec list on a real Kodak image (one image, two rate points each)."""
+    names = ["jpeg", "webp", "jpeg2000", "avif", "png", "hevc"]
+    from lcbench.registry import codecs
+
+    names = [n for n in names if codecs.get(n).availability()]
+    df = lcbench.run(names, kodak_dir, out=tmp_path / "run", max_images=1, jobs=2)
+    assert (df["error"] == "").all(), df[df["error"] != ""]["error"].tolist()
+    assert set(df["codec"]) == set(names)
+    assert (df[df.codec != "png"]["psnr_rgb"] > 15).all()
