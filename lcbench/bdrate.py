@@ -152,9 +152,9 @@ class PerImageBD:
 def bootstrap_mean_ci(values: Sequence[float], confidence: float = 0.95, n_boot: int = 2000,
                       seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean (resampling values with replacement); fixed seed
-    so a report is reproducible. NaN when fewer than 2 values."""
+    so a report is reproducible. NaN when fewer than 2 values or ``n_boot`` < 1."""
     v = np.asarray(values, dtype=float)
-    if v.size < 2:
+    if v.size < 2 or n_boot < 1:
         return math.nan, math.nan
     rng = np.random.default_rng(seed)
     means = v[rng.integers(0, v.size, size=(n_boot, v.size))].mean(axis=1)
@@ -251,7 +251,8 @@ def bd_table(df: pd.DataFrame, anchor: str, metrics: Sequence[str] = DEFAULT_MET
                    "n_images": len(images) if images is not None else math.nan,
                    "bd_rate": rate_res.value, "bd_rate_reason": rate_res.reason or "",
                    "bd_rate_overlap": rate_res.overlap,
-                   "bd_metric": metric_res.value, "bd_metric_reason": metric_res.reason or ""}
+                   "bd_metric": metric_res.value, "bd_metric_reason": metric_res.reason or "",
+                   "bd_metric_overlap": metric_res.overlap}
             if per_image:
                 for kind in ("rate", "metric"):
                     if both_measured and metric in df.columns:
@@ -263,3 +264,20 @@ def bd_table(df: pd.DataFrame, anchor: str, metrics: Sequence[str] = DEFAULT_MET
                                 f"bd_{kind}_img_of": p.n_images, f"bd_{kind}_img_reason": p.reason or ""})
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def per_image_bd_frame(df: pd.DataFrame, anchor: str, metric: str = "psnr_rgb",
+                       kind: Literal["rate", "metric"] = "rate", method: Method = "pchip") -> pd.DataFrame:
+    """Long table of per-image BD values against ``anchor``: columns codec, image, metric, kind,
+    value, reason; shows on which images a codec wins or loses."""
+    from lcbench.results import codecs_in_order
+
+    rows = []
+    for codec in codecs_in_order(df):
+        if codec == anchor:
+            continue
+        p = bd_per_image(df, anchor, codec, metric, kind, method, n_boot=0)
+        for image, r in p.per_image.items():
+            rows.append({"codec": codec, "anchor": anchor, "image": image, "metric": metric, "kind": kind,
+                         "method": method, "value": r.value, "reason": r.reason or ""})
+    return pd.DataFrame(rows, columns=["codec", "anchor", "image", "metric", "kind", "method", "value", "reason"])

@@ -43,6 +43,7 @@ METRIC_NAMES = {"psnr_rgb": "PSNR-RGB", "psnr_y": "PSNR-Y", "ssim": "SSIM", "ms_
                 "ms_ssim_db": "MS-SSIM dB", "mse_rgb": "MSE-RGB", "mse_y": "MSE-Y"}
 _MSE_OF = {"psnr_rgb": "mse_rgb", "psnr_y": "mse_y"}
 COMPARABLE_RATE_PARAMS = ("target_bpp",)
+LOW_OVERLAP = 0.5  # BD values over less of the joint range than this get a note
 
 
 def _ensure_validated(df: pd.DataFrame) -> pd.DataFrame:
@@ -239,7 +240,6 @@ def bd_display_table(bd: pd.DataFrame, kind: Literal["rate", "metric"] = "rate")
     codecs = list(dict.fromkeys(bd["codec"]))
     anchor = bd["anchor"].iloc[0] if len(bd) else ""
     method = bd["method"].iloc[0] if len(bd) else ""
-    unit = "%" if kind == "rate" else "metric units"
     per_image = f"bd_{kind}_img_mean" in bd.columns
     header = ["Codec"]
     for m in metrics:
@@ -257,6 +257,12 @@ def bd_display_table(bd: pd.DataFrame, kind: Literal["rate", "metric"] = "rate")
             text = _fmt(v, dec, signed=True)
             if not math.isfinite(v):
                 notes.append(f"{codec}, {METRIC_NAMES.get(m, m)} (average curves): {r[f'bd_{kind}_reason']}")
+                text += f" [{len(notes)}]"
+            overlap = float(r.get(f"bd_{kind}_overlap", math.nan))
+            if math.isfinite(v) and overlap < LOW_OVERLAP:
+                axis = "quality" if kind == "rate" else "log-rate"
+                notes.append(f"{codec}, {METRIC_NAMES.get(m, m)}: the curves overlap on only {overlap:.0%} of their "
+                             f"joint {axis} range, so the value describes a narrow part of the curves")
                 text += f" [{len(notes)}]"
             cells.append(Cell(text, v))
             if per_image:
@@ -276,7 +282,7 @@ def bd_display_table(bd: pd.DataFrame, kind: Literal["rate", "metric"] = "rate")
     cols = list(range(1, len(header)))
     mark_best(table, cols, [kind != "rate"] * len(cols))
     what = "BD-rate [%] (negative: fewer bits at equal quality)" if kind == "rate" else \
-        f"BD-metric [{unit}] (positive: higher quality at equal rate; BD-PSNR in dB for PSNR)"
+        "BD-metric (positive: higher quality at equal rate; dB for PSNR and MS-SSIM dB, SSIM units for SSIM)"
     table.caption = (f"{what} against {anchor}, {method.upper() if method == 'pchip' else 'cubic (VCEG-M33)'} "
                      f"interpolation over the overlapping range; 'avg' on the average curves, 'per-image' the mean "
                      f"over images with a bootstrap 95% interval. Bold: best per column.")
@@ -365,7 +371,7 @@ def to_text(table: Table) -> str:
 
     out = [line(cells[0]), "  ".join("-" * w for w in widths)] + [line(r) for r in cells[1:]]
     if table.caption:
-        out.append(table.caption)
+        out.append(re.sub(r" Bold: [^.]*\.", "", table.caption))  # no bold in plain text
     out += table.notes
     return "\n".join(out) + "\n"
 

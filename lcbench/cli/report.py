@@ -1,0 +1,160 @@
+"""``lcbench report``: tables, RD figures, BD-rates and an HTML page from one or more runs."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+COMMAND = "report"
+HELP = "summary tables (md/csv/json/tex), RD figures (pdf/png/svg), BD-rates and an HTML report from runs"
+
+FIGSIZES = {"single": (3.5, 2.6), "double": (7.16, 3.2)}  # IEEE/CVPR column widths in inches
+
+
+def parse_figsize(text: str) -> tuple[float, float]:
+    """``3.5,2.6``, ``3.5x2.6`` or ``single``/``double`` (column width) -> inches."""
+    if text in FIGSIZES:
+        return FIGSIZES[text]
+    try:
+        w, h = (float(v) for v in text.lower().replace("x", ",").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--figsize wants WIDTH,HEIGHT in inches or single|double, got {text!r}")
+    if w <= 0 or h <= 0:
+        raise argparse.ArgumentTypeError(f"--figsize must be positive, got {text!r}")
+    return w, h
+
+
+def csv_list(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def add_common(p: argparse.ArgumentParser) -> None:
+    """Arguments shared with ``lcbench bd``."""
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories (or results.csv files) to merge")
+    p.add_argument("--anchor", help="codec label the BD-rates are measured against (default: jpeg if present, "
+                                    "else the first codec)")
+    p.add_argument("--method", choices=("pchip", "cubic"), default="pchip",
+                   help="BD interpolation: pchip (AV1/JVET CTC, default) or cubic (VCEG-M33 polynomial)")
+    p.add_argument("--aggregate", choices=("mean", "mse"), default="mean",
+                   help="mean over images of each per-image value (default), or PSNR from the mean MSE")
+    p.add_argument("--with", dest="published", action="append", default=[], metavar="FILE.json",
+                   help="add a CompressAI results JSON (published curve) to the figures and BD tables")
+    p.add_argument("--codecs", type=csv_list, help="only these codec labels (comma-separated)")
+    p.add_argument("--on-duplicate", choices=("error", "first", "last"), default="error",
+                   help="a job present in two runs: refuse (default) or keep the first/last")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_common(p)
+    p.add_argument("--out", type=Path, help="output directory (default: RUN_DIR/report of the first run)")
+    p.add_argument("--metrics", type=csv_list, default=["psnr_rgb", "psnr_y", "ms_ssim_db", "ssim"],
+                   help="metrics for figures and BD tables (default: psnr_rgb,psnr_y,ms_ssim_db,ssim)")
+    p.add_argument("--figsize", type=parse_figsize, help="figure size WIDTH,HEIGHT in inches, or single|double")
+    p.add_argument("--style", choices=("paper", "slides"), default="paper", help="figure style (default: paper)")
+    p.add_argument("--ci", action="store_true", help="draw 95%% confidence bands across images on the RD curves")
+    p.add_argument("--spread", choices=("std", "ci", "none"), default="std",
+                   help="spread shown beside means in md/tex tables (default: std)")
+    p.add_argument("--formats", type=csv_list, default=["pdf", "png", "svg"], help="figure formats")
+    p.add_argument("--no-figures", action="store_true", help="skip figures (faster)")
+    p.add_argument("--no-html", action="store_true", help="skip the HTML report")
+    p.add_argument("--bootstrap", type=int, default=2000, metavar="N", help="bootstrap resamples (default 2000)")
+
+
+def load(args: argparse.Namespace):
+    """Results frame and published curves from the common arguments; raises ValueError on bad input."""
+    from lcbench.compressai_json import read_compressai_json
+    from lcbench.results import codecs_in_order, datasets, load_results, select_codecs
+
+    df = load_results(args.runs, on_duplicate=args.on_duplicate)
+    names = datasets(df)
+    if len(names) > 1:
+        raise ValueError(f"the runs are on different datasets ({', '.join(names)}); report them separately")
+    df = select_codecs(df, args.codecs)
+    published = [read_compressai_json(p) for p in args.published]
+    codecs = codecs_in_order(df)
+    clash = [p.name for p in published if p.name in codecs]
+    if clash:
+        raise ValueError(f"published curve name(s) {clash} equal measured codec labels; rename them in the JSON")
+    anchor = args.anchor or ("jpeg" if "jpeg" in codecs else codecs[0])
+    if anchor not in codecs and anchor not in [p.name for p in published]:
+        raise ValueError(f"--anchor {anchor!r} is not among the codecs {codecs + [p.name for p in published]}")
+    return df, published, anchor
+
+
+def run(args: argparse.Namespace) -> int:
+    from lcbench.bdrate import bd_table, per_image_bd_frame
+    from lcbench.compressai_json import curve_from_summary, write_compressai_json
+    from lcbench.results import codecs_in_order, failed_jobs
+    from lcbench.summary import (aggregation_note, bd_display_table, format_terminal_table, summarize, summary_table,
+                                 to_json, to_latex, to_markdown, to_text)
+
+    df, published, anchor = load(args)
+    out = args.out or Path(args.runs[0] if Path(args.runs[0]).is_dir() else Path(args.runs[0]).parent) / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+
+    def write(name: str, text: str) -> None:
+        (out / name).write_text(text, encoding="utf-8")
+        written.append(out / name)
+
+    summ = summarize(df, aggregate=args.aggregate)
+    spread = None if args.spread == "none" else args.spread
+    table = summary_table(summ, spread=spread, aggregate=args.aggregate)
+    summ.to_csv(out / "summary.csv", index=False)
+    written.append(out / "summary.csv")
+    write("summary.md", to_markdown(table))
+    write("summary.tex", to_latex(table, label="tab:rd-summary"))
+    write("summary.json", to_json(summ, aggregate=args.aggregate, runs=[str(r) for r in args.runs]))
+
+    metrics = [m for m in args.metrics if m in df.columns or any(m in p.curve.columns for p in published)]
+    extra = {p.name: p.curve for p in published}
+    bd_tables, bd = [], None
+    if len(codecs_in_order(df)) + len(published) > 1 and metrics:
+        bd = bd_table(df, anchor, metrics=metrics, method=args.method, aggregate=args.aggregate,
+                      extra_curves=extra, n_boot=args.bootstrap)
+        bd.to_csv(out / "bd.csv", index=False)
+        written.append(out / "bd.csv")
+        write("bd.json", to_json(bd, aggregate=args.aggregate, anchor=anchor, method=args.method))
+        bd_tables = [bd_display_table(bd, "rate"), bd_display_table(bd, "metric")]
+        write("bd.md", "\n".join(to_markdown(t) for t in bd_tables))
+        write("bd.tex", "\n".join(to_latex(t, label=f"tab:bd-{k}") for t, k in zip(bd_tables, ("rate", "metric"))))
+    per_image_bd = None
+    if anchor in codecs_in_order(df) and len(codecs_in_order(df)) > 1 and metrics:
+        per_image_bd = per_image_bd_frame(df, anchor, metrics[0], "rate", args.method)
+        per_image_bd.to_csv(out / "bd_per_image.csv", index=False)
+        written.append(out / "bd_per_image.csv")
+
+    for codec in codecs_in_order(df):
+        safe = "".join(ch if ch.isalnum() or ch in "-_.+=" else "_" for ch in codec)
+        written.append(write_compressai_json(out / "compressai" / f"{safe}.json", curve_from_summary(
+            summ, codec, f"lcbench {', '.join(str(r) for r in args.runs)}; {aggregation_note(args.aggregate)}")))
+
+    figures = {}
+    if not args.no_figures:
+        from lcbench.plots import Y_LABELS, plot_all
+
+        figs = plot_all(df, out, metrics=metrics, formats=args.formats, published=published, aggregate=args.aggregate,
+                        ci=args.ci, style=args.style, figsize=args.figsize)
+        for metric, paths in figs.items():
+            written += paths
+            png = [p for p in paths if p.suffix in (".png", ".svg")]
+            if png:
+                figures[f"{Y_LABELS.get(metric, metric)} vs bpp"] = png[0]
+    if not args.no_html:
+        from lcbench.html_report import write_html_report
+
+        meta = {"runs": ", ".join(str(r) for r in args.runs), "anchor": anchor, "BD method": args.method,
+                "aggregation": aggregation_note(args.aggregate)}
+        if published:
+            meta["published curves"] = ", ".join(p.name for p in published)
+        written.append(write_html_report(out / "report.html", df, summary_tables=[table], bd_tables=bd_tables,
+                                         figures=figures, per_image_bd=per_image_bd, meta=meta))
+
+    print(format_terminal_table(df, aggregate=args.aggregate))
+    if bd_tables:
+        print(to_text(bd_tables[0]))
+    failed = failed_jobs(df)
+    if len(failed):
+        print(f"note: {len(failed)} failed job(s) left out of every value", file=sys.stderr)
+    print(f"wrote {len(written)} files to {out}")
+    return 0
