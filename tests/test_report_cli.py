@@ -1,0 +1,137 @@
+"""``lcbench report`` and ``lcbench bd`` end to end on the real Kodak results fixture."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import warnings
+from pathlib import Path
+
+import bjontegaard
+import pandas as pd
+import pytest
+
+from lcbench.cli import main
+from lcbench.compressai_json import read_compressai_json
+
+DATA = Path(__file__).parent / "data" / "kodak4_results.csv"
+PUBLISHED = {"name": "JPEG (published)", "description": "CompressAI-style curve",
+             "results": {"bpp": [0.33, 0.52, 0.70, 0.86, 1.00], "psnr-rgb": [26.0, 28.5, 30.0, 31.1, 31.9],
+                         "ms-ssim-rgb": [0.90, 0.945, 0.963, 0.973, 0.978]}}
+
+
+@pytest.fixture()
+def run_dir(tmp_path) -> Path:
+    d = tmp_path / "run"
+    d.mkdir()
+    shutil.copy(DATA, d / "results.csv")
+    return d
+
+
+def mean_curve(raw: pd.DataFrame, codec: str, metric: str):
+    g = raw[raw.codec == codec].groupby("quality")[["bpp", metric]].mean().sort_values("bpp")
+    return g.bpp.to_numpy(), g[metric].to_numpy()
+
+
+def test_report_writes_every_format(run_dir, tmp_path, capsys):
+    pub = tmp_path / "published.json"
+    pub.write_text(json.dumps(PUBLISHED))
+    out = tmp_path / "out"
+    assert main(["report", str(run_dir), "--out", str(out), "--with", str(pub), "--ci", "--bootstrap", "200"]) == 0
+    printed = capsys.readouterr().out
+    assert "webp" in printed and "quality=50" in printed and "BD-rate" in printed
+    for name in ("summary.md", "summary.csv", "summary.json", "summary.tex", "bd.md", "bd.csv", "bd.json", "bd.tex",
+                 "bd_per_image.csv", "report.html"):
+        assert (out / name).stat().st_size > 0, name
+    for metric in ("psnr_rgb", "psnr_y", "ms_ssim_db", "ssim"):
+        for ext in ("pdf", "png", "svg"):
+            assert (out / f"rd_{metric}.{ext}").stat().st_size > 0
+        assert b"/FontFile2" in (out / f"rd_{metric}.pdf").read_bytes()
+    # BD-rate of webp against jpeg on PSNR-RGB: the independent package agrees to 0.1 points.
+    bd = pd.read_csv(out / "bd.csv")
+    raw = pd.read_csv(DATA)
+    row = bd[(bd.codec == "webp") & (bd.metric == "psnr_rgb")].iloc[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = bjontegaard.bd_rate(*mean_curve(raw, "jpeg", "psnr_rgb"), *mean_curve(raw, "webp", "psnr_rgb"),
+                                  "pchip", require_matching_points=False)
+        # The published curve takes part in the BD table with its average curve.
+        pub_ref = bjontegaard.bd_rate(*mean_curve(raw, "jpeg", "psnr_rgb"), PUBLISHED["results"]["bpp"],
+                                      PUBLISHED["results"]["psnr-rgb"], "pchip", require_matching_points=False)
+    assert abs(row.bd_rate - ref) < 0.1
+    prow = bd[(bd.codec == "JPEG (published)") & (bd.metric == "psnr_rgb")].iloc[0]
+    assert abs(prow.bd_rate - pub_ref) < 0.1
+    assert "no per-image data" in prow.bd_rate_img_reason
+    # CompressAI export of each codec reads back to the summary's values.
+    back = read_compressai_json(out / "compressai" / "webp.json")
+    summ = pd.read_csv(out / "summary.csv")
+    assert back.curve.psnr_rgb.tolist() == pytest.approx(summ[summ.codec == "webp"].psnr_rgb.tolist())
+    # The HTML report is self-contained and has every job's row.
+    page = (out / "report.html").read_text()
+    assert "data:image/png;base64," in page
+    assert not re.search(r'(src|href)="(https?:)?//', page)
+    assert page.count("<tr>") >= len(raw) + 1
+    tex = (out / "summary.tex").read_text()
+    assert r"\begin{tabular}" in tex and r"\bottomrule" in tex
+
+
+def test_report_default_out_and_merge(tmp_path):
+    raw = pd.read_csv(DATA)
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    raw[raw.codec.isin(["jpeg", "webp"])].to_csv(a / "results.csv", index=False)
+    raw[raw.codec == "avif"].to_csv(b / "results.csv", index=False)
+    assert main(["report", str(a), str(b), "--no-figures", "--no-html", "--bootstrap", "50"]) == 0
+    bd = pd.read_csv(a / "report" / "bd.csv")
+    assert set(bd.codec) == {"webp", "avif"}
+
+
+def test_report_aggregate_mse_changes_psnr(run_dir, tmp_path):
+    out = tmp_path / "o"
+    assert main(["report", str(run_dir), "--out", str(out), "--aggregate", "mse", "--no-figures", "--no-html",
+                 "--bootstrap", "50"]) == 0
+    summ = pd.read_csv(out / "summary.csv")
+    raw = pd.read_csv(DATA)
+    g = raw[(raw.codec == "jpeg") & (raw.quality == 10)]
+    import numpy as np
+
+    assert summ[(summ.codec == "jpeg") & (summ.quality == 10)].psnr_rgb.iloc[0] == pytest.approx(
+        10 * np.log10(255 ** 2 / g.mse_rgb.mean()))
+    assert "PSNR from the mean MSE" in (out / "summary.md").read_text()
+
+
+def test_bd_command_formats_and_exit_codes(run_dir, tmp_path, capsys):
+    assert main(["bd", str(run_dir), "--anchor", "jpeg", "--metric", "psnr_rgb", "--format", "csv",
+                 "--bootstrap", "50"]) == 0
+    from io import StringIO
+
+    table = pd.read_csv(StringIO(capsys.readouterr().out))
+    assert set(table.codec) == {"webp", "avif", "jpeg2000"} and set(table.metric) == {"psnr_rgb"}
+    assert main(["bd", str(run_dir), "--anchor", "webp", "--metric", "ssim", "--method", "cubic",
+                 "--no-per-image", "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["anchor"] == "webp" and doc["method"] == "cubic"
+    assert {r["codec"] for r in doc["rows"]} == {"jpeg", "avif", "jpeg2000"}
+    # Bad input: exit 2 with a message naming the problem.
+    assert main(["bd", str(run_dir), "--anchor", "bpg"]) == 2
+    assert "bpg" in capsys.readouterr().err
+    assert main(["bd", str(tmp_path / "nowhere")]) == 2
+    assert main(["bd", str(run_dir), "--metric", "vmaf"]) == 2
+    # --strict: a NaN BD value (too few points) fails the check.
+    raw = pd.read_csv(DATA)
+    short = tmp_path / "short"
+    short.mkdir()
+    raw[~((raw.codec == "avif") & (raw.quality > 40))].to_csv(short / "results.csv", index=False)
+    assert main(["bd", str(short), "--metric", "psnr_rgb", "--bootstrap", "50"]) == 0
+    assert "at least 4" in capsys.readouterr().out
+    assert main(["bd", str(short), "--metric", "psnr_rgb", "--strict", "--bootstrap", "50"]) == 1
+
+
+def test_figsize_parsing():
+    from lcbench.cli.report import parse_figsize
+
+    assert parse_figsize("3.5,2.6") == (3.5, 2.6)
+    assert parse_figsize("7x3") == (7.0, 3.0)
+    assert parse_figsize("double") == (7.16, 3.2)
+    with pytest.raises(Exception, match="WIDTH,HEIGHT"):
+        parse_figsize("big")
