@@ -135,3 +135,15 @@ def test_figsize_parsing():
     assert parse_figsize("double") == (7.16, 3.2)
     with pytest.raises(Exception, match="WIDTH,HEIGHT"):
         parse_figsize("big")
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node not installed")
+def test_html_report_script_is_valid_javascript(run_dir, tmp_path):
+    import subprocess
+
+    out = tmp_path / "o"
+    assert main(["report", str(run_dir), "--out", str(out), "--no-figures", "--bootstrap", "20"]) == 0
+    script = re.search(r"<script>(.*)</script>", (out / "report.html").read_text(), re.S).group(1)
+    (tmp_path / "report.js").write_text(script)
+    check = subprocess.run(["node", "--check", str(tmp_path / "report.js")], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
