@@ -18,7 +18,8 @@ Conventions (tests check each against an independent implementation):
 Speed: the source image's filtered statistics (means and variances at every scale) do
 not change across rate points and codecs, so ``Reference`` computes them once and each
 decoded image costs three separable Gaussian filterings per scale (OpenCV, float32 on
-mean-centred values so the E[x^2] - mu^2 cancellation stays far below 1e-5).
+mean-centred values so the E[x^2] - mu^2 cancellation stays far below 1e-5), and the
+per-pixel SSIM formula runs as one fused loop (``_metric_kernels``).
 """
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
+
+from . import _metric_kernels as kernels
 
 METRIC_NAMES = ("psnr_rgb", "psnr_y", "mse_rgb", "mse_y", "ssim", "ms_ssim", "ms_ssim_db")
 # Which direction is better, for reports and regression checks.
@@ -50,15 +53,9 @@ def _gauss_1d() -> np.ndarray:
 _G = _gauss_1d()
 
 
-def _filter(plane: np.ndarray) -> np.ndarray:
-    """Separable Gaussian filter at full size; only the valid region (``_valid``) is used later."""
-    return cv2.sepFilter2D(plane, cv2.CV_32F, _G, _G, borderType=cv2.BORDER_REFLECT)
-
-
-def _valid_channel_means(a: np.ndarray) -> np.ndarray:
-    """Per-channel mean over the valid region (no window touching the border), in float64."""
-    v = a[_PAD:-_PAD, _PAD:-_PAD]
-    return np.asarray(cv2.sumElems(v)[:3]) / (v.shape[0] * v.shape[1])
+def _filter(plane: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Separable Gaussian filter at full size; only the valid region is used later."""
+    return cv2.sepFilter2D(plane, cv2.CV_32F, _G, _G, dst=out, borderType=cv2.BORDER_REFLECT)
 
 
 def _avg_pool2(x: np.ndarray) -> np.ndarray:
@@ -97,6 +94,14 @@ class _Scale:
     var_x_c2: np.ndarray  # filtered variance + C2
     lum_x: np.ndarray    # 2 * (mu_x + centre): the source's part of the luminance term
     lum_x2_c1: np.ndarray  # (mu_x + centre)^2 + C1
+    # Work buffers reused for every decoded image: fresh image-sized arrays per call would
+    # cost more in page faults than the arithmetic. A Reference is used by one thread.
+    buffers: list[np.ndarray] = field(default_factory=list)
+
+    def work(self) -> list[np.ndarray]:
+        if not self.buffers:
+            self.buffers = [np.empty_like(self.x) for _ in range(5)]
+        return self.buffers
 
 
 @dataclass
@@ -133,27 +138,10 @@ class Reference:
 
 def _ssim_terms(s: _Scale, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean SSIM and mean contrast-structure term at one scale (float64)."""
-    mu_y = _filter(y)
-    tmp = y * y
-    var_y = _filter(tmp)
-    var_y -= mu_y * mu_y
-    np.multiply(s.x, y, out=tmp)
-    cov = _filter(tmp)
-    cov -= s.mu_x * mu_y
-    cov *= 2.0
-    cov += C2
-    var_y += s.var_x_c2
-    cs_map = np.divide(cov, var_y, out=cov)
-    my = mu_y
-    my += _CENTRE
-    lum = s.lum_x * my
-    lum += C1
-    my *= my
-    my += s.lum_x2_c1
-    lum /= my
-    cs = _valid_channel_means(cs_map)
-    lum *= cs_map
-    return _valid_channel_means(lum), cs
+    yy, xy, f_y, f_yy, f_xy = s.work()
+    kernels.products(s.x, y, yy, xy)
+    return kernels.ssim_sums(s.mu_x, s.var_x_c2, s.lum_x, s.lum_x2_c1, _filter(y, f_y), _filter(yy, f_yy),
+                             _filter(xy, f_xy), _PAD, np.float32(_CENTRE), np.float32(C1), np.float32(C2))
 
 
 def compute_metrics(ref: Reference, decoded: np.ndarray) -> tuple[dict[str, float], list[str]]:
@@ -161,13 +149,11 @@ def compute_metrics(ref: Reference, decoded: np.ndarray) -> tuple[dict[str, floa
     if decoded.shape != ref.shape or decoded.dtype != np.uint8:
         raise ValueError(f"decoded image is {decoded.dtype} {decoded.shape}, the original is uint8 {ref.shape}")
     notes: list[str] = []
-    # Gram matrix of the per-pixel RGB differences: exact in float64 (integer sums < 2^53).
-    # Y is affine in RGB, so the Y error is _Y_WEIGHTS . diff and its MSE is w^T G w / N.
-    diff = cv2.subtract(ref.pixels, decoded, dtype=cv2.CV_64F).reshape(-1, 3)
-    gram = diff.T @ diff
-    n_pixels = diff.shape[0]
-    mse_rgb = float(np.trace(gram)) / (3 * n_pixels)
-    mse_y = float(_Y_WEIGHTS @ gram @ _Y_WEIGHTS) / n_pixels
+    # Y is affine in RGB, so the Y error is _Y_WEIGHTS . (RGB difference): no luma images needed.
+    sse, sse_y = kernels.squared_errors(ref.pixels, decoded, *_Y_WEIGHTS)
+    n_pixels = ref.pixels.shape[0] * ref.pixels.shape[1]
+    mse_rgb = int(sse) / (3 * n_pixels)
+    mse_y = float(sse_y) / n_pixels
     out = {"mse_rgb": mse_rgb, "psnr_rgb": psnr_from_mse(mse_rgb), "mse_y": mse_y, "psnr_y": psnr_from_mse(mse_y),
            "ssim": math.nan, "ms_ssim": math.nan, "ms_ssim_db": math.nan}
     if not ref.scales:
