@@ -65,8 +65,9 @@ def plot_rd(df: pd.DataFrame, metric: str, *, codecs: Sequence[str] | None = Non
 
     codecs = list(codecs) if codecs is not None else codecs_in_order(df)
     styles = dict(styles or codec_styles(codecs + [p.name for p in published]))
-    s = STYLES.get(style) or _rc(style)  # _rc raises the clear error for an unknown style
-    with matplotlib.rc_context(_rc(style)):
+    rc = _rc(style)  # raises a clear error for an unknown style
+    s = STYLES[style]
+    with matplotlib.rc_context(rc):
         fig = Figure(figsize=figsize or s["figsize"], layout="constrained")
         FigureCanvasAgg(fig)
         ax = fig.add_subplot()

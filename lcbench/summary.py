@@ -284,8 +284,8 @@ def bd_display_table(bd: pd.DataFrame, kind: Literal["rate", "metric"] = "rate")
     what = "BD-rate [%] (negative: fewer bits at equal quality)" if kind == "rate" else \
         "BD-metric (positive: higher quality at equal rate; dB for PSNR and MS-SSIM dB, SSIM units for SSIM)"
     table.caption = (f"{what} against {anchor}, {method.upper() if method == 'pchip' else 'cubic (VCEG-M33)'} "
-                     f"interpolation over the overlapping range; 'avg' on the average curves, 'per-image' the mean "
-                     f"over images with a bootstrap 95% interval. Bold: best per column.")
+                     f"interpolation over the overlapping range. avg: on the average curves; per-image: mean over "
+                     f"images with a bootstrap 95% interval. Bold: best per column.")
     table.notes = [f"[{i}] {n}" for i, n in enumerate(notes, 1)]
     return table
 
@@ -340,11 +340,13 @@ def _cell_latex(c: Cell) -> str:
     return rf"\textbf{{{text}}}" if c.bold else text
 
 
-def to_latex(table: Table, label: str = "") -> str:
-    """A booktabs ``table`` environment (needs ``\\usepackage{booktabs}``); bold best values."""
+def to_latex(table: Table, label: str = "", wide: bool | None = None) -> str:
+    """A booktabs table (needs ``\\usepackage{booktabs}``); bold best values. ``wide`` uses
+    ``table*`` (both columns of a two-column paper); default: when there are more than 6 columns."""
     align = table.align or "l" * len(table.header)
     ncol = len(table.header)
-    lines = [r"\begin{table}[t]", r"\centering", r"\small"]
+    env = "table*" if (wide if wide is not None else ncol > 6) else "table"
+    lines = [rf"\begin{{{env}}}[t]", r"\centering", r"\small"]
     if table.caption:
         lines.append(rf"\caption{{{latex_escape(table.caption)}}}")
     if label:
@@ -356,7 +358,7 @@ def to_latex(table: Table, label: str = "") -> str:
     lines.append(r"\bottomrule")
     for n in table.notes:
         lines.append(rf"\multicolumn{{{ncol}}}{{l}}{{\footnotesize {latex_escape(n)}}} \\")
-    lines += [r"\end{tabular}", r"\end{table}"]
+    lines += [r"\end{tabular}", rf"\end{{{env}}}"]
     return "\n".join(lines) + "\n"
 
 
