@@ -106,3 +106,22 @@ def match_rate(codec: Any, image: np.ndarray, target_bpp: float) -> tuple[float,
     """The rate parameter whose real bitstream bpp is closest to ``target_bpp``, and that bitstream."""
     m = match_rate_detailed(codec, image, target_bpp)
     return m.rate, m.bitstream
+
+
+def match_nearest_rate(codec: Any, image: np.ndarray, target_bpp: float) -> tuple[float, bytes]:
+    """For codecs with a finite set of operating points (learned models, no ``rate_range``):
+    encode at each of ``codec.default_rates`` and return the one whose real bpp is closest."""
+    name = getattr(codec, "name", type(codec).__name__)
+    check_image(image, name)
+    rates = tuple(getattr(codec, "default_rates", ()))
+    if not rates:
+        raise ValueError(f"{name}: no rate points to choose from")
+    h, w = image.shape[:2]
+    best: tuple[float, float, bytes] | None = None
+    for rate in rates:
+        data = codec.encode(image, rate)
+        err = abs(8.0 * len(data) / (h * w) - target_bpp)
+        if best is None or err < best[0]:
+            best = (err, float(rate), data)
+    assert best is not None
+    return best[1], best[2]

@@ -45,6 +45,7 @@ class RunOptions:
     device: str | None = None                          # None: cuda when available, else cpu
     max_images: int | None = None
     image_glob: str | None = None
+    target_bpp: tuple[float, ...] | None = None         # rate matching instead of the rate grid
     save_bitstreams: bool = False
     save_decoded: bool = False
     progress: bool | None = None                       # None: when stderr is a terminal
@@ -73,6 +74,7 @@ class Job:
     quality: float
     image: ImageRef
     key: str
+    target_bpp: float | None = None  # set for rate-matched jobs: quality then holds the target
 
 
 def default_device() -> str:
@@ -94,13 +96,13 @@ def _file_identity(path: Path) -> str:
     return f"{st.st_size}:{st.st_mtime_ns}"
 
 
-def job_key(label: str, version: str, quality: float, image: ImageRef) -> str:
+def job_key(label: str, version: str, quality: float, image: ImageRef, rate_param: str = "") -> str:
     """Identity of a job's result: codec + version + rate + image file + metric definitions."""
     try:
         ident = image.pixels_sha256 or _file_identity(image.path)
     except OSError:
         ident = "missing"
-    payload = json.dumps([label, version, float(quality), image.id, ident, METRICS_VERSION])
+    payload = json.dumps([label, version, rate_param, float(quality), image.id, ident, METRICS_VERSION])
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
@@ -123,12 +125,18 @@ def build_codecs(specs: Sequence[str], device: str) -> list[Codec]:
 def plan_jobs(codecs: Sequence[tuple[str, Codec]], dataset: Dataset, options: RunOptions) -> list[Job]:
     jobs = []
     for spec, codec in codecs:
-        grid = options.codec_rates.get(spec) or options.codec_rates.get(codec.name) or options.rates or codec.default_rates
         version = codec.version()
+        if options.target_bpp:
+            for target in options.target_bpp:
+                for image in dataset.images:
+                    jobs.append(Job(spec, codec.label(), version, "target_bpp", float(target), image,
+                                    job_key(codec.label(), version, target, image, "target_bpp"), float(target)))
+            continue
+        grid = options.codec_rates.get(spec) or options.codec_rates.get(codec.name) or options.rates or codec.default_rates
         for quality in grid:
             for image in dataset.images:
                 jobs.append(Job(spec, codec.label(), version, codec.rate_param, float(quality), image,
-                                job_key(codec.label(), version, quality, image)))
+                                job_key(codec.label(), version, quality, image, codec.rate_param)))
     return jobs
 
 
@@ -228,14 +236,12 @@ def run_cpu_task(run_dir: str, dataset: str, device: str, jobs: list[Job], save_
                 raise ImageReadError(read_error)
             assert src is not None and ref is not None
             codec = _get_codec(job.spec, device)
-            t0 = time.perf_counter()
-            bitstream = codec.encode(src.pixels, job.quality)
+            bitstream, enc_s, extra = encode_job(codec, src.pixels, job)
             t1 = time.perf_counter()
-            extra = codec.extra_columns()
             decoded = codec.decode(bitstream)
             t2 = time.perf_counter()
             rec.update(extra)
-            _finish_record(rec, src, ref, bitstream, decoded, t1 - t0, t2 - t1, [])
+            _finish_record(rec, src, ref, bitstream, decoded, enc_s, t2 - t1, [])
             if save_bitstreams or save_decoded:
                 _save_outputs(Path(run_dir), job, bitstream, decoded, save_bitstreams, save_decoded)
         except Exception as exc:
@@ -243,6 +249,29 @@ def run_cpu_task(run_dir: str, dataset: str, device: str, jobs: list[Job], save_
         writer.append(rec)
         records.append(rec)
     return records
+
+
+def encode_job(codec: Codec, pixels: np.ndarray, job: Job) -> tuple[bytes, float, dict[str, Any]]:
+    """Encode for one job -> (bitstream, encode seconds, extra columns).
+
+    A rate-matched job first searches the rate parameter whose real bitstream is closest to
+    the target (lcbench.rate_match), then times one plain encode at that rate, so the
+    reported encode time is the codec's, not the search's.
+    """
+    extra: dict[str, Any] = {}
+    rate = job.quality
+    if job.target_bpp is not None:
+        from .rate_match import match_nearest_rate, match_rate_detailed
+
+        if codec.rate_range is None:  # a finite set of operating points (learned models): nearest one
+            rate, _ = match_nearest_rate(codec, pixels, job.target_bpp)
+        else:
+            rate = match_rate_detailed(codec, pixels, job.target_bpp).rate
+        extra = {"matched_rate_param": codec.rate_param, "matched_rate": rate}
+    t0 = time.perf_counter()
+    bitstream = codec.encode(pixels, rate)
+    enc_s = time.perf_counter() - t0
+    return bitstream, enc_s, {**codec.extra_columns(), **extra}
 
 
 def _error_text(job: Job, exc: BaseException) -> str:
@@ -261,6 +290,10 @@ def run_device_jobs(run_dir: Path, dataset: str, device: str, jobs: list[Job], s
         by_group.setdefault((job.spec, job.quality), []).append(job)
     for (spec, quality), group in by_group.items():
         codec = _get_codec(spec, device)
+        if group[0].target_bpp is not None:  # rate matching: per image, not batched
+            for job in group:
+                yield [_run_single(codec, job, dataset, writer, run_dir, save_bitstreams, save_decoded)]
+            continue
         pending = []
         for job in group:
             src, ref, err = _get_image(job.image)
@@ -279,6 +312,26 @@ def run_device_jobs(run_dir: Path, dataset: str, device: str, jobs: list[Job], s
             batches = [chunk] if len(sizes) == 1 else [[c] for c in chunk]
             for batch in batches:
                 yield _run_device_batch(codec, batch, quality, dataset, writer, run_dir, save_bitstreams, save_decoded)
+
+
+def _run_single(codec, job, dataset, writer, run_dir, save_bitstreams, save_decoded):
+    rec = _base_record(job, dataset)
+    src, ref, err = _get_image(job.image)
+    try:
+        if err:
+            raise ImageReadError(err)
+        bitstream, enc_s, extra = encode_job(codec, src.pixels, job)
+        t1 = time.perf_counter()
+        decoded = codec.decode(bitstream)
+        dec_s = time.perf_counter() - t1
+        rec.update(extra)
+        _finish_record(rec, src, ref, bitstream, decoded, enc_s, dec_s, [])
+        if save_bitstreams or save_decoded:
+            _save_outputs(run_dir, job, bitstream, decoded, save_bitstreams, save_decoded)
+    except Exception as exc:
+        rec["error"] = _error_text(job, exc)
+    writer.append(rec)
+    return rec
 
 
 def _run_device_batch(codec, batch, quality, dataset, writer, run_dir, save_bitstreams, save_decoded):

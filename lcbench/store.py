@@ -108,10 +108,10 @@ def read_records(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def latest_by_job(records: Iterable[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
-    """One record per (codec, quality, image): a success wins over a failure, later over earlier."""
+    """One record per (codec, rate_param, quality, image): a success wins over a failure, later over earlier."""
     best: dict[tuple, dict[str, Any]] = {}
     for rec in records:
-        k = (rec.get("codec"), rec.get("quality"), rec.get("image"), rec.get("target_bpp"))
+        k = (rec.get("codec"), rec.get("rate_param"), rec.get("quality"), rec.get("image"))
         old = best.get(k)
         if old is None or not rec.get("error") or old.get("error"):
             best[k] = rec

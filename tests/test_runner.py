@@ -191,3 +191,38 @@ def test_kodak_all_classical_codecs_one_image(kodak_dir, tmp_path):
     assert (df["error"] == "").all(), df[df["error"] != ""]["error"].tolist()
     assert set(df["codec"]) == set(names)
     assert (df[df.codec != "png"]["psnr_rgb"] > 15).all()
+
+
+def test_set14_odd_sizes_and_greyscale_with_every_classical_codec(set14_dir, tmp_path):
+    """Set14 has odd sizes and a greyscale image: every available classical codec runs on all of it."""
+    from lcbench.registry import codecs
+
+    names = [n for n in ("jpeg", "webp", "jpeg2000", "avif", "png", "hevc", "jpegxl", "bpg") if codecs.get(n).availability()]
+    one_rate = {"jpeg2000": [0.5], "png": [6], "bpg": [32]}
+    grid = {n: one_rate.get(n, [50]) for n in names}
+    df = lcbench.run(names, set14_dir, out=tmp_path / "run", quality=grid, jobs=2)
+    assert (df["error"] == "").all(), df[df["error"] != ""]["error"].tolist()
+    n_images = len(list(set14_dir.glob("*.png")))
+    assert df.groupby("codec").size().eq(n_images).all()
+    assert "greyscale" in df[df.image == "bridge"]["notes"].iloc[0]
+
+
+def test_target_bpp_lands_within_one_quality_step(image_folder, tmp_path):
+    out = tmp_path / "run"
+    assert main(["run", "--codecs", "jpeg", "--dataset", str(image_folder), "--out", str(out), "--target-bpp", "0.5",
+                 "--jobs", "1", "--no-progress"]) == 0
+    df = pd.read_csv(out / "results.csv")
+    assert len(df) == 3 and (df.rate_param == "target_bpp").all() and (df.quality == 0.5).all()
+    jpeg = create_codec("jpeg")
+    for _, row in df.iterrows():
+        img = np.asarray(Image.open(image_folder / f"{row['image']}.png").convert("RGB"))
+        q = int(row["matched_rate"])
+        bpp = {k: 8 * len(jpeg.encode(img, k)) / (img.shape[0] * img.shape[1]) for k in (q - 1, q, q + 1)}
+        assert row["bpp"] == pytest.approx(bpp[q])
+        assert bpp[q - 1] <= 0.5 + 1e-9 or bpp[q + 1] >= 0.5 - 1e-9  # the neighbours bracket the target
+        assert abs(bpp[q] - 0.5) <= min(abs(bpp[q - 1] - 0.5), abs(bpp[q + 1] - 0.5)) + 1e-12
+
+
+def test_target_bpp_and_quality_are_exclusive(image_folder, capsys):
+    assert main(["run", "--codecs", "jpeg", "--dataset", str(image_folder), "--target-bpp", "0.5", "-q", "50"]) == 2
+    assert "--target-bpp" in capsys.readouterr().err

@@ -15,6 +15,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", "-o", help="run directory (default: reports/<dataset>); re-running resumes it")
     p.add_argument("-q", "--quality", action="append", metavar="GRID",
                    help="rate grid for every codec (5,10,20 or 5:95:5), or per codec: jpeg=5:95:5 (repeatable)")
+    p.add_argument("--target-bpp", metavar="LIST",
+                   help="rate matching: per image and codec, the rate parameter whose bitstream is closest to each "
+                        "target bpp (e.g. 0.25,0.5,1.0); replaces the rate grid")
     p.add_argument("--jobs", "-j", type=int, default=None, help="parallel workers (default: all cores; -1 too)")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="device for learned codecs (default: auto)")
     p.add_argument("--max-images", type=int, default=None, help="use only the first N images")
@@ -26,10 +29,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lcbench.rates import parse_rate_overrides
+    from lcbench.rates import parse_rate_list, parse_rate_overrides
     from lcbench.registry import load_plugin
     from lcbench.runner import RunOptions, execute
-    from lcbench.summary_table import terminal_summary
+    from lcbench.summary import format_terminal_table
 
     for plugin in args.plugin:
         load_plugin(plugin)
@@ -37,12 +40,15 @@ def run(args: argparse.Namespace) -> int:
     if not codecs:
         raise ValueError("--codecs: no codec given")
     every, per_codec = parse_rate_overrides(args.quality)
+    targets = parse_rate_list(args.target_bpp) if args.target_bpp else None
+    if targets and (every or per_codec):
+        raise ValueError("--target-bpp replaces the rate grid: do not combine it with -q/--quality")
     options = RunOptions(codecs=codecs, dataset=args.dataset, out=args.out, rates=every, codec_rates=per_codec,
-                         jobs=args.jobs, device=args.device, max_images=args.max_images, image_glob=args.image_glob,
+                         target_bpp=targets, jobs=args.jobs, device=args.device, max_images=args.max_images, image_glob=args.image_glob,
                          save_bitstreams=args.save_bitstreams, save_decoded=args.save_decoded,
                          progress=False if args.no_progress else None)
     outcome = execute(options)
-    print(terminal_summary(outcome.frame))
+    print(format_terminal_table(outcome.frame))
     done = outcome.planned - len(outcome.failures)
     print(f"\n{done}/{outcome.planned} jobs ok ({outcome.skipped} reused from {outcome.run_dir}); "
           f"results: {outcome.run_dir / 'results.csv'}")
