@@ -92,7 +92,11 @@ class Codec(abc.ABC):
         return f"{self.name}:{opts}"
 
     def extra_columns(self) -> dict[str, Any]:
-        """Extra per-job values a codec wants recorded (e.g. a model's own rate estimate)."""
+        """Extra per-job values recorded after each encode (e.g. a model's own rate estimate)."""
+        return {}
+
+    def extra_metrics(self, original: np.ndarray, decoded: np.ndarray) -> dict[str, float]:
+        """Extra metric columns computed on (original, decoded), e.g. a protocol's cropped-border PSNR."""
         return {}
 
     def __repr__(self) -> str:

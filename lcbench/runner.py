@@ -194,7 +194,7 @@ def _base_record(job: Job, dataset: str) -> dict[str, Any]:
 
 
 def _finish_record(rec: dict[str, Any], src: SourceImage, ref: Reference, bitstream: bytes, decoded: np.ndarray,
-                   enc_s: float, dec_s: float, notes: list[str]) -> None:
+                   enc_s: float, dec_s: float, notes: list[str], codec: Codec | None = None) -> None:
     h, w = src.height, src.width
     rec.update(width=w, height=h, bytes=len(bitstream), bpp=8.0 * len(bitstream) / (h * w),
                enc_time_s=enc_s, dec_time_s=dec_s)
@@ -203,6 +203,8 @@ def _finish_record(rec: dict[str, Any], src: SourceImage, ref: Reference, bitstr
         raise ValueError(f"decoder returned {got}, expected uint8 {src.pixels.shape}")
     values, metric_notes = compute_metrics(ref, decoded)
     rec.update(values)
+    if codec is not None:
+        rec.update(codec.extra_metrics(src.pixels, decoded))
     rec["notes"] = "; ".join(dict.fromkeys(src.notes + notes + metric_notes))
 
 
@@ -241,7 +243,7 @@ def run_cpu_task(run_dir: str, dataset: str, device: str, jobs: list[Job], save_
             decoded = codec.decode(bitstream)
             t2 = time.perf_counter()
             rec.update(extra)
-            _finish_record(rec, src, ref, bitstream, decoded, enc_s, t2 - t1, [])
+            _finish_record(rec, src, ref, bitstream, decoded, enc_s, t2 - t1, [], codec)
             if save_bitstreams or save_decoded:
                 _save_outputs(Path(run_dir), job, bitstream, decoded, save_bitstreams, save_decoded)
         except Exception as exc:
@@ -325,7 +327,7 @@ def _run_single(codec, job, dataset, writer, run_dir, save_bitstreams, save_deco
         decoded = codec.decode(bitstream)
         dec_s = time.perf_counter() - t1
         rec.update(extra)
-        _finish_record(rec, src, ref, bitstream, decoded, enc_s, dec_s, [])
+        _finish_record(rec, src, ref, bitstream, decoded, enc_s, dec_s, [], codec)
         if save_bitstreams or save_decoded:
             _save_outputs(run_dir, job, bitstream, decoded, save_bitstreams, save_decoded)
     except Exception as exc:
@@ -350,7 +352,7 @@ def _run_device_batch(codec, batch, quality, dataset, writer, run_dir, save_bits
                 rec.update(extra)
                 # per-image time: the batch's time shared equally (noted when batched)
                 note = [f"time is the mean over a batch of {n}"] if n > 1 else []
-                _finish_record(rec, src, ref, bits, dec, (t1 - t0) / n, (t2 - t1) / n, note)
+                _finish_record(rec, src, ref, bits, dec, (t1 - t0) / n, (t2 - t1) / n, note, codec)
                 if save_bitstreams or save_decoded:
                     _save_outputs(run_dir, job, bits, dec, save_bitstreams, save_decoded)
             except Exception as exc:
