@@ -49,6 +49,8 @@ class RunOptions:
     save_bitstreams: bool = False
     save_decoded: bool = False
     progress: bool | None = None                       # None: when stderr is a terminal
+    backend: str = "loky"                              # "loky" (processes on this machine) or "dask"
+    scheduler: str | None = None                       # dask scheduler address; None: a local cluster
     command_line: str | None = None
 
 
@@ -225,10 +227,13 @@ def _save_outputs(run_dir: Path, job: Job, bitstream: bytes, decoded: np.ndarray
 
 
 def run_cpu_task(run_dir: str, dataset: str, device: str, jobs: list[Job], save_bitstreams: bool = False,
-                 save_decoded: bool = False) -> list[dict[str, Any]]:
-    """All rate points of one codec on one image; each finished job is stored at once."""
+                 save_decoded: bool = False, write_records: bool = True) -> list[dict[str, Any]]:
+    """All rate points of one codec on one image; each finished job is stored at once.
+
+    With ``write_records=False`` (remote workers without the run directory) the caller stores them.
+    """
     _worker_setup()
-    writer = store.writer_for(Path(run_dir))
+    writer = store.writer_for(Path(run_dir)) if write_records else None
     src, ref, read_error = _get_image(jobs[0].image)
     records = []
     for job in jobs:
@@ -248,7 +253,8 @@ def run_cpu_task(run_dir: str, dataset: str, device: str, jobs: list[Job], save_
                 _save_outputs(Path(run_dir), job, bitstream, decoded, save_bitstreams, save_decoded)
         except Exception as exc:
             rec["error"] = _error_text(job, exc)
-        writer.append(rec)
+        if writer is not None:
+            writer.append(rec)
         records.append(rec)
     return records
 
@@ -465,6 +471,11 @@ def _run_cpu(run_dir: Path, dataset: str, device: str, jobs: list[Job], options:
     args = [(str(run_dir), dataset, device, group, options.save_bitstreams, options.save_decoded)
             for group in tasks.values()]
     n = min(_n_workers(options.jobs), max(1, len(args)))
+    if options.backend == "dask":
+        yield from _run_dask(run_dir, args, options.scheduler, n)
+        return
+    if options.backend != "loky":
+        raise ValueError(f"unknown --backend {options.backend!r}: use loky or dask")
     if n == 1:
         for a in args:
             yield run_cpu_task(*a)
@@ -473,3 +484,40 @@ def _run_cpu(run_dir: Path, dataset: str, device: str, jobs: list[Job], options:
 
     parallel = Parallel(n_jobs=n, return_as="generator_unordered", backend="loky", batch_size=1)
     yield from parallel(delayed(run_cpu_task)(*a) for a in args)
+
+
+def _run_dask(run_dir: Path, args: list[tuple], scheduler: str | None, n_workers: int
+              ) -> Iterator[list[dict[str, Any]]]:
+    """The same tasks on a Dask cluster; this process stores each task's records as it arrives,
+    so workers need the images (shared filesystem or mirrors) but not the run directory."""
+    try:
+        from distributed import Client, LocalCluster, as_completed
+    except ImportError as exc:
+        raise ImportError("--backend dask needs dask.distributed: pip install 'lcbench[dask]'") from exc
+    cluster = None
+    if scheduler:
+        client = Client(scheduler, timeout="30s")
+    else:
+        cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                               dashboard_address=None)
+        client = Client(cluster)
+    writer = store.writer_for(run_dir)
+    try:
+        futures = {client.submit(run_cpu_task, *a[:6], write_records=False, pure=False): a for a in args}
+        for fut in as_completed(futures):
+            try:
+                records = fut.result()
+            except Exception as exc:  # the task itself died (worker lost, ...): its jobs fail, others go on
+                a = futures[fut]
+                records = []
+                for job in a[3]:
+                    rec = _base_record(job, a[1])
+                    rec["error"] = _error_text(job, exc)
+                    records.append(rec)
+            for rec in records:
+                writer.append(rec)
+            yield records
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()

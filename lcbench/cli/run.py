@@ -19,6 +19,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="rate matching: per image and codec, the rate parameter whose bitstream is closest to each "
                         "target bpp (e.g. 0.25,0.5,1.0); replaces the rate grid")
     p.add_argument("--jobs", "-j", type=int, default=None, help="parallel workers (default: all cores; -1 too)")
+    p.add_argument("--backend", choices=["loky", "dask"], default="loky",
+                   help="loky: worker processes here (default); dask: a Dask cluster (see --scheduler)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="Dask scheduler address, e.g. tcp://10.0.0.5:8786 (default: a local cluster)")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="device for learned codecs (default: auto)")
     p.add_argument("--max-images", type=int, default=None, help="use only the first N images")
     p.add_argument("--images", dest="image_glob", default=None, help="glob over image ids or file names")
@@ -46,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
     options = RunOptions(codecs=codecs, dataset=args.dataset, out=args.out, rates=every, codec_rates=per_codec,
                          target_bpp=targets, jobs=args.jobs, device=args.device, max_images=args.max_images, image_glob=args.image_glob,
                          save_bitstreams=args.save_bitstreams, save_decoded=args.save_decoded,
-                         progress=False if args.no_progress else None)
+                         progress=False if args.no_progress else None, backend=args.backend,
+                         scheduler=args.scheduler)
     outcome = execute(options)
     print(format_terminal_table(outcome.frame))
     done = outcome.planned - len(outcome.failures)
