@@ -12,7 +12,8 @@ def run(codecs: Sequence[str] | str, dataset: str | Path | Dataset = "sample", *
         quality: Sequence[float] | Mapping[str, Sequence[float]] | None = None, jobs: int | None = None, device: str | None = None,
         max_images: int | None = None, image_glob: str | None = None, save_bitstreams: bool = False,
         save_decoded: bool = False, progress: bool = False, raise_on_failure: bool = False,
-        target_bpp: Sequence[float] | None = None, backend: str = "loky", scheduler: str | None = None):
+        target_bpp: Sequence[float] | None = None, backend: str = "loky", scheduler: str | None = None,
+        use_cache: bool = True):
     """Run codecs over a dataset and return the per-image results (pandas DataFrame).
 
     ``quality`` is one rate grid for every codec, or a mapping codec -> grid.
@@ -28,7 +29,7 @@ def run(codecs: Sequence[str] | str, dataset: str | Path | Dataset = "sample", *
         codecs=list(codecs), dataset=dataset if isinstance(dataset, Dataset) else str(dataset),
         out=Path(out) if out else None, rates=every, codec_rates=per_codec, jobs=jobs,
         device=device, max_images=max_images, image_glob=image_glob, save_bitstreams=save_bitstreams,
-        save_decoded=save_decoded, progress=progress, backend=backend, scheduler=scheduler,
+        save_decoded=save_decoded, progress=progress, backend=backend, scheduler=scheduler, use_cache=use_cache,
         target_bpp=tuple(float(t) for t in target_bpp) if target_bpp else None, command_line=f"lcbench.run(codecs={list(codecs)!r}, ...)",
     )
     outcome = execute(options)

@@ -49,6 +49,7 @@ class RunOptions:
     save_bitstreams: bool = False
     save_decoded: bool = False
     progress: bool | None = None                       # None: when stderr is a terminal
+    use_cache: bool = True                             # reuse results from the machine-wide cache
     backend: str = "loky"                              # "loky" (processes on this machine) or "dask"
     scheduler: str | None = None                       # dask scheduler address; None: a local cluster
     command_line: str | None = None
@@ -59,8 +60,9 @@ class RunOutcome:
     run_dir: Path
     frame: Any                      # pandas DataFrame: this run's rows (one per planned job)
     planned: int
-    skipped: int                    # already done before this invocation
+    skipped: int                    # already done in the run directory before this invocation
     failures: list[dict[str, Any]]
+    from_cache: int = 0             # served from the machine-wide result cache
 
     @property
     def ok(self) -> bool:
@@ -431,6 +433,12 @@ def execute(options: RunOptions) -> RunOutcome:
     existing = store.read_records(run_dir)
     done = {r["key"] for r in existing if not r.get("error") and r.get("key")}
     todo = [j for j in jobs if j.key not in done]
+    cache, cache_keys, reused = None, {}, 0
+    if options.use_cache and todo and not (options.save_bitstreams or options.save_decoded):
+        cache, cache_keys = _open_cache(todo)
+        reused_keys = _reuse_cached(cache, cache_keys, todo, run_dir, dataset.name)
+        reused = len(reused_keys)
+        todo = [j for j in todo if j.key not in reused_keys]
     on_device = {spec for spec, codec in codecs if codec.uses_device}
     cpu_jobs = [j for j in todo if j.spec not in on_device]
     dev_jobs = [j for j in todo if j.spec in on_device]
@@ -452,6 +460,9 @@ def execute(options: RunOptions) -> RunOutcome:
     finally:
         bar.close()
         store.close_writers()
+        if cache is not None:
+            cache.put_many((cache_keys[r["key"]], r) for r in new_records if not r.get("error") and r["key"] in cache_keys)
+            cache.close()
         all_records = store.latest_by_job(store.read_records(run_dir)).values()
         store.write_results_csv(run_dir, list(all_records))
 
@@ -459,7 +470,42 @@ def execute(options: RunOptions) -> RunOutcome:
     mine = [r for r in store.latest_by_job(store.read_records(run_dir)).values() if r.get("key") in planned_keys]
     frame = store.records_to_frame(mine)
     failures = [r for r in mine if r.get("error")]
-    return RunOutcome(run_dir, frame, len(jobs), len(jobs) - len(todo), failures)
+    return RunOutcome(run_dir, frame, len(jobs), len(jobs) - len(todo) - reused, failures, reused)
+
+
+def _open_cache(jobs: list[Job]):
+    """The result cache and each job's content key (jobs whose image cannot be hashed get none)."""
+    from .result_cache import ResultCache, content_key
+
+    cache = ResultCache()
+    keys: dict[str, str] = {}
+    hashes: dict[Path, str | None] = {}
+    for job in jobs:
+        sha = job.image.pixels_sha256
+        if sha is None:
+            if job.image.path not in hashes:
+                try:
+                    hashes[job.image.path] = cache.pixel_hash(job.image.path)
+                except Exception:  # unreadable: the job itself will report it
+                    hashes[job.image.path] = None
+            sha = hashes[job.image.path]
+        if sha:
+            keys[job.key] = content_key(job.label, job.version, job.rate_param, job.quality, sha, METRICS_VERSION)
+    return cache, keys
+
+
+def _reuse_cached(cache, cache_keys: dict[str, str], jobs: list[Job], run_dir: Path, dataset: str) -> set[str]:
+    """Copy cached results of these jobs into the run directory; return the run keys served."""
+    hits = cache.get_many(set(cache_keys.values()))
+    writer = store.writer_for(run_dir)
+    served = set()
+    for job in jobs:
+        rec = hits.get(cache_keys.get(job.key, ""))
+        if rec is None or rec.get("error"):
+            continue
+        writer.append({**rec, "image": job.image.id, "dataset": dataset, "key": job.key})
+        served.add(job.key)
+    return served
 
 
 def _run_cpu(run_dir: Path, dataset: str, device: str, jobs: list[Job], options: RunOptions

@@ -37,3 +37,17 @@ def image_folder(tmp_path: Path) -> Path:
     Image.fromarray(photo("coffee", (200, 300))).save(d / "b.png")
     Image.fromarray(photo("chelsea", (171, 233))).save(d / "c.png")
     return d
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Every test session gets its own $LCBENCH_CACHE: no results leak in from earlier runs."""
+    import os
+
+    old = os.environ.get("LCBENCH_CACHE")
+    os.environ["LCBENCH_CACHE"] = str(tmp_path_factory.mktemp("lcbench-cache"))
+    yield
+    if old is None:
+        os.environ.pop("LCBENCH_CACHE", None)
+    else:
+        os.environ["LCBENCH_CACHE"] = old

@@ -226,3 +226,23 @@ def test_target_bpp_lands_within_one_quality_step(image_folder, tmp_path):
 def test_target_bpp_and_quality_are_exclusive(image_folder, capsys):
     assert main(["run", "--codecs", "jpeg", "--dataset", str(image_folder), "--target-bpp", "0.5", "-q", "50"]) == 2
     assert "--target-bpp" in capsys.readouterr().err
+
+
+def test_result_cache_serves_another_run_directory(image_folder, tmp_path):
+    first = lcbench.run(["jpeg"], image_folder, out=tmp_path / "one", quality=[25, 75], jobs=1)
+    renamed = tmp_path / "renamed"
+    renamed.mkdir()
+    for p in image_folder.glob("*.png"):  # same pixels under other names and another folder
+        (renamed / f"x_{p.name}").write_bytes(p.read_bytes())
+    from lcbench.runner import RunOptions, execute
+
+    outcome = execute(RunOptions(codecs=["jpeg"], dataset=str(renamed), out=tmp_path / "two", rates=(25.0, 75.0, 50.0),
+                                 jobs=1, progress=False))
+    assert outcome.from_cache == 6 and outcome.skipped == 0 and outcome.planned == 9
+    second = outcome.frame
+    a = first.set_index(["quality", "image"])["bytes"].sort_index()
+    b = second[second.quality != 50].assign(image=lambda d: d.image.str[2:]).set_index(["quality", "image"])["bytes"]
+    pd.testing.assert_series_equal(a, b.sort_index())
+    fresh = execute(RunOptions(codecs=["jpeg"], dataset=str(renamed), out=tmp_path / "three", rates=(25.0,), jobs=1,
+                               progress=False, use_cache=False))
+    assert fresh.from_cache == 0

@@ -29,6 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plugin", action="append", default=[], metavar="FILE.py", help="load a one-file codec plugin")
     p.add_argument("--save-bitstreams", action="store_true", help="keep every bitstream under RUN_DIR/bitstreams")
     p.add_argument("--save-decoded", action="store_true", help="keep every decoded image under RUN_DIR/decoded")
+    p.add_argument("--no-cache", action="store_true",
+                   help="do not reuse results from the machine-wide cache ($LCBENCH_CACHE/results.sqlite)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -50,13 +52,13 @@ def run(args: argparse.Namespace) -> int:
     options = RunOptions(codecs=codecs, dataset=args.dataset, out=args.out, rates=every, codec_rates=per_codec,
                          target_bpp=targets, jobs=args.jobs, device=args.device, max_images=args.max_images, image_glob=args.image_glob,
                          save_bitstreams=args.save_bitstreams, save_decoded=args.save_decoded,
-                         progress=False if args.no_progress else None, backend=args.backend,
+                         progress=False if args.no_progress else None, use_cache=not args.no_cache, backend=args.backend,
                          scheduler=args.scheduler)
     outcome = execute(options)
     print(format_terminal_table(outcome.frame))
     done = outcome.planned - len(outcome.failures)
-    print(f"\n{done}/{outcome.planned} jobs ok ({outcome.skipped} reused from {outcome.run_dir}); "
-          f"results: {outcome.run_dir / 'results.csv'}")
+    print(f"\n{done}/{outcome.planned} jobs ok ({outcome.skipped} reused from {outcome.run_dir}, "
+          f"{outcome.from_cache} from the result cache); results: {outcome.run_dir / 'results.csv'}")
     if outcome.failures:
         print(f"{len(outcome.failures)} job(s) FAILED:", file=sys.stderr)
         shown = {}

@@ -1,0 +1,74 @@
+"""A machine-wide cache of finished jobs, keyed by content, shared by every run directory.
+
+A result is fully determined by (codec label with options, codec version or weights hash,
+rate parameter and value, the source image's pixels, the metric definitions), so its key
+is a hash of exactly those: the same image under another name or in another run
+directory is served from here. Stored in ``$LCBENCH_CACHE/results.sqlite`` (WAL mode, so
+concurrent runs can read and write). The run directory stays the durable record of a run;
+this cache only saves recomputation, and ``lcbench run --no-cache`` bypasses it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any, Iterable
+
+from .cache import cache_root
+
+# Columns that describe where a result was used, not what it is: replaced on reuse.
+PER_RUN_FIELDS = ("image", "dataset", "key")
+
+
+def content_key(label: str, version: str, rate_param: str, quality: float, pixels_sha256: str,
+                metrics_version: int) -> str:
+    payload = json.dumps([label, version, rate_param, float(quality), pixels_sha256, metrics_version])
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+class ResultCache:
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = Path(path) if path else cache_root() / "results.sqlite"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, record TEXT NOT NULL)")
+        self._db.execute("CREATE TABLE IF NOT EXISTS pixel_hashes (path TEXT PRIMARY KEY, stat TEXT, sha256 TEXT)")
+        self._db.commit()
+
+    def close(self) -> None:
+        self._db.close()
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+        keys = list(keys)
+        out: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start:start + 500]
+            rows = self._db.execute(f"SELECT key, record FROM results WHERE key IN ({','.join('?' * len(chunk))})",
+                                    chunk)
+            out.update((k, json.loads(r)) for k, r in rows)
+        return out
+
+    def put_many(self, items: Iterable[tuple[str, dict[str, Any]]]) -> None:
+        rows = [(k, json.dumps({f: v for f, v in rec.items() if f not in PER_RUN_FIELDS}, default=str))
+                for k, rec in items]
+        if rows:
+            self._db.executemany("INSERT OR REPLACE INTO results (key, record) VALUES (?, ?)", rows)
+            self._db.commit()
+
+    def pixel_hash(self, path: Path) -> str:
+        """The source image's pixel hash, remembered while its size and mtime stay the same."""
+        from .images import load_image, pixel_hash
+
+        st = os.stat(path)
+        stat = f"{st.st_size}:{st.st_mtime_ns}"
+        row = self._db.execute("SELECT stat, sha256 FROM pixel_hashes WHERE path = ?", (str(path),)).fetchone()
+        if row and row[0] == stat:
+            return row[1]
+        sha = pixel_hash(load_image(path).pixels)
+        self._db.execute("INSERT OR REPLACE INTO pixel_hashes (path, stat, sha256) VALUES (?, ?, ?)",
+                         (str(path), stat, sha))
+        self._db.commit()
+        return sha
