@@ -40,8 +40,8 @@ def parse_rate_overrides(items: list[str] | None) -> tuple[tuple[float, ...] | N
     every: tuple[float, ...] | None = None
     per_codec: dict[str, tuple[float, ...]] = {}
     for item in items or []:
-        name, eq, grid = item.partition("=")
-        if eq and not name.replace(".", "").replace("-", "").replace("_", "").replace(":", "").replace("+", "").isdigit():
+        name, eq, grid = item.rpartition("=")  # a grid has no "=", a codec spec may (jpeg:subsampling=444)
+        if eq and name.strip():
             per_codec[name.strip()] = parse_rate_list(grid)
         else:
             every = parse_rate_list(item)
