@@ -1,0 +1,249 @@
+"""``lcbench compare`` on real results (tests/data/kodak4_results.csv: jpeg/webp/jpeg2000/avif on 4 Kodak
+images), with candidates derived by hand so the expected BD-rates are known exactly: scaling every
+bitstream of an image by f shifts its log-rate curve by log f, so its BD-rate is 100 (f - 1)."""
+from __future__ import annotations
+
+import json
+import math
+import warnings
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import bjontegaard
+import numpy as np
+import pandas as pd
+import pytest
+
+from lcbench.cli import main
+from lcbench.compare import CompareInputError, Thresholds, compare, parse_pair
+
+DATA = Path(__file__).parent / "data" / "kodak4_results.csv"
+IMAGES = ["kodim01", "kodim05", "kodim15", "kodim23"]
+CODECS = ["jpeg", "webp", "avif", "jpeg2000"]
+
+
+@pytest.fixture(scope="module")
+def base() -> pd.DataFrame:
+    return pd.read_csv(DATA)
+
+
+def write(df: pd.DataFrame, path: Path) -> Path:
+    df.to_csv(path, index=False)
+    return path
+
+
+def scaled(df: pd.DataFrame, factors: dict[str, float] | float) -> pd.DataFrame:
+    """The same run with every bitstream of an image ``factor`` times larger (bytes and bpp)."""
+    out = df.copy()
+    f = out["image"].map(factors) if isinstance(factors, dict) else factors
+    out["bytes"] = out["bytes"] * f
+    out["bpp"] = out["bpp"] * f
+    return out
+
+
+def run_cli(*args: str | Path) -> int:
+    return main(["compare", *map(str, args)])
+
+
+def test_run_compared_with_itself_passes(base, tmp_path, capsys):
+    a = write(base, tmp_path / "a.csv")
+    out = tmp_path / "out"
+    code = run_cli(a, a, "--markdown", out / "s.md", "--junit", out / "j.xml", "--json", out / "v.json")
+    assert code == 0
+    v = json.loads((out / "v.json").read_text())
+    assert v["status"] == "pass" and v["exit_code"] == 0
+    bd = [c for c in v["checks"] if c["kind"] == "bd_rate"]
+    assert len(bd) == len(CODECS) * 2  # default metrics psnr_rgb, ms_ssim_db
+    for c in bd:
+        assert c["value"] == 0.0 and c["ci_low"] == 0.0 and c["ci_high"] == 0.0
+        assert c["outcome"] == "no change"
+    assert "✅ lcbench regression check: passed" in (out / "s.md").read_text()
+    assert "PASS: 8/8 checks passed" in capsys.readouterr().out
+
+
+def test_bitstreams_five_percent_larger_fail_with_plus_five(base, tmp_path):
+    a, w = write(base, tmp_path / "a.csv"), write(scaled(base, 1.05), tmp_path / "w.csv")
+    out = tmp_path / "out"
+    code = run_cli(a, w, "--metric", "psnr_rgb,ms_ssim_db", "--markdown", out / "s.md", "--junit", out / "j.xml",
+                   "--json", out / "v.json")
+    assert code == 1
+    v = json.loads((out / "v.json").read_text())
+    assert v["status"] == "fail"
+    bd = [c for c in v["checks"] if c["kind"] == "bd_rate"]
+    assert {c["status"] for c in bd} == {"fail"}
+    for c in bd:
+        assert c["value"] == pytest.approx(5.0, abs=1e-6)          # per-image mean
+        assert c["data"]["bd_rate_average_curves"] == pytest.approx(5.0, abs=1e-6)
+        assert c["ci_low"] == pytest.approx(5.0, abs=1e-6)
+        assert c["outcome"] == "regression"
+    for pair in v["pairs"]:  # every rate point 5% more bits, same quality
+        for m in pair["metrics"].values():
+            assert [p["bpp_change_pct"] for p in m["points"]] == pytest.approx([5.0] * 8)
+            assert [p["metric_delta"] for p in m["points"]] == pytest.approx([0.0] * 8)
+    md = (out / "s.md").read_text()
+    assert "❌ lcbench regression check: failed (8 of 8 checks)" in md
+    assert "| ❌ | jpeg | BD-rate psnr_rgb | +5.00% | [+5.00, +5.00] | ≤ +0.00% | regression |" in md
+
+    # JUnit: valid XML, one testcase per codec x metric, the failing ones carry <failure>
+    root = ET.parse(out / "j.xml").getroot()
+    assert root.tag == "testsuites"
+    (suite,) = root.findall("testsuite")
+    cases = suite.findall("testcase")
+    assert [(c.get("classname"), c.get("name")) for c in cases] == [
+        (f"lcbench.{codec}", f"{codec}: BD-rate {m}") for codec in CODECS for m in ("psnr_rgb", "ms_ssim_db")]
+    assert suite.get("tests") == "8" and suite.get("failures") == "8" and suite.get("errors") == "0"
+    for c in cases:
+        (f,) = c.findall("failure")
+        assert "+5.00%" in f.get("message") and f.get("type") == "regression"
+        assert "above the allowed +0.00%" in f.text
+
+
+def test_threshold_above_the_loss_passes(base, tmp_path):
+    a, w = write(base, tmp_path / "a.csv"), write(scaled(base, 1.05), tmp_path / "w.csv")
+    assert run_cli(a, w, "--max-bd-rate", "5.5") == 0
+    assert run_cli(a, w, "--max-bd-rate", "4.5") == 1
+
+
+def test_better_candidate_passes_and_says_so(base, tmp_path, capsys):
+    a, b = write(base, tmp_path / "a.csv"), write(scaled(base, 0.9), tmp_path / "b.csv")
+    md = tmp_path / "s.md"
+    assert run_cli(a, b, "--markdown", md) == 0
+    out = capsys.readouterr().out
+    assert "BD-rate psnr_rgb -10.00% [95% CI -10.00, -10.00]; average curves -10.00%: better" in out
+    text = md.read_text()
+    assert "The candidate is **better** on 8 of 8 BD-rate checks." in text
+
+
+def test_missing_images_are_bad_input_and_named(base, tmp_path, capsys):
+    a = write(base, tmp_path / "a.csv")
+    m = write(base[~base["image"].isin(["kodim05", "kodim23"])], tmp_path / "m.csv")
+    junit, js = tmp_path / "j.xml", tmp_path / "v.json"
+    assert run_cli(a, m, "--junit", junit, "--json", js) == 2
+    err = capsys.readouterr().err
+    assert "is missing 2 image(s) the baseline has: kodim05, kodim23" in err
+    v = json.loads(js.read_text())
+    assert v["status"] == "error" and v["exit_code"] == 2 and "kodim05, kodim23" in v["error"]
+    root = ET.parse(junit).getroot()
+    (case,) = root.iter("testcase")
+    (e,) = case.findall("error")
+    assert "kodim05" in e.get("message") and root.get("errors") == "1"
+    # the other way round names the baseline as the side lacking them
+    assert run_cli(m, a) == 2
+    assert "baseline" in capsys.readouterr().err
+
+
+def test_missing_rate_point_of_one_image_is_bad_input(base, tmp_path, capsys):
+    a = write(base, tmp_path / "a.csv")
+    drop = (base["codec"] == "webp") & (base["image"] == "kodim15") & (base["quality"] == 40)
+    assert run_cli(a, write(base[~drop], tmp_path / "m.csv")) == 2
+    assert "lacks 1 job(s) other rate points have: kodim15@40" in capsys.readouterr().err
+
+
+def test_different_datasets_are_bad_input(base, tmp_path, capsys):
+    a = write(base, tmp_path / "a.csv")
+    assert run_cli(a, write(base.assign(dataset="clic"), tmp_path / "c.csv")) == 2
+    err = capsys.readouterr().err
+    assert "different datasets: baseline" in err and "is on kodak, candidate" in err and "on clic" in err
+    other = base.copy()
+    other.loc[other["image"] == "kodim01", "width"] = 512
+    assert run_cli(a, write(other, tmp_path / "d.csv")) == 2
+    assert "image 'kodim01' is 768x512 in the baseline and 512x512" in capsys.readouterr().err
+
+
+def test_too_few_rate_points_is_bad_input(base, tmp_path, capsys):
+    a = write(base, tmp_path / "a.csv")
+    few = base[base["quality"].isin([10, 20, 30, 0.15, 0.25, 0.35, 40, 50])]  # jpeg2000 keeps 3 points
+    assert run_cli(a, write(few, tmp_path / "f.csv"), "--pair", "jpeg2000:jpeg2000") == 2
+    assert "too few rate points: candidate 'jpeg2000'" in capsys.readouterr().err
+
+
+def test_no_common_codec_and_unknown_pair_are_bad_input(base, tmp_path, capsys):
+    a = write(base[base["codec"] == "jpeg"], tmp_path / "a.csv")
+    b = write(base[base["codec"] == "webp"], tmp_path / "b.csv")
+    assert run_cli(a, b) == 2
+    assert "no codec is on both sides" in capsys.readouterr().err
+    assert run_cli(a, b, "--pair", "jpeg:avif") == 2
+    assert "has no codec 'avif'" in capsys.readouterr().err
+
+
+def test_pair_compares_different_labels_against_bjontegaard(base, tmp_path):
+    """jpeg (baseline) vs webp (candidate): average-curve BD equals the independent package's value."""
+    a = write(base[base["codec"] == "jpeg"], tmp_path / "a.csv")
+    b = write(base[base["codec"] == "webp"], tmp_path / "b.csv")
+    v = compare(a, b, ["psnr_rgb"], [("jpeg", "webp")], n_boot=500)
+    (mc,) = v.pairs[0].metrics.values()
+
+    def curve(codec):
+        g = base[base.codec == codec].groupby("quality")[["bpp", "psnr_rgb"]].mean().sort_values("bpp")
+        return g["bpp"].to_numpy(), g["psnr_rgb"].to_numpy()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = bjontegaard.bd_rate(*curve("jpeg"), *curve("webp"), "pchip", require_matching_points=False)
+    assert mc.bd_rate.value == pytest.approx(theirs, abs=1e-6)
+    assert mc.bd_rate.value < -10  # WebP clearly beats JPEG here
+    # the per-image values are each image's own BD-rate, and the estimate is their mean
+    per = mc.per_image
+    assert sorted(per.per_image) == IMAGES
+    assert per.mean == pytest.approx(np.mean([r.value for r in per.per_image.values()]))
+    assert per.ci_low <= per.mean <= per.ci_high
+    assert v.passed and v.checks[0].outcome == "better"
+
+
+def test_significant_versus_point(base, tmp_path):
+    """One image 6% worse, three 1% better: mean +0.75%, but not significant across images."""
+    factors = {"kodim01": 1.06, "kodim05": 0.99, "kodim15": 0.99, "kodim23": 0.99}
+    a, n = write(base, tmp_path / "a.csv"), write(scaled(base, factors), tmp_path / "n.csv")
+    sig = compare(a, n, ["psnr_rgb"], [("jpeg", "jpeg")], n_boot=1000)
+    (c,) = sig.checks
+    per = sig.pairs[0].metrics["psnr_rgb"].per_image
+    assert {k: round(r.value, 9) for k, r in per.per_image.items()} == {
+        "kodim01": 6.0, "kodim05": -1.0, "kodim15": -1.0, "kodim23": -1.0}
+    assert c.value == pytest.approx(0.75)
+    assert c.ci_low < 0 < c.ci_high
+    assert c.status == "pass" and c.outcome == "worse (not significant)"
+    pt = compare(a, n, ["psnr_rgb"], [("jpeg", "jpeg")], Thresholds(fail_on="point"), n_boot=1000)
+    assert pt.checks[0].status == "fail" and pt.exit_code == 1
+    assert run_cli(a, n, "--pair", "jpeg:jpeg", "--metric", "psnr_rgb", "--fail-on", "point") == 1
+    assert run_cli(a, n, "--pair", "jpeg:jpeg", "--metric", "psnr_rgb") == 0
+
+
+def test_slowdown_threshold(base, tmp_path, capsys):
+    slow = base.assign(enc_time_s=base["enc_time_s"] * 3.0)
+    a, s = write(base, tmp_path / "a.csv"), write(slow, tmp_path / "s.csv")
+    js = tmp_path / "v.json"
+    assert run_cli(a, s, "--pair", "webp:webp", "--max-slowdown", "2", "--json", js) == 1
+    v = json.loads(js.read_text())
+    enc = next(c for c in v["checks"] if c["kind"] == "encode_time")
+    dec = next(c for c in v["checks"] if c["kind"] == "decode_time")
+    assert enc["status"] == "fail" and enc["value"] == pytest.approx(3.0)
+    assert dec["status"] == "pass" and dec["value"] == pytest.approx(1.0)
+    assert all(c["status"] == "pass" for c in v["checks"] if c["kind"] == "bd_rate")
+    assert run_cli(a, s, "--pair", "webp:webp", "--max-slowdown", "3.5") == 0
+
+
+def test_compressai_json_baseline(base, tmp_path):
+    """A published average curve as baseline: BD on average curves, no per-image interval."""
+    from lcbench.compressai_json import curve_from_summary, write_compressai_json
+    from lcbench.results import validate
+    from lcbench.summary import summarize
+
+    summ = summarize(validate(base))
+    js = write_compressai_json(tmp_path / "jpeg.json", curve_from_summary(summ, "jpeg"))
+    w = write(scaled(base[base["codec"] == "jpeg"], 1.05), tmp_path / "w.csv")
+    v = compare(js, w, ["psnr_rgb", "ms_ssim_db"])
+    assert [c.status for c in v.checks] == ["fail", "fail"]
+    assert v.checks[0].value == pytest.approx(5.0, abs=1e-6)
+    assert math.isnan(v.checks[0].ci_low)
+    assert v.pairs[0].metrics["psnr_rgb"].per_image is None
+    assert [p.bpp_change_pct for p in v.pairs[0].metrics["psnr_rgb"].points] == pytest.approx([5.0] * 8)
+    assert "no per-image interval" in v.pairs[0].notes[0]
+    assert run_cli(js, write(base, tmp_path / "a.csv"), "--pair", "jpeg:jpeg") == 0
+
+
+def test_bad_threshold_and_pair_syntax():
+    with pytest.raises(CompareInputError, match="fail_on"):
+        Thresholds(fail_on="sometimes")
+    assert parse_pair("jpeg:subsampling=444:jpeg") == ("jpeg:subsampling=444", "jpeg")
+    with pytest.raises(CompareInputError, match="OLD=>NEW"):
+        parse_pair("a:b:c")
