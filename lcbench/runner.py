@@ -24,6 +24,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from . import __version__, store
+from .cache import write_json_atomic
 from .codec import Codec, CodecUnavailable
 from .dataset import Dataset, ImageRef, resolve_dataset, select_images
 from .images import ImageReadError, SourceImage, load_image, pixel_hash
@@ -427,7 +428,7 @@ def execute(options: RunOptions) -> RunOutcome:
 
     meta_path = run_dir / store.METADATA_JSON
     previous = json.loads(meta_path.read_text()) if meta_path.is_file() else None
-    store.write_json_atomic(meta_path, _metadata(options, dataset, codecs, device, previous))
+    write_json_atomic(meta_path, _metadata(options, dataset, codecs, device, previous))
 
     jobs = plan_jobs(codecs, dataset, options)
     existing = store.read_records(run_dir)

@@ -148,9 +148,3 @@ def records_to_frame(records: list[dict[str, Any]]):
         df["notes"] = df["notes"].fillna("")
         df = df.sort_values(["codec", "quality", "image"], kind="stable").reset_index(drop=True)
     return df
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = Path(path).with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
