@@ -1,0 +1,221 @@
+"""``lcbench check`` end to end with a real codec (JPEG via Pillow) on 3 small real photos, and the
+bitstream-compatibility and determinism checks of ``lcbench.compat``."""
+from __future__ import annotations
+
+import json
+import shutil
+import textwrap
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+import lcbench
+from lcbench.check import load_config, run_check
+from lcbench.cli import main
+from lcbench.compat import check_bitstreams, determinism_check
+from lcbench.results import read_results
+from support import photo
+
+RATES = [20, 40, 60, 80]
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LCBENCH_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    """A model repository: 3 photos (>= 176 px so MS-SSIM is defined) and a baseline run of the last
+    release with its bitstreams and decoded images stored."""
+    root = tmp_path_factory.mktemp("repo")
+    imgs = root / "imgs"
+    imgs.mkdir()
+    Image.fromarray(photo("astronaut", (176, 192))).save(imgs / "a.png")
+    Image.fromarray(photo("coffee", (180, 200))).save(imgs / "b.png")
+    Image.fromarray(photo("chelsea", (170, 210))).save(imgs / "c.png")
+    lcbench.run("jpeg", imgs, out=root / "baseline", quality=RATES, jobs=1, save_bitstreams=True,
+                save_decoded=True, raise_on_failure=True)
+    return root
+
+
+def write_config(root: Path, name: str, extra: str = "", baseline: str = "baseline", determinism: str = "false",
+                 bitstreams: str = '"auto"') -> Path:
+    cfg = root / f"{name}.toml"
+    cfg.write_text(textwrap.dedent(f"""\
+        dataset = "imgs"
+        codecs = ["jpeg"]
+        rate_points = {RATES}
+        metrics = ["psnr_rgb", "ms_ssim_db"]
+        {extra}
+
+        [baseline]
+        path = "{baseline}"
+
+        [thresholds]
+        max_bd_rate = 0.0
+        max_slowdown = 20.0
+        fail_on = "significant"
+
+        [run]
+        dir = "{name}/run"
+        jobs = 1
+
+        [compat]
+        bitstreams = {bitstreams}
+        determinism = {determinism}
+
+        [outputs]
+        markdown = "{name}/summary.md"
+        junit = "{name}/junit.xml"
+        json = "{name}/verdict.json"
+        """))
+    return cfg
+
+
+def junit_cases(path: Path) -> dict[str, ET.Element]:
+    root = ET.parse(path).getroot()
+    assert root.tag == "testsuites"
+    return {c.get("name"): c for c in root.iter("testcase")}
+
+
+def test_check_end_to_end_passes_with_bitstreams_and_determinism(workspace, capsys):
+    cfg = write_config(workspace, "ok", determinism='["jpeg"]')
+    assert main(["check", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert "12 job(s) run, 0 reused" in out
+    cases = junit_cases(workspace / "ok" / "junit.xml")
+    assert sorted(cases) == sorted(["jpeg: BD-rate psnr_rgb", "jpeg: BD-rate ms_ssim_db", "jpeg: encode time",
+                                    "jpeg: decode time", "jpeg: bitstream compatibility", "jpeg: determinism"])
+    assert not any(c.findall("failure") or c.findall("error") for c in cases.values())
+    v = json.loads((workspace / "ok" / "verdict.json").read_text())
+    assert v["status"] == "pass"
+    compat = next(c for c in v["checks"] if c["kind"] == "bitstream_compat")
+    assert compat["data"]["same"] == 12 and compat["data"]["methods"] == ["pixels"]
+    bd = [c for c in v["checks"] if c["kind"] == "bd_rate"]
+    assert all(c["value"] == 0.0 and c["outcome"] == "no change" for c in bd)  # JPEG is deterministic
+    md = (workspace / "ok" / "summary.md").read_text()
+    assert "✅ lcbench regression check: passed" in md and "| 12/12 same |" in md
+    # the candidate run keeps its bitstreams, so it can be the next release's baseline
+    assert len(list((workspace / "ok" / "run" / "bitstreams" / "jpeg").glob("*@*.bin"))) == 12
+
+    # a second check reuses the stored jobs
+    config = load_config(cfg)
+    config.determinism = False
+    result = run_check(config)
+    assert (result.jobs_run, result.jobs_reused) == (0, 12)
+    assert result.verdict.passed
+
+
+def test_check_fails_on_a_regression(workspace):
+    """The baseline is made 5% cheaper than what this release measures: the candidate is +5.26% worse."""
+    better = workspace / "better_baseline"
+    shutil.copytree(workspace / "baseline", better, ignore=shutil.ignore_patterns("bitstreams", "decoded"))
+    df = pd.read_csv(better / "results.csv")
+    df["bytes"], df["bpp"] = df["bytes"] * 0.95, df["bpp"] * 0.95
+    df.to_csv(better / "results.csv", index=False)
+    cfg = write_config(workspace, "worse", baseline="better_baseline")
+    assert main(["check", str(cfg)]) == 1
+    cases = junit_cases(workspace / "worse" / "junit.xml")
+    (failure,) = cases["jpeg: BD-rate psnr_rgb"].findall("failure")
+    assert "+5.26%" in failure.get("message")  # 1/0.95 - 1
+    v = json.loads((workspace / "worse" / "verdict.json").read_text())
+    assert v["checks"][0]["value"] == pytest.approx(100 * (1 / 0.95 - 1), abs=1e-6)
+    assert "bitstream compatibility not checked" in " ".join(v["notes"])
+
+
+def test_check_with_missing_images_is_bad_input(workspace, capsys):
+    cfg = write_config(workspace, "missing", extra="max_images = 2")
+    assert main(["check", str(cfg)]) == 2
+    assert "is missing 1 image(s) the baseline has: c" in capsys.readouterr().err
+    v = json.loads((workspace / "missing" / "verdict.json").read_text())
+    assert v["status"] == "error" and "image(s) the baseline has: c" in v["error"]
+    assert ET.parse(workspace / "missing" / "junit.xml").getroot().get("errors") == "1"
+
+
+def test_check_config_errors_are_bad_input(workspace, tmp_path, capsys):
+    cfg = write_config(workspace, "typo", extra='max_image = 2')
+    assert main(["check", str(cfg)]) == 2
+    assert "unknown key(s) ['max_image'] in the top level" in capsys.readouterr().err
+    assert main(["check", str(tmp_path / "nope.toml")]) == 2
+    assert "no check configuration at" in capsys.readouterr().err
+    required = write_config(workspace, "nobits", baseline="nowhere", bitstreams="true")
+    assert main(["check", str(required)]) == 2
+    assert "nowhere: no such file or directory" in capsys.readouterr().err
+
+
+def test_bitstreams_decoding_to_other_pixels_fail(workspace):
+    """A changed decoder (simulated by a baseline decoded image differing in one pixel) is caught
+    pixel for pixel and named; without decoded images the recorded metrics are the reference."""
+    base = workspace / "baseline"
+    frame = read_results(base)
+    images = {p.stem: p for p in (workspace / "imgs").glob("*.png")}
+    changed = workspace / "changed"
+    shutil.copytree(base, changed)
+    png = changed / "decoded" / "jpeg" / "b@40.png"
+    px = np.asarray(Image.open(png)).copy()
+    px[5, 7, 1] ^= 1
+    Image.fromarray(px).save(png)
+    rep = check_bitstreams(changed, frame, "jpeg", "jpeg", images)
+    assert (rep.count("same"), rep.count("differs")) == (11, 1)
+    (bad,) = [o for o in rep.outcomes if o.status == "differs"]
+    assert (bad.image, bad.quality, bad.method, bad.detail) == ("b", 40.0, "pixels", "1 pixels differ (max |diff| 1)")
+    check = rep.to_check("jpeg")
+    assert check.status == "fail" and "b@40: differs" in check.details
+
+    # metric reference: no decoded images, one recorded MSE that the decode does not reproduce
+    shutil.rmtree(changed / "decoded")
+    tampered = frame.copy()
+    row = (tampered["image"] == "c") & (tampered["quality"] == 60)
+    tampered.loc[row, "mse_rgb"] += 1 / (3 * 170 * 210)  # one more unit of squared error
+    rep = check_bitstreams(changed, tampered, "jpeg", "jpeg", images)
+    assert (rep.count("same"), rep.count("differs")) == (11, 1)
+    (bad,) = [o for o in rep.outcomes if o.status == "differs"]
+    assert (bad.image, bad.quality, bad.method) == ("c", 60.0, "metrics") and "mse_rgb" in bad.detail
+
+    # a stored bitstream damaged in place (same length) does not decode to the baseline's pixels
+    bits = changed / "bitstreams" / "jpeg" / "a@80.bin"
+    data = bytearray(bits.read_bytes())
+    data[len(data) // 2:-2] = bytes(len(data) // 2 - 2)
+    bits.write_bytes(bytes(data))
+    rep = check_bitstreams(changed, frame, "jpeg", "jpeg", images)
+    (bad,) = [o for o in rep.outcomes if o.status != "same"]
+    assert (bad.image, bad.quality) == ("a", 80.0) and bad.status in ("differs", "error")
+    assert rep.to_check("jpeg").status == "fail"
+
+
+FLAKY_PLUGIN = '''
+import os
+import numpy as np
+from lcbench.registry import register_codec
+from lcbench_codecs.pillow_codecs import JPEG
+
+
+@register_codec
+class FlakyJpeg(JPEG):
+    """JPEG with unseeded randomness in both directions, as a buggy learned codec might have."""
+    name = "flaky_jpeg"
+
+    def encode(self, image, rate):
+        return super().encode(image, rate) + os.urandom(16)  # trailing bytes after EOI
+
+    def decode(self, bitstream):
+        out = super().decode(bitstream).copy()
+        out[0, :8, 0] = np.frombuffer(os.urandom(8), dtype=np.uint8)
+        return out
+'''
+
+
+def test_determinism_check_catches_unseeded_randomness(workspace, tmp_path):
+    plugin = tmp_path / "flaky.py"
+    plugin.write_text(FLAKY_PLUGIN)
+    rep = determinism_check("flaky_jpeg", [workspace / "imgs" / "a.png"], [50], ["cpu"], plugins=[str(plugin)])
+    assert not rep.passed and rep.n_roundtrips == 1
+    assert "a.png@50 on cpu: two runs encode different bitstreams" in rep.problems
+    assert "a.png@50 on cpu: two runs decode different pixels" in rep.problems
+    assert "a.png@50: decoding the same bitstream again on cpu gives different pixels" in rep.problems
+    assert rep.to_check("flaky_jpeg").outcome == "non-deterministic"
