@@ -219,3 +219,23 @@ def test_determinism_check_catches_unseeded_randomness(workspace, tmp_path):
     assert "a.png@50 on cpu: two runs decode different pixels" in rep.problems
     assert "a.png@50: decoding the same bitstream again on cpu gives different pixels" in rep.problems
     assert rep.to_check("flaky_jpeg").outcome == "non-deterministic"
+
+
+def test_documented_examples_are_valid_and_in_sync():
+    """docs/examples parse, and docs/ci.md shows exactly those files."""
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    cfg = load_config(docs / "examples" / "lcbench-check.toml")
+    assert cfg.codecs == ["mycodec"] and cfg.rates == (1.0, 2.0, 3.0, 4.0, 5.0)
+    assert cfg.thresholds.max_slowdown == 1.25 and cfg.bitstreams is True and cfg.determinism == "learned"
+    assert cfg.junit == docs / "examples" / "lcbench-check" / "junit.xml"
+    guide = (docs / "ci.md").read_text()
+    for name, lang in (("lcbench-check.toml", "toml"), ("lcbench-check.yml", "yaml")):
+        text = (docs / "examples" / name).read_text()
+        assert f"```{lang}\n{text.rstrip()}\n```" in guide, name
+    yaml = pytest.importorskip("yaml")
+    steps = yaml.safe_load((docs / "examples" / "lcbench-check.yml").read_text())["jobs"]["check"]["steps"]
+    run = " ".join(s.get("run", "") for s in steps)
+    assert "lcbench check lcbench-check.toml" in run
+    # the workflow publishes the files the config writes
+    assert any(s.get("with", {}).get("report_paths") == "lcbench-check/junit.xml" for s in steps)
+    assert any(s.get("with", {}).get("path") == "lcbench-check/summary.md" for s in steps)
