@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from . import _metric_kernels as kernels
 
 METRIC_NAMES = ("psnr_rgb", "psnr_y", "mse_rgb", "mse_y", "ssim", "ms_ssim", "ms_ssim_db")
 # Which direction is better, for reports and regression checks.
@@ -51,6 +50,18 @@ def _gauss_1d() -> np.ndarray:
 
 
 _G = _gauss_1d()
+
+
+class _LazyKernels:
+    """numba compiles (or loads from its cache) on first use: keep ``import lcbench.metrics`` cheap."""
+
+    def __getattr__(self, name: str):
+        from . import _metric_kernels
+
+        return getattr(_metric_kernels, name)
+
+
+kernels = _LazyKernels()
 
 
 def _filter(plane: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:

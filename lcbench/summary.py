@@ -19,7 +19,6 @@ from typing import Literal, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 Aggregate = Literal["mean", "mse"]
 AGGREGATES = ("mean", "mse")
@@ -94,7 +93,9 @@ def _spread(v: pd.Series, confidence: float) -> tuple[float, float]:
     if len(v) < 2:
         return math.nan, math.nan
     sd = float(v.std(ddof=1))
-    half = float(stats.t.ppf(0.5 + confidence / 2, len(v) - 1)) * sd / math.sqrt(len(v))
+    from scipy.special import stdtrit  # Student-t quantile; scipy.stats would cost ~1 s at start-up
+
+    half = float(stdtrit(len(v) - 1, 0.5 + confidence / 2)) * sd / math.sqrt(len(v))
     return sd, half
 
 
