@@ -31,7 +31,7 @@ class CheckConfig:
     source: str = "<config>"
     rates: tuple[float, ...] | None = None
     codec_rates: dict[str, tuple[float, ...]] = field(default_factory=dict)
-    metrics: list[str] = field(default_factory=lambda: ["psnr_rgb", "ms_ssim_db"])
+    metrics: list[str] | None = None  # None: psnr_rgb and ms_ssim_db where both sides have them
     max_images: int | None = None
     image_glob: str | None = None
     plugins: list[str] = field(default_factory=list)
@@ -119,10 +119,10 @@ def parse_config(doc: dict[str, Any], base: Path, source: str = "<config>") -> C
         codecs = [c.strip() for c in codecs.split(",") if c.strip()]
     if not isinstance(codecs, list) or not codecs or not all(isinstance(c, str) for c in codecs):
         raise fail(f"codecs must be a non-empty list of codec specs, got {codecs!r}")
-    metrics = doc.get("metrics", ["psnr_rgb", "ms_ssim_db"])
+    metrics = doc.get("metrics")
     if isinstance(metrics, str):
         metrics = [m.strip() for m in metrics.split(",") if m.strip()]
-    if not isinstance(metrics, list) or not metrics:
+    if metrics is not None and (not isinstance(metrics, list) or not metrics):
         raise fail(f"metrics must be a list of metric columns, got {metrics!r}")
     rates, codec_rates = None, {}
     rp = doc.get("rate_points")
@@ -175,7 +175,7 @@ def parse_config(doc: dict[str, Any], base: Path, source: str = "<config>") -> C
         raise fail(f"max_images must be >= 1, got {max_images}")
     return CheckConfig(
         dataset=dataset, codecs=list(codecs), baseline=str(path(bl["path"], "baseline.path")), source=source,
-        rates=rates, codec_rates=codec_rates, metrics=list(metrics), max_images=max_images,
+        rates=rates, codec_rates=codec_rates, metrics=metrics, max_images=max_images,
         image_glob=typed(doc, "images", (str,), None, "images"),
         plugins=[str(path(p, "plugins")) for p in doc.get("plugins", [])], pairs=pairs, thresholds=thresholds,
         method=method, bootstrap=typed(th, "bootstrap", (int,), 2000, "thresholds.bootstrap"),

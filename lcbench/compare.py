@@ -634,8 +634,19 @@ def compare_sides(baseline: Side, candidate: Side, metrics: Sequence[str] | None
         raise CompareInputError(f"unknown BD method {method!r}; use pchip or cubic")
     check_datasets(baseline, candidate)
     resolved = resolve_pairs(baseline, candidate, pairs)
-    metrics = list(metrics) if metrics else list(DEFAULT_METRICS)
     v = Verdict(baseline.source, candidate.source, thresholds, method)
+    if metrics:
+        metrics = list(metrics)
+    else:  # the defaults that both sides measured (MS-SSIM is undefined on images under 161 px)
+        metrics, dropped = [], []
+        for m in DEFAULT_METRICS:
+            have = all(_has_metric(baseline, b, m) and _has_metric(candidate, c, m) for b, c in resolved)
+            (metrics if have else dropped).append(m)
+        if not metrics:
+            raise CompareInputError(f"none of the default metrics {list(DEFAULT_METRICS)} has values on both sides; "
+                                    "choose one with --metric")
+        if dropped:
+            v.notes.append(f"default metric(s) {dropped} left out: not measured on both sides")
     if baseline.frame is None or candidate.frame is None:
         v.notes.append("datasets cannot be checked against a CompressAI JSON side: make sure both are on the same images")
     for b, c in resolved:
@@ -643,6 +654,11 @@ def compare_sides(baseline: Side, candidate: Side, metrics: Sequence[str] | None
         v.pairs.append(pair)
         v.checks += verdict_checks(pair, thresholds, candidate)
     return v
+
+
+def _has_metric(side: Side, codec: str, metric: str) -> bool:
+    table = _rows(side, codec) if side.frame is not None else side.curves[codec]
+    return metric in table.columns and bool(np.isfinite(table[metric].astype(float)).any())
 
 
 def compare(baseline: str | Path, candidate: str | Path, metrics: Sequence[str] | None = None,

@@ -247,3 +247,28 @@ def test_bad_threshold_and_pair_syntax():
     assert parse_pair("jpeg:subsampling=444:jpeg") == ("jpeg:subsampling=444", "jpeg")
     with pytest.raises(CompareInputError, match="OLD=>NEW"):
         parse_pair("a:b:c")
+
+
+def test_failed_candidate_jobs_fail_the_check(base, tmp_path):
+    broken = base.assign(error=base["error"].astype(object))
+    row = (broken["codec"] == "avif") & (broken["image"] == "kodim15") & (broken["quality"] == 50)
+    broken.loc[row, "error"] = "avif at quality=50 on kodim15.png: OSError: encoder crashed"
+    broken.loc[row, ["bpp", "bytes", "psnr_rgb", "ms_ssim", "ms_ssim_db"]] = np.nan
+    v = compare(write(base, tmp_path / "a.csv"), write(broken, tmp_path / "b.csv"), ["psnr_rgb"], [("avif", "avif")],
+                n_boot=200)
+    jobs = [c for c in v.checks if c.kind == "jobs"]
+    assert len(jobs) == 1 and jobs[0].status == "fail" and "encoder crashed" in jobs[0].details
+    assert v.exit_code == 1
+    # the other images still give a BD-rate of exactly 0 (kodim15 has 7 points left, still a curve)
+    assert v.pairs[0].metrics["psnr_rgb"].bd_rate.value == pytest.approx(0.0, abs=1e-9)
+    assert v.pairs[0].metrics["psnr_rgb"].n_images == 3
+
+
+def test_default_metrics_keep_only_those_both_sides_measured(base, tmp_path):
+    no_ms = base.assign(ms_ssim=np.nan, ms_ssim_db=np.nan)  # e.g. images too small for MS-SSIM
+    a, b = write(no_ms, tmp_path / "a.csv"), write(scaled(no_ms, 1.05), tmp_path / "b.csv")
+    v = compare(a, b, pairs=[("jpeg", "jpeg")], n_boot=200)
+    assert [c.name for c in v.checks] == ["jpeg: BD-rate psnr_rgb"]
+    assert "default metric(s) ['ms_ssim_db'] left out" in v.notes[0]
+    with pytest.raises(CompareInputError, match="no 'ms_ssim_db' values"):
+        compare(a, b, ["ms_ssim_db"], [("jpeg", "jpeg")])
