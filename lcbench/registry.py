@@ -28,6 +28,7 @@ BUILTIN_MODULES = (
     "lcbench_codecs.bpg",
     "lcbench_codecs.hevc",
     "lcbench_codecs.jpegxl",
+    "lcbench_codecs.importance_map",
 )
 ENTRY_POINT_GROUP = "lcbench.codecs"
 

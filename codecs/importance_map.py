@@ -1,0 +1,226 @@
+"""``importance_map``: the content-weighted learned codec of Li et al. (CVPR 2018).
+
+The rate parameter is the model id: one shipped network per rate point, trained with a
+different rate target r (``codecs/weights/importance_map_<id>.pt``). The bitstream is
+self-contained (header with size and model id, range-coded importance map and kept bits);
+bpp is measured on it. ``extra_columns()`` records the model's own rate estimate
+(kept code bits per pixel, the quantity its rate loss controls) beside it.
+
+Options: ``device`` (cpu/cuda, set by the runner) and ``weights_dir`` (a folder of
+``importance_map_<id>.pt`` files, e.g. written by ``lcbench train importance_map``).
+"""
+from __future__ import annotations
+
+import re
+import hashlib
+from pathlib import Path
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+
+from lcbench.codec import Availability, CodecError, CodecUnavailable, TorchCodec, check_image
+from lcbench.registry import register_codec
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+SHIPPED_MODELS = (1, 2, 3, 4)
+_FILE_RE = re.compile(r"^importance_map_(\d+)\.pt$")
+PAD_MULTIPLE = 16  # code map (1/8 resolution) with even sides, for the 2x2 coding phases
+
+
+def weights_path(model_id: int, folder: Path | None = None) -> Path:
+    return Path(folder if folder is not None else WEIGHTS_DIR) / f"importance_map_{int(model_id)}.pt"
+
+
+def _missing_dependency() -> str | None:
+    for module, pip in (("torch", "torch"), ("constriction", "constriction")):
+        try:
+            __import__(module)
+        except ImportError:
+            return pip
+    return None
+
+
+@register_codec
+class ImportanceMap(TorchCodec):
+    """Li et al. CVPR 2018 content-weighted codec, reduced width, shipped weights (rate = model id)."""
+
+    name = "importance_map"
+    rate_param = "model"
+    default_rates: ClassVar[tuple[float, ...]] = tuple(float(i) for i in SHIPPED_MODELS)
+    rate_range = (float(min(SHIPPED_MODELS)), float(max(SHIPPED_MODELS)))
+    rate_increases_bits = True
+    description = "Li et al. CVPR 2018 importance-map codec (learned, range-coded)"
+
+    def __init__(self, device: str = "cpu", weights_dir: str | None = None) -> None:
+        super().__init__(device=device)
+        self.weights_dir = Path(weights_dir) if weights_dir else WEIGHTS_DIR
+        if weights_dir:
+            self.options["weights_dir"] = str(weights_dir)
+        self._models: dict[int, Any] = {}  # id -> (network, ContextModel, sha256)
+        self.last_estimate: dict[str, float] = {}
+
+    # -- discovery and checks --------------------------------------------------------------
+    @classmethod
+    def availability(cls) -> Availability:
+        missing = _missing_dependency()
+        if missing:
+            return Availability.no(f"importance_map needs the Python package {missing!r}", f"pip install {missing}")
+        from lcbench.learned.weights import WeightsError, read
+
+        for model_id in SHIPPED_MODELS:
+            path = weights_path(model_id)
+            try:
+                read(path)
+            except WeightsError as exc:
+                return Availability.no(str(exc), "reinstall lcbench from a full checkout (codecs/weights/*.pt), "
+                                       "or train weights with `lcbench train importance_map`")
+        return Availability.yes()
+
+    def model_ids(self) -> list[int]:
+        """Model ids present in the weights folder."""
+        if not self.weights_dir.is_dir():
+            return []
+        return sorted(int(m.group(1)) for p in self.weights_dir.iterdir() if (m := _FILE_RE.match(p.name)))
+
+    def version(self) -> str:
+        """sha256 over the weights files of every model this codec instance can use."""
+        ids = self.model_ids() if self.options else list(SHIPPED_MODELS)
+        if not ids:
+            raise CodecUnavailable(f"importance_map: no importance_map_<id>.pt weights in {self.weights_dir}")
+        from lcbench.learned.weights import sha256_of
+
+        lines = []
+        for i in ids:
+            path = weights_path(i, self.weights_dir)
+            if not path.is_file():
+                raise CodecUnavailable(f"importance_map: weights file {path} is missing")
+            lines.append(f"{i}:{sha256_of(path)}")
+        return "weights-sha256:" + hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+    def _model(self, model_id: int) -> tuple[Any, Any, str]:
+        if model_id not in self._models:
+            missing = _missing_dependency()
+            if missing:
+                raise CodecUnavailable(f"importance_map needs {missing!r}: pip install {missing}")
+            from lcbench.learned.entropy import ContextModel, EntropyModelError
+            from lcbench.learned.weights import WeightsError, load_model, sha256_of
+
+            path = weights_path(model_id, self.weights_dir)
+            try:
+                net, tables = load_model(path)
+                ctx = ContextModel(tables, net.config.n, net.config.levels)
+            except (WeightsError, EntropyModelError) as exc:
+                raise CodecUnavailable(f"importance_map model {model_id}: {exc}") from exc
+            self._models[model_id] = (net.to(self.device), ctx, sha256_of(path))
+        return self._models[model_id]
+
+    def to(self, device: str) -> "ImportanceMap":
+        super().to(device)
+        for net, _, _ in self._models.values():
+            net.to(device)
+        return self
+
+    def _model_id(self, rate: float) -> int:
+        model_id = int(round(float(rate)))
+        if model_id != float(rate) or model_id < 0 or model_id > 255:
+            raise CodecError(f"importance_map: rate {rate!r} is not a model id (one of {self.model_ids()})")
+        if not weights_path(model_id, self.weights_dir).is_file():
+            raise CodecUnavailable(f"importance_map: no model {model_id}: {weights_path(model_id, self.weights_dir)} "
+                                   f"is missing (available ids: {self.model_ids()})")
+        return model_id
+
+    # -- coding ----------------------------------------------------------------------------
+    def encode(self, image: np.ndarray, rate: float) -> bytes:
+        return self.encode_batch([image], rate)[0]
+
+    def decode(self, bitstream: bytes) -> np.ndarray:
+        return self.decode_batch([bitstream])[0]
+
+    def encode_batch(self, images: Sequence[np.ndarray], rate: float) -> list[bytes]:
+        """Encode images at one model; images of equal padded size share one network pass."""
+        import torch
+        from lcbench.learned.bitstream import Header, pack
+        from lcbench.learned.model import levels_of
+
+        for im in images:
+            check_image(im, self.name)
+        model_id = self._model_id(rate)
+        net, ctx, sha = self._model(model_id)
+        levels = net.config.levels
+        out: list[bytes | None] = [None] * len(images)
+        estimates: list[dict[str, float]] = [{}] * len(images)
+        for shape, idx in _group_by_padded_shape([im.shape[:2] for im in images]).items():
+            batch = torch.from_numpy(np.stack([_pad(images[i]) for i in idx])).permute(0, 3, 1, 2)
+            with torch.no_grad():
+                code, p = net.analyse(net.scale_in(batch.to(self.device)))
+            bits = (code > 0.5).to(torch.uint8).cpu().numpy()
+            q = levels_of(p, levels)[:, 0].cpu().numpy()
+            for j, i in enumerate(idx):
+                h, w = images[i].shape[:2]
+                words = ctx.encode(bits[j], q[j])
+                out[i] = pack(Header(model_id, bytes.fromhex(sha[:8]), h, w), words)
+                kept = int((np.arange(net.config.n)[:, None, None] * levels < net.config.n * (q[j][None] + 1)).sum())
+                estimates[i] = {"est_bpp": kept / (h * w), "kept_fraction": kept / bits[j].size}
+        self.last_estimate = estimates[-1] if estimates else {}
+        self.last_estimates = estimates
+        return [b for b in out if b is not None]
+
+    def decode_batch(self, bitstreams: Sequence[bytes]) -> list[np.ndarray]:
+        import torch
+        from lcbench.learned.bitstream import BitstreamError, unpack
+        from lcbench.learned.model import importance_mask
+
+        parsed = []
+        for data in bitstreams:
+            try:
+                header, words = unpack(bytes(data))
+            except BitstreamError as exc:
+                raise CodecError(f"importance_map: {exc}") from exc
+            net, ctx, sha = self._model(self._model_id(header.model_id))
+            if header.weights_tag != bytes.fromhex(sha[:8]):
+                raise CodecError(f"importance_map: the bitstream was written with other weights for model "
+                                 f"{header.model_id} (tag {header.weights_tag.hex()}, these weights {sha[:8]})")
+            hp, wp = _padded(header.height), _padded(header.width)
+            try:
+                bits, q = ctx.decode(words, hp // 8, wp // 8)
+            except Exception as exc:  # constriction raises on exhausted/garbled streams
+                raise CodecError(f"importance_map: corrupt bitstream for model {header.model_id}: {exc}") from exc
+            parsed.append((header, bits, q))
+        results: list[np.ndarray | None] = [None] * len(parsed)
+        groups: dict[tuple[int, int, int], list[int]] = {}
+        for i, (header, _, _) in enumerate(parsed):
+            groups.setdefault((header.model_id, _padded(header.height), _padded(header.width)), []).append(i)
+        for (model_id, _, _), idx in groups.items():
+            net, _, _ = self._model(model_id)
+            bits = torch.from_numpy(np.stack([parsed[i][1] for i in idx])).float()
+            q = torch.from_numpy(np.stack([parsed[i][2] for i in idx]))[:, None]
+            mask = importance_mask(q, net.config.n, net.config.levels)
+            with torch.no_grad():
+                y = net.synthesise((bits * mask).to(self.device))
+            pixels = torch.clamp(torch.round(y * 127.5 + 127.5), 0, 255).to(torch.uint8)
+            pixels = pixels.permute(0, 2, 3, 1).cpu().numpy()
+            for j, i in enumerate(idx):
+                h, w = parsed[i][0].height, parsed[i][0].width
+                results[i] = np.ascontiguousarray(pixels[j, :h, :w])
+        return [r for r in results if r is not None]
+
+    def extra_columns(self) -> dict[str, Any]:
+        """The model's own rate estimate for the last encoded image (kept code bits per pixel)."""
+        return dict(self.last_estimate)
+
+
+def _padded(n: int) -> int:
+    return -(-n // PAD_MULTIPLE) * PAD_MULTIPLE
+
+
+def _pad(image: np.ndarray) -> np.ndarray:
+    """Replicate the last row/column up to the padding multiple (works for any size, even 1x1)."""
+    h, w = image.shape[:2]
+    return np.pad(image, ((0, _padded(h) - h), (0, _padded(w) - w), (0, 0)), mode="edge")
+
+
+def _group_by_padded_shape(shapes: Sequence[tuple[int, int]]) -> dict[tuple[int, int], list[int]]:
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, (h, w) in enumerate(shapes):
+        groups.setdefault((_padded(h), _padded(w)), []).append(i)
+    return groups

@@ -1,0 +1,76 @@
+"""``lcbench train MODEL``: train a learned codec's weights on a folder of images.
+
+Each trainable model is one entry in ``TRAINERS``: a function that adds its options to the
+parser and one that runs the training from the parsed arguments. Another model (for
+example ComCNN) adds itself by adding an entry here.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Callable
+
+COMMAND = "train"
+HELP = "train a learned codec's weights (logs curves, resumes from checkpoints)"
+
+
+def _importance_map_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("importance_map")
+    g.add_argument("--rate-target", type=float, default=0.25, metavar="R",
+                   help="r: mean mask occupancy (kept fraction of the n channels) above which the rate "
+                        "penalty acts (default 0.25)")
+    g.add_argument("--gamma", type=float, default=0.02, help="weight of mean(p) above the target (default 0.02)")
+    g.add_argument("--msssim-weight", type=float, default=0.0, metavar="ALPHA",
+                   help="mixed loss MSE + ALPHA * (1 - MS-SSIM) (default 0: MSE as in the paper)")
+    g.add_argument("--map-off-steps", type=int, default=0,
+                   help="train this many first steps with the importance map off (all channels kept)")
+    g.add_argument("--n", type=int, default=128, help="code channels (default 128)")
+    g.add_argument("--levels", type=int, default=32, help="importance levels L (default 32)")
+    g.add_argument("--width", type=float, default=0.25, help="network width relative to the paper's (default 0.25)")
+    g.add_argument("--init", metavar="WEIGHTS", help="start from these weights (fresh optimizer), e.g. a base model")
+
+
+def _importance_map_run(args: argparse.Namespace) -> int:
+    from lcbench.learned.train import TrainConfig, train
+
+    cfg = TrainConfig(data=args.data, out=args.out, steps=args.steps, map_off_steps=args.map_off_steps,
+                      rate_target=args.rate_target, gamma=args.gamma, msssim_weight=args.msssim_weight, lr=args.lr, batch=args.batch, crop=args.crop,
+                      seed=args.seed, device=args.device, threads=args.threads, init=args.init, resume=args.resume,
+                      n=args.n, levels=args.levels, width=args.width, log_every=args.log_every,
+                      checkpoint_every=args.checkpoint_every)
+    if args.lr_final is not None:
+        cfg.lr_final = args.lr_final
+    train(cfg, log=lambda s: print(s, flush=True))
+    return 0
+
+
+# model name -> (add its options, run it)
+TRAINERS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
+    "importance_map": (_importance_map_arguments, _importance_map_run),
+}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", choices=sorted(TRAINERS), help="which model to train")
+    p.add_argument("--data", required=True, metavar="DIR", help="folder of training images (never the test sets)")
+    p.add_argument("--out", required=True, metavar="FILE", help="weights file to write; FILE.csv (curves) and "
+                   "FILE.ckpt (checkpoint) are written beside it")
+    p.add_argument("--steps", type=int, default=6000, help="total optimizer steps (default 6000)")
+    p.add_argument("--batch", type=int, default=8, help="crops per step (default 8)")
+    p.add_argument("--crop", type=int, default=128, help="crop side in pixels (default 128)")
+    p.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate, cosine-decayed (default 2e-4)")
+    p.add_argument("--lr-final", type=float, default=None, help="learning rate at the last step (default 2e-5)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: shared machines)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", metavar="CKPT", help="continue from a checkpoint written by an earlier run")
+    p.add_argument("--log-every", type=int, default=50, help="steps per CSV row (default 50)")
+    p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints (default 500)")
+    for add, _ in TRAINERS.values():
+        add(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    _, run_model = TRAINERS[args.model]
+    if args.steps <= 0 or args.batch <= 0 or args.crop < 16 or args.crop % 8:
+        raise ValueError("--steps and --batch must be positive and --crop a multiple of 8, at least 16")
+    return run_model(args)
