@@ -9,7 +9,12 @@ See docs/ci.md for the format.
 from __future__ import annotations
 
 import subprocess
-import tomllib
+import sys
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10 needs the backport
+    import tomli as tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -261,6 +266,8 @@ def run_check(cfg: CheckConfig) -> CheckResult:
                 verdict.notes.append(f"bitstream compatibility not checked for {pair.candidate_codec}: {exc}")
                 continue
             verdict.checks.append(report.to_check(pair.candidate_codec))
+    elif cfg.bitstreams == "auto":
+        verdict.notes.append(f"bitstream compatibility not checked: the baseline {cfg.baseline} is not a run directory")
     elif cfg.bitstreams is True:
         raise CompareInputError(f"compat.bitstreams = true needs a baseline run directory with stored bitstreams; "
                                 f"{cfg.baseline} is not one")

@@ -27,7 +27,10 @@ def _value(c: Check) -> str:
         d = c.data
         return f"{d.get('same', 0)}/{sum(d.get(k, 0) for k in ('same', 'differs', 'errors', 'missing'))} same"
     if c.kind in ("determinism", "jobs"):
-        return f"{int(c.value)} {'difference' if c.kind == 'determinism' else 'failed'}" if math.isfinite(c.value) else ""
+        if not math.isfinite(c.value):
+            return ""
+        n = int(c.value)
+        return f"{n} failed" if c.kind == "jobs" else f"{n} difference{'' if n == 1 else 's'}"
     if not math.isfinite(c.value):
         return "n/a"
     if c.unit == "%":

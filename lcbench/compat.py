@@ -152,7 +152,7 @@ def check_bitstreams(run_dir: str | Path, baseline_frame, baseline_codec: str, c
                 diff = np.abs(ref.astype(np.int16) - decoded.astype(np.int16))
                 n = int(np.count_nonzero(diff.max(axis=2)))
                 outcome = BitstreamOutcome(image, quality, "same" if n == 0 else "differs", "pixels",
-                                           "" if n == 0 else f"{n} pixels differ (max |diff| {int(diff.max())})")
+                                           "" if n == 0 else f"pixels differing: {n} (max |diff| {int(diff.max())})")
             report.outcomes.append(outcome)
             continue
         src = (images or {}).get(image)

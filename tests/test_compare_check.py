@@ -163,7 +163,7 @@ def test_bitstreams_decoding_to_other_pixels_fail(workspace):
     rep = check_bitstreams(changed, frame, "jpeg", "jpeg", images)
     assert (rep.count("same"), rep.count("differs")) == (11, 1)
     (bad,) = [o for o in rep.outcomes if o.status == "differs"]
-    assert (bad.image, bad.quality, bad.method, bad.detail) == ("b", 40.0, "pixels", "1 pixels differ (max |diff| 1)")
+    assert (bad.image, bad.quality, bad.method, bad.detail) == ("b", 40.0, "pixels", "pixels differing: 1 (max |diff| 1)")
     check = rep.to_check("jpeg")
     assert check.status == "fail" and "b@40: differs" in check.details
 
