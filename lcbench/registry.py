@@ -129,7 +129,18 @@ class Registry(Generic[T]):
         return iter(self.names())
 
 
-codecs: Registry[type] = Registry("codec", BUILTIN_MODULES, ENTRY_POINT_GROUP)
+class CodecRegistry(Registry[type]):
+    """Codec names, plus pipeline specs (``bicubic-x2+jpeg``) whose classes lcbench.pipeline builds on request."""
+
+    def entry(self, name: str) -> Entry[type]:
+        if "+" in name:
+            from .pipeline import pipeline_class
+
+            return Entry(name, "lcbench.pipeline", pipeline_class(name))
+        return super().entry(name)
+
+
+codecs: Registry[type] = CodecRegistry("codec", BUILTIN_MODULES, ENTRY_POINT_GROUP)
 
 
 def _origin_of(obj: Any) -> str:
@@ -184,7 +195,13 @@ def parse_value(text: str) -> Any:
 
 
 def parse_codec_spec(spec: str) -> tuple[str, dict[str, Any]]:
-    """``"jpeg:subsampling=444:optimize=true"`` -> ("jpeg", {"subsampling": 444, "optimize": True})."""
+    """``"jpeg:subsampling=444:optimize=true"`` -> ("jpeg", {"subsampling": 444, "optimize": True}).
+
+    A pipeline spec (``bicubic-x2+jpeg:subsampling=444``) is one name with no options here:
+    lcbench.pipeline parses its parts.
+    """
+    if "+" in spec:
+        return spec.strip(), {}
     name, *parts = spec.strip().split(":")
     options: dict[str, Any] = {}
     for part in parts:

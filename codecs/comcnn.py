@@ -1,0 +1,118 @@
+"""``comcnn`` step: ComCNN before a standard codec, RecCNN after it (Jiang et al., TCSVT 2017).
+
+``comcnn+jpeg``: ComCNN turns the image into a compact image of half width and height, the
+codec codes it, and after decoding RecCNN restores the bicubic-upsampled (Pillow, float, as
+in training) decoded image. The networks are reduced for CPU (lcbench.comcnn.model says how).
+
+Weights: by default ``codecs/weights/comcnn_<inner codec name>.pt`` (shipped: ``jpeg``),
+trained by ``lcbench train comcnn --codec jpeg`` with that codec in the loop; option
+``weights=FILE`` uses another file (``comcnn:weights=my.pt+jpeg``). The version is the
+weights file's sha256. Loaded with ``torch.load(..., weights_only=True)``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lcbench.codec import Availability, Codec, CodecUnavailable
+from lcbench.pipeline import Step, register_step
+from lcbench.resample import resize_float, to_uint8
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+def default_weights(codec_name: str) -> Path:
+    return WEIGHTS_DIR / f"comcnn_{codec_name}.pt"
+
+
+@register_step
+class ComCNNStep(Step):
+    """ComCNN (x1/2) before the codec, bicubic x2 + RecCNN residual after it."""
+
+    name = "comcnn"
+    scale = 2
+    uses_device = True
+    description = "Jiang et al. 2017 ComCNN/RecCNN around a standard codec (learned, reduced)"
+
+    def __init__(self, device: str = "cpu", weights: str | None = None) -> None:
+        super().__init__()
+        self.device = device
+        self.weights: Path | None = Path(weights) if weights else None
+        if weights:
+            self.options["weights"] = str(weights)
+        self._model: Any = None
+        self._sha: str | None = None
+
+    @classmethod
+    def availability(cls) -> Availability:
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            return Availability.no("comcnn needs the Python package 'torch'", "pip install torch")
+        return Availability.yes()
+
+    def bind(self, inner: Codec) -> None:
+        """Pick the weights trained with the inner codec unless a file was given."""
+        if self.weights is None:
+            self.weights = default_weights(inner.name)
+
+    def _path(self) -> Path:
+        if self.weights is None:
+            raise CodecUnavailable("comcnn: no weights chosen (use it inside a pipeline, e.g. comcnn+jpeg)")
+        if not self.weights.is_file():
+            raise CodecUnavailable(f"comcnn: weights file {self.weights} is missing; shipped weights exist for "
+                                   f"jpeg only (comcnn+jpeg), or train some with `lcbench train comcnn --codec ...` "
+                                   f"and pass comcnn:weights=FILE")
+        return self.weights
+
+    def version(self) -> str:
+        from lcbench.comcnn.weights import sha256_of
+
+        if self._sha is None:
+            self._sha = sha256_of(self._path())
+        return f"weights-sha256:{self._sha}"
+
+    def _net(self) -> Any:
+        if self._model is None:
+            from lcbench.comcnn.weights import WeightsError, load
+
+            try:
+                model, _ = load(self._path())
+            except WeightsError as exc:
+                raise CodecUnavailable(f"comcnn: {exc}") from exc
+            self._model = model.to(self.device)
+        return self._model
+
+    def to(self, device: str) -> "ComCNNStep":
+        self.device = device
+        if self._model is not None:
+            self._model.to(device)
+        return self
+
+    def _tensor(self, image: np.ndarray) -> Any:
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)[None].to(self.device)
+
+    @staticmethod
+    def _array(t: Any) -> np.ndarray:
+        return t[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255.0
+
+    def forward(self, image: np.ndarray) -> tuple[np.ndarray, bytes]:
+        import torch
+
+        with torch.inference_mode():
+            compact = self._net().com(self._tensor(image))
+        return to_uint8(self._array(compact)), b""
+
+    def inverse(self, image: np.ndarray, side: bytes, height: int, width: int) -> np.ndarray:
+        import torch
+
+        if side:
+            raise ValueError(f"comcnn: unexpected {len(side)} bytes of side information")
+        up = resize_float(image, width, height, "bicubic")  # the upsampler used in training
+        with torch.inference_mode():
+            restored = self._net().rec(self._tensor(up))
+        return to_uint8(self._array(restored))

@@ -1,0 +1,27 @@
+"""``lcbench rescale-table RUN_DIR...``: the rescaling papers' table (dataset x quality, PSNR/SSIM on Y)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+COMMAND = "rescale-table"
+HELP = "rescaling-paper table from runs of rescaling pipelines: PSNR/SSIM on Y (border = scale) per quality"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories or results.csv files (e.g. set5 and set14 runs)")
+    p.add_argument("--style", choices=("markdown", "text", "csv"), default="markdown", help="output style (default markdown)")
+    p.add_argument("--output", type=Path, help="write to this file instead of stdout")
+
+
+def run(args: argparse.Namespace) -> int:
+    from lcbench.presets import format_sr_table, sr_table
+    from lcbench.results import load_results
+
+    df = load_results(args.runs)
+    text = sr_table(df).to_csv(index=False) if args.style == "csv" else format_sr_table(df, style=args.style)
+    if args.output:
+        args.output.write_text(text + ("" if text.endswith("\n") else "\n"))
+    else:
+        print(text)
+    return 0

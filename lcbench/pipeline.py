@@ -1,0 +1,295 @@
+"""Pipelines: pre/post steps around any registered codec, usable wherever a codec is.
+
+Syntax: ``step+step+codec``, steps first, applied left to right before encoding and right to
+left after decoding, e.g. ``bicubic-x2+jpeg``, ``comcnn+jpeg``, ``lanczos-x4+webp:method=4``.
+Each part takes options like a codec spec (``comcnn:weights=my.pt+jpeg:subsampling=444``);
+parts are split on ``+`` first, so a ``+`` cannot appear inside an option value.
+
+A pipeline is a codec: its label is the full spec; its rate grid, rate parameter, rate
+range and direction are the inner codec's; ``version()`` joins every step's version
+(weights hash for learned steps) with the inner codec's. Its bitstream is a small header
+followed by the inner codec's bitstream:
+
+    byte 0        format tag 0xB7
+    bytes 1-2     first two bytes of sha256(step labels): decoding with other steps fails clearly
+    varint H, W   original size (LEB128)
+    per step      varint length + that step's side information (usually length 0)
+    rest          the inner codec's bitstream
+
+The harness counts bpp on all of it against the original image's pixels. Any size
+round-trips: the image is padded (edge replicate) to a multiple of the product of the
+steps' scales, processed, and the decoded result cropped back.
+
+Steps live in their own registry (``steps``), filled like the codec registry: built-in
+modules, the ``lcbench.steps`` entry-point group, and ``--plugin file.py`` files using
+``@register_step``.
+"""
+from __future__ import annotations
+
+import abc
+import functools
+import hashlib
+import math
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+
+from .codec import Availability, Codec, CodecError, TorchCodec, check_image
+from .registry import Registry, _origin_of, codecs, parse_codec_spec
+from .resample import pad_to_multiple
+
+STEP_MODULES = ("lcbench_codecs.rescale", "lcbench_codecs.comcnn")
+STEP_ENTRY_POINT_GROUP = "lcbench.steps"
+FORMAT_TAG = 0xB7
+
+
+class Step(abc.ABC):
+    """A pre/post processing step: ``forward`` before the inner codec, ``inverse`` after it.
+
+    ``scale``: the input's sides must be multiples of it (the pipeline pads for that); a
+    downscaling step divides the size by it. Constructor keyword arguments are the step's
+    options; steps with ``uses_device`` also receive ``device``.
+    """
+
+    name: ClassVar[str]
+    scale: ClassVar[int] = 1
+    uses_device: ClassVar[bool] = False
+    description: ClassVar[str] = ""
+
+    def __init__(self, **options: Any) -> None:
+        if options:
+            raise ValueError(f"step {self.name!r} takes no options, got {sorted(options)}")
+        self.options: dict[str, Any] = {}
+
+    @classmethod
+    def availability(cls) -> Availability:
+        """Whether this step can run here. Never raises."""
+        return Availability.yes()
+
+    @abc.abstractmethod
+    def version(self) -> str:
+        """Library version or weights sha256."""
+
+    @abc.abstractmethod
+    def forward(self, image: np.ndarray) -> tuple[np.ndarray, bytes]:
+        """HxWx3 uint8 (sides multiples of ``scale``) -> (image for the next stage, side information)."""
+
+    @abc.abstractmethod
+    def inverse(self, image: np.ndarray, side: bytes, height: int, width: int) -> np.ndarray:
+        """The next stage's decoded image -> height x width x 3 uint8 (this step's input size)."""
+
+    def bind(self, inner: Codec) -> None:
+        """Called once with the pipeline's inner codec (e.g. to pick weights trained with it)."""
+
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        return height // self.scale, width // self.scale
+
+    def to(self, device: str) -> "Step":
+        return self
+
+    def label(self) -> str:
+        if not self.options:
+            return self.name
+        return self.name + "".join(f":{k}={v}" for k, v in sorted(self.options.items()))
+
+
+steps: Registry[type] = Registry("step", STEP_MODULES, STEP_ENTRY_POINT_GROUP)
+
+
+def register_step(cls: type | None = None, *, name: str | None = None) -> Callable[[type], type] | type:
+    """Class decorator: ``@register_step`` registers a Step under ``cls.name`` (or ``name``)."""
+
+    def wrap(c: type) -> type:
+        key = name or c.name
+        if "+" in key or ":" in key or "," in key:
+            raise ValueError(f"step name {key!r} must not contain '+', ':' or ','")
+        steps.register(key, c, origin=_origin_of(c))
+        return c
+
+    return wrap(cls) if cls is not None else wrap
+
+
+# ---------------------------------------------------------------- spec parsing
+def split_pipeline_spec(spec: str) -> tuple[list[tuple[str, dict[str, Any]]], tuple[str, dict[str, Any]]]:
+    """``"bicubic-x2+jpeg:subsampling=444"`` -> ([("bicubic-x2", {})], ("jpeg", {"subsampling": 444}))."""
+    parts = [p.strip() for p in spec.split("+")]
+    if len(parts) < 2 or not all(parts):
+        raise ValueError(f"bad pipeline spec {spec!r}: expected step+...+codec, e.g. bicubic-x2+jpeg")
+    parsed = [parse_codec_spec(p) for p in parts]
+    return parsed[:-1], parsed[-1]
+
+
+def _canonical(name: str, options: dict[str, Any]) -> str:
+    return name + "".join(f":{k}={v}" for k, v in sorted(options.items()))
+
+
+@functools.lru_cache(maxsize=None)
+def pipeline_class(spec: str) -> type["Pipeline"]:
+    """A Pipeline subclass for one spec; class attributes (rate grid, device use) come from its parts."""
+    step_specs, (inner_name, inner_opts) = split_pipeline_spec(spec)
+    step_classes = [steps.get(n) for n, _ in step_specs]  # unknown names fail here, with suggestions
+    inner_cls = codecs.get(inner_name)
+    if getattr(inner_cls, "rate_param", None) is None:
+        raise ValueError(f"pipeline {spec!r}: {inner_name!r} is not a codec")
+    canonical = "+".join([_canonical(n, o) for n, o in step_specs] + [_canonical(inner_name, inner_opts)])
+    attrs = {
+        "name": canonical,
+        "rate_param": inner_cls.rate_param,
+        "default_rates": tuple(inner_cls.default_rates),
+        "rate_range": inner_cls.rate_range,
+        "rate_increases_bits": inner_cls.rate_increases_bits,
+        "lossless": False,
+        "uses_device": any(c.uses_device for c in step_classes) or bool(getattr(inner_cls, "uses_device", False)),
+        "description": f"pipeline: {' then '.join(n for n, _ in step_specs)} around {inner_name}",
+        "step_specs": tuple((n, dict(o)) for n, o in step_specs),
+        "step_classes": tuple(step_classes),
+        "inner_spec": (inner_name, dict(inner_opts)),
+        "inner_class": inner_cls,
+    }
+    return type(f"Pipeline[{canonical}]", (Pipeline,), attrs)
+
+
+# ---------------------------------------------------------------- header
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _read_varint(data: bytes, pos: int, what: str) -> tuple[int, int]:
+    n = shift = 0
+    while True:
+        if pos >= len(data) or shift > 63:
+            raise CodecError(f"pipeline bitstream truncated while reading {what}")
+        b = data[pos]
+        pos += 1
+        n |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return n, pos
+
+
+class Pipeline(TorchCodec):
+    """Steps around an inner codec; built by ``pipeline_class(spec)``, not used directly."""
+
+    step_specs: ClassVar[tuple[tuple[str, dict[str, Any]], ...]] = ()
+    step_classes: ClassVar[tuple[type, ...]] = ()
+    inner_spec: ClassVar[tuple[str, dict[str, Any]]]
+    inner_class: ClassVar[type]
+
+    def __init__(self, device: str = "cpu") -> None:
+        super().__init__(device=device)
+        if not self.step_classes:
+            raise TypeError("Pipeline is built from a spec: use lcbench.registry.create_codec('bicubic-x2+jpeg')")
+        self.steps: list[Step] = []
+        for (name, opts), cls in zip(self.step_specs, self.step_classes):
+            kwargs = {"device": device, **opts} if cls.uses_device else dict(opts)
+            try:
+                self.steps.append(cls(**kwargs))
+            except TypeError as exc:
+                raise ValueError(f"bad options for step {name!r}: {exc}") from exc
+        inner_name, inner_opts = self.inner_spec
+        kwargs = {"device": device, **inner_opts} if getattr(self.inner_class, "uses_device", False) else dict(inner_opts)
+        try:
+            self.inner: Codec = self.inner_class(**kwargs)
+        except TypeError as exc:
+            raise ValueError(f"bad options for codec {inner_name!r}: {exc}") from exc
+        for step in self.steps:
+            step.bind(self.inner)
+        self.multiple = math.prod(s.scale for s in self.steps)
+        chain = "+".join(s.label() for s in self.steps).encode()
+        self._tag = hashlib.sha256(chain).digest()[:2]
+
+    @classmethod
+    def availability(cls) -> Availability:
+        for part in (*cls.step_classes, cls.inner_class):
+            avail = part.availability()
+            if not avail:
+                return Availability.no(f"{part.name}: {avail.reason}", avail.fix)
+        return Availability.yes()
+
+    def label(self) -> str:
+        return "+".join([s.label() for s in self.steps] + [self.inner.label()])
+
+    def version(self) -> str:
+        return " | ".join([f"{s.label()} {s.version()}" for s in self.steps] + [f"{self.inner.label()} {self.inner.version()}"])
+
+    def to(self, device: str) -> "Pipeline":
+        super().to(device)
+        for s in self.steps:
+            s.to(device)
+        if isinstance(self.inner, TorchCodec):
+            self.inner.to(device)
+        return self
+
+    @property
+    def scale(self) -> int:
+        """Total downscale factor (the border the SR metrics crop)."""
+        return self.multiple
+
+    def _stage_sizes(self, height: int, width: int) -> list[tuple[int, int]]:
+        """Input size of each step, then the inner codec's input size."""
+        h = -(-height // self.multiple) * self.multiple
+        w = -(-width // self.multiple) * self.multiple
+        sizes = [(h, w)]
+        for s in self.steps:
+            h, w = s.output_size(h, w)
+            sizes.append((h, w))
+        return sizes
+
+    def encode(self, image: np.ndarray, rate: float) -> bytes:
+        check_image(image, self.label())
+        height, width = image.shape[:2]
+        x = pad_to_multiple(image, self.multiple)
+        sides = []
+        sizes = self._stage_sizes(height, width)
+        for step, size in zip(self.steps, sizes[1:]):
+            x, side = step.forward(x)
+            if x.shape != (*size, 3) or x.dtype != np.uint8:
+                raise CodecError(f"step {step.label()} returned {x.dtype} {x.shape}, expected uint8 {(*size, 3)}")
+            sides.append(side)
+        header = bytearray([FORMAT_TAG]) + self._tag + _varint(height) + _varint(width)
+        for side in sides:
+            header += _varint(len(side)) + side
+        return bytes(header) + self.inner.encode(np.ascontiguousarray(x), rate)
+
+    def decode(self, bitstream: bytes) -> np.ndarray:
+        if len(bitstream) < 3 or bitstream[0] != FORMAT_TAG:
+            raise CodecError(f"{self.label()}: not a pipeline bitstream (bad first byte)")
+        if bitstream[1:3] != self._tag:
+            raise CodecError(f"{self.label()}: the bitstream was written by a pipeline with other steps")
+        height, pos = _read_varint(bitstream, 3, "the height")
+        width, pos = _read_varint(bitstream, pos, "the width")
+        if height < 1 or width < 1:
+            raise CodecError(f"{self.label()}: bad image size {width}x{height} in the header")
+        sides = []
+        for step in self.steps:
+            n, pos = _read_varint(bitstream, pos, f"{step.label()}'s side information")
+            if pos + n > len(bitstream):
+                raise CodecError(f"{self.label()}: bitstream truncated in {step.label()}'s side information")
+            sides.append(bitstream[pos:pos + n])
+            pos += n
+        sizes = self._stage_sizes(height, width)
+        x = self.inner.decode(bitstream[pos:])
+        if x.shape != (*sizes[-1], 3):
+            raise CodecError(f"{self.label()}: {self.inner.label()} decoded {x.shape}, expected {(*sizes[-1], 3)}")
+        for step, side, size in zip(reversed(self.steps), reversed(sides), reversed(sizes[:-1])):
+            x = step.inverse(x, side, *size)
+            if x.shape != (*size, 3) or x.dtype != np.uint8:
+                raise CodecError(f"step {step.label()} inverse returned {x.dtype} {x.shape}, expected uint8 {(*size, 3)}")
+        return np.ascontiguousarray(x[:height, :width])
+
+    def extra_metrics(self, original: np.ndarray, decoded: np.ndarray) -> dict[str, float]:
+        """The SR papers' Y PSNR/SSIM with an S-pixel border (S = total scale), for rescaling pipelines."""
+        if self.multiple <= 1:
+            return {}
+        from .sr_metrics import sr_metrics
+
+        try:
+            return sr_metrics(original, decoded, self.multiple)
+        except ValueError:  # image too small for the border crop
+            return {"psnr_y_sr": math.nan, "ssim_y_sr": math.nan}

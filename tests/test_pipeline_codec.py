@@ -1,0 +1,157 @@
+"""Pipelines as codecs: spec parsing, round trips on odd sizes and greyscale, header, bpp, plugins."""
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+import lcbench
+from lcbench.codec import CodecError
+from lcbench.pipeline import Pipeline, split_pipeline_spec, steps
+from lcbench.registry import UnknownNameError, codecs, create_codec, load_plugin
+from lcbench.resample import resize_uint8
+from support import photo
+
+RESCALE_STEPS = [f"{k}-x{s}" for k in ("bicubic", "lanczos") for s in (2, 3, 4)]
+SIZES = [(37, 53), (5, 7), (1, 1), (64, 48)]
+
+
+def grey(h: int, w: int) -> np.ndarray:
+    g = photo("astronaut", (h, w))[:, :, 1:2]
+    return np.ascontiguousarray(np.repeat(g, 3, axis=2))
+
+
+def test_rescale_steps_are_registered() -> None:
+    assert set(RESCALE_STEPS) <= set(steps.names())
+    assert "comcnn" in steps.names()
+
+
+def test_spec_parsing_and_label() -> None:
+    step_specs, inner = split_pipeline_spec("comcnn:weights=a.pt+bicubic-x2+jpeg:subsampling=444")
+    assert step_specs == [("comcnn", {"weights": "a.pt"}), ("bicubic-x2", {})]
+    assert inner == ("jpeg", {"subsampling": 444})
+    c = create_codec("lanczos-x4+webp:method=4")
+    assert isinstance(c, Pipeline)
+    assert c.label() == c.name == "lanczos-x4+webp:method=4"
+    assert c.rate_param == "quality" and c.default_rates == codecs.get("webp").default_rates
+    assert c.rate_range == codecs.get("webp").rate_range and c.rate_increases_bits
+    assert c.version() == (f"lanczos-x4 Pillow {Image.__version__} lanczos float | webp:method=4 "
+                           + create_codec("webp:method=4").version())
+    # default options drop out of the label, like the codec's own label
+    assert create_codec("bicubic-x2+jpeg:subsampling=420").label() == "bicubic-x2+jpeg"
+
+
+def test_unknown_parts_fail_with_suggestions() -> None:
+    with pytest.raises(UnknownNameError, match="did you mean bicubic-x2"):
+        create_codec("bicubc-x2+jpeg")
+    with pytest.raises(UnknownNameError, match="unknown codec 'jepg'"):
+        create_codec("bicubic-x2+jepg")
+    with pytest.raises(ValueError, match="bad pipeline spec"):
+        create_codec("bicubic-x2++jpeg")
+    with pytest.raises(ValueError, match="step 'bicubic-x2' takes no options"):
+        create_codec("bicubic-x2:foo=1+jpeg")
+
+
+@pytest.mark.parametrize("step", RESCALE_STEPS)
+@pytest.mark.parametrize("size", SIZES)
+def test_rescale_round_trip_odd_sizes(step: str, size: tuple[int, int]) -> None:
+    img = photo("chelsea", size)
+    for inner, rate in (("png", 6), ("jpeg", 75), ("webp", 75)):
+        c = create_codec(f"{step}+{inner}")
+        out = c.decode(c.encode(img, rate))
+        assert out.shape == img.shape and out.dtype == np.uint8
+
+
+@pytest.mark.parametrize("step", RESCALE_STEPS)
+def test_rescale_of_constant_image_is_exact_and_grey_stays_grey(step: str) -> None:
+    flat = np.full((23, 31, 3), (200, 17, 90), np.uint8)
+    c = create_codec(f"{step}+png")
+    assert np.array_equal(c.decode(c.encode(flat, 6)), flat)  # replicate padding keeps it constant
+    g = grey(45, 61)
+    out = c.decode(c.encode(g, 6))
+    assert (out[:, :, 0] == out[:, :, 1]).all() and (out[:, :, 0] == out[:, :, 2]).all()
+
+
+def test_bicubic_png_equals_hand_pipeline() -> None:
+    """Lossless inner codec: decoded = crop(up(down(pad(img)))), computed step by step here."""
+    img = photo("coffee", (45, 62))
+    c = create_codec("bicubic-x2+png")
+    padded = np.pad(img, ((0, 1), (0, 0), (0, 0)), mode="edge")  # 45 -> 46 rows, 62 stays
+    low = resize_uint8(padded, 31, 23, "bicubic")
+    expect = resize_uint8(low, 62, 46, "bicubic")[:45]
+    assert np.array_equal(c.decode(c.encode(img, 6)), expect)
+
+
+def test_bitstream_is_header_plus_inner_codec_bitstream() -> None:
+    img = photo("astronaut", (129, 300))  # 129 rows -> padded to 132 for x4
+    c = create_codec("bicubic-x4+jpeg")
+    data = c.encode(img, 50)
+    padded = np.pad(img, ((0, 3), (0, 0), (0, 0)), mode="edge")
+    low = resize_uint8(padded, 75, 33, "bicubic")
+    buf = io.BytesIO()
+    Image.fromarray(low).save(buf, format="JPEG", quality=50, subsampling=2, optimize=False)
+    tag = hashlib.sha256(b"bicubic-x4").digest()[:2]
+    header = bytes([0xB7]) + tag + bytes([129, 1]) + bytes([0xAC, 0x02]) + bytes([0])  # varints 129, 300; no side info
+    assert data == header + buf.getvalue()
+
+
+def test_decode_errors_are_clear() -> None:
+    img = photo("astronaut", (32, 32))
+    data = create_codec("bicubic-x2+jpeg").encode(img, 50)
+    with pytest.raises(CodecError, match="other steps"):
+        create_codec("lanczos-x2+jpeg").decode(data)
+    with pytest.raises(CodecError, match="not a pipeline bitstream"):
+        create_codec("bicubic-x2+jpeg").decode(data[1:])
+    with pytest.raises(CodecError, match="truncated"):
+        create_codec("bicubic-x2+jpeg").decode(data[:4])
+
+
+def test_user_step_plugin(tmp_path: Path) -> None:
+    plugin = tmp_path / "invert_step.py"
+    plugin.write_text(
+        "import numpy as np\n"
+        "from lcbench.pipeline import Step, register_step\n"
+        "@register_step\n"
+        "class Invert(Step):\n"
+        "    name = 'test-invert'\n"
+        "    def version(self): return 'invert 1'\n"
+        "    def forward(self, image): return 255 - image, b'ab'\n"
+        "    def inverse(self, image, side, height, width):\n"
+        "        assert side == b'ab'\n"
+        "        return 255 - image\n")
+    load_plugin(plugin)
+    c = create_codec("test-invert+png")
+    img = photo("coffee", (17, 29))
+    data = c.encode(img, 6)
+    assert np.array_equal(c.decode(data), img)
+    assert data[5:8] == bytes([2]) + b"ab"  # side information after the size varints (17, 29)
+    assert c.version() == "test-invert invert 1 | " + "png " + create_codec("png").version()
+
+
+def test_run_counts_bpp_on_the_original_and_records_sr_metrics(tmp_path: Path) -> None:
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    Image.fromarray(photo("astronaut", (75, 101))).save(folder / "a.png")
+    Image.fromarray(grey(64, 80)).save(folder / "g.png")
+    df = lcbench.run(["jpeg", "bicubic-x2+jpeg"], folder, out=tmp_path / "run", quality=[40, 80], jobs=1,
+                     raise_on_failure=True)
+    assert len(df) == 8
+    pipe = df[df["codec"] == "bicubic-x2+jpeg"]
+    for row in pipe.itertuples():
+        src = np.asarray(Image.open(folder / f"{row.image}.png").convert("RGB"))
+        c = create_codec("bicubic-x2+jpeg")
+        data = c.encode(src, row.quality)
+        assert row.bytes == len(data)
+        assert row.bpp == pytest.approx(8 * len(data) / (src.shape[0] * src.shape[1]))
+        assert (row.width, row.height) == (src.shape[1], src.shape[0])
+        assert math.isfinite(row.psnr_y_sr) and 0 < row.ssim_y_sr <= 1
+    assert pipe["codec_version"].str.contains("bicubic-x2 Pillow").all()
+    assert df[df["codec"] == "jpeg"]["psnr_y_sr"].isna().all()  # plain codecs have no SR columns
+    saved = pd.read_csv(tmp_path / "run" / "results.csv")
+    assert set(saved["codec"]) == {"jpeg", "bicubic-x2+jpeg"}

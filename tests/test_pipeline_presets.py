@@ -1,0 +1,100 @@
+"""SR-convention metrics against scikit-image on a hand-cropped Y plane; rescaling presets and table."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from lcbench.cli import main as cli_main
+from lcbench.presets import format_sr_table, get_preset, preset_names, split_rescale_label, sr_table
+from lcbench.registry import create_codec
+from lcbench.sr_metrics import sr_metrics
+from support import photo
+
+
+def y_plane(rgb: np.ndarray) -> np.ndarray:
+    r, g, b = (rgb[:, :, i].astype(np.float64) for i in range(3))
+    return 16 + (65.481 * r + 128.553 * g + 24.966 * b) / 255
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_sr_metrics_match_skimage_on_cropped_y(scale: int) -> None:
+    img = photo("astronaut", (103, 130))  # odd height: mod-crop matters for scale 2 and 4
+    dec = create_codec(f"bicubic-x{scale}+jpeg").decode(create_codec(f"bicubic-x{scale}+jpeg").encode(img, 60))
+    h, w = 103 - 103 % scale, 130 - 130 % scale
+    y1 = y_plane(img)[scale:h - scale, scale:w - scale]
+    y2 = y_plane(dec)[scale:h - scale, scale:w - scale]
+    got = sr_metrics(img, dec, scale)
+    assert got["psnr_y_sr"] == pytest.approx(peak_signal_noise_ratio(y1, y2, data_range=255), abs=1e-9)
+    ref_ssim = structural_similarity(y1, y2, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+                                     data_range=255)
+    assert got["ssim_y_sr"] == pytest.approx(ref_ssim, abs=1e-6)
+
+
+def test_sr_metrics_identical_and_too_small() -> None:
+    img = photo("coffee", (40, 40))
+    assert sr_metrics(img, img, 2) == {"psnr_y_sr": math.inf, "ssim_y_sr": pytest.approx(1.0)}
+    with pytest.raises(ValueError, match="too small"):
+        sr_metrics(img[:8, :8], img[:8, :8], 4)
+
+
+def test_presets() -> None:
+    assert preset_names() == ["rescale-jpeg", "rescale-webp"]
+    p = get_preset("rescale-jpeg")
+    assert p.codecs == ("bicubic-x2+jpeg", "bicubic-x4+jpeg")
+    assert all(p.rates[c] == (30.0, 50.0, 70.0, 80.0, 90.0) for c in p.codecs)
+    assert get_preset("rescale-webp", rescalers=("bicubic", "lanczos")).codecs == (
+        "bicubic-x2+webp", "bicubic-x4+webp", "lanczos-x2+webp", "lanczos-x4+webp")
+    for spec in p.codecs:
+        create_codec(spec)  # every preset spec builds
+    with pytest.raises(ValueError, match="unknown preset 'rescale-bpg'"):
+        get_preset("rescale-bpg")
+
+
+def test_split_rescale_label() -> None:
+    assert split_rescale_label("bicubic-x2+jpeg") == ("bicubic", 2, "jpeg")
+    assert split_rescale_label("lanczos-x4+webp:method=4") == ("lanczos", 4, "webp:method=4")
+    assert split_rescale_label("comcnn+jpeg") == ("comcnn", None, "jpeg")
+    assert split_rescale_label("jpeg") == ("jpeg", None, "")
+
+
+def _rows() -> pd.DataFrame:
+    rows = []
+    for ds, offset in (("set5", 0.0), ("set14", -2.0)):
+        for codec, base in (("bicubic-x2+jpeg", 30.0), ("bicubic-x4+jpeg", 26.0)):
+            for q, dq in ((30.0, 0.0), (90.0, 2.0)):
+                for img, di in (("a", 0.5), ("b", -0.5)):
+                    rows.append({"codec": codec, "quality": q, "image": img, "dataset": ds, "bpp": 0.5, "error": "",
+                                 "psnr_y_sr": base + offset + dq + di, "ssim_y_sr": 0.8 + dq / 100 + di / 100})
+    rows.append({"codec": "bicubic-x2+jpeg", "quality": 30.0, "image": "c", "dataset": "set5", "bpp": math.nan,
+                 "error": "boom", "psnr_y_sr": math.nan, "ssim_y_sr": math.nan})
+    return pd.DataFrame(rows)
+
+
+def test_sr_table_means_and_layout() -> None:
+    t = sr_table(_rows())
+    r = t[(t.dataset == "set14") & (t.scale == 4) & (t.quality == 90)].iloc[0]
+    assert r.psnr_y_sr == pytest.approx(26.0 - 2.0 + 2.0) and r.ssim_y_sr == pytest.approx(0.82) and r.n_images == 2
+    text = format_sr_table(_rows())
+    lines = text.splitlines()
+    assert lines[2] == "| dataset | method | scale | codec | q=30 | q=90 | images |"
+    assert "| set5 | bicubic | x2 | jpeg | 30.00/.8000 | 32.00/.8200 | 2 |" in lines
+    assert "| set14 | bicubic | x4 | jpeg | 24.00/.8000 | 26.00/.8200 | 2 |" in lines
+    with pytest.raises(ValueError, match="no psnr_y_sr"):
+        sr_table(_rows().drop(columns=["psnr_y_sr"]))
+
+
+def test_rescale_table_cli(tmp_path, capsys) -> None:
+    rows = _rows().assign(rate_param="quality", width=10, height=10, bytes=1)
+    for ds in ("set5", "set14"):  # one run directory per dataset, as `lcbench run --dataset` writes them
+        (tmp_path / ds).mkdir()
+        part = rows[rows.dataset == ds].assign(image=lambda d: ds + "/" + d.image)
+        part.to_csv(tmp_path / ds / "results.csv", index=False)
+    assert cli_main(["rescale-table", str(tmp_path / "set5"), str(tmp_path / "set14"), "--style", "text"]) == 0
+    out = capsys.readouterr().out
+    assert "set5     bicubic  x2     jpeg   30.00/.8000  32.00/.8200  2" in out
+    assert "set14    bicubic  x4     jpeg   24.00/.8000  26.00/.8200  2" in out
+    assert cli_main(["rescale-table", str(tmp_path / "missing")]) == 2
