@@ -33,6 +33,8 @@ import numpy as np
 
 from .compare import Check
 
+from .worker import output_folder, output_stem
+
 MAX_LISTED = 10
 
 
@@ -40,13 +42,9 @@ class CompatInputError(ValueError):
     """The baseline has nothing to check against (no stored bitstreams, no reference)."""
 
 
-def label_folder(label: str) -> str:
-    """Folder name the runner uses for a codec label (see ``lcbench.runner._save_outputs``)."""
-    return label.replace("/", "_").replace(":", "_")
-
-
-def job_stem(image: str, quality: float) -> str:
-    return f"{image.replace('/', '__')}@{quality:g}"
+# Where `lcbench run --save-bitstreams/--save-decoded` put a job's files (one definition, in the worker).
+label_folder = output_folder
+job_stem = output_stem
 
 
 # ---------------------------------------------------------------- bitstream compatibility

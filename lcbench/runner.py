@@ -1,39 +1,29 @@
-"""Plan and execute codec x rate point x image jobs; every finished job is stored at once.
+"""A run: resolve the dataset and codecs, plan jobs, skip what is done, execute the rest, store.
 
-CPU codecs run in joblib workers, one task per (image, codec) so each worker decodes a
-source image and computes its reference statistics once for all rate points (and keeps
-the last images for the next codec). Learned codecs (``uses_device``) run in this
-process on the chosen torch device, batched over images of equal size, with one model
-load. A job that fails is recorded with its error and the others go on.
+CPU codecs run through ``backends`` (loky workers or Dask), one task per (image, codec), so
+each worker decodes a source image and computes its metric statistics once for all rate
+points. Learned codecs (``uses_device``) run in this process on the chosen torch device,
+batched over images of equal size, with one model load (``worker.run_device_jobs``). A job
+that fails is recorded with its error and the others go on.
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import math
-import os
 import shlex
 import sys
-import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Sequence
-
-import numpy as np
+from typing import Any, Sequence
 
 from . import __version__, store
 from .cache import write_json_atomic
 from .codec import Codec, CodecUnavailable
-from .dataset import Dataset, ImageRef, resolve_dataset, select_images
-from .images import ImageReadError, SourceImage, load_image, pixel_hash
-from .metrics import METRIC_NAMES, Reference, compute_metrics
+from .dataset import Dataset, resolve_dataset, select_images
+from .jobs import METRICS_VERSION, Job, plan_jobs
+from .metrics import METRIC_NAMES
 from .registry import codecs as codecs_registry
 from .registry import create_codec, parse_codec_spec
-
-METRICS_VERSION = 1  # bump when a metric's definition changes: cached results become stale
-
 
 @dataclass
 class RunOptions:
@@ -70,18 +60,6 @@ class RunOutcome:
         return not self.failures
 
 
-@dataclass(frozen=True)
-class Job:
-    spec: str
-    label: str
-    version: str
-    rate_param: str
-    quality: float
-    image: ImageRef
-    key: str
-    target_bpp: float | None = None  # set for rate-matched jobs: quality then holds the target
-
-
 def default_device() -> str:
     """cuda when torch sees a GPU, else cpu. Imports torch: call only when a learned codec runs."""
     try:
@@ -94,21 +72,6 @@ def default_device() -> str:
 
 def default_out(dataset: Dataset) -> Path:
     return Path("reports") / dataset.name
-
-
-def _file_identity(path: Path) -> str:
-    st = path.stat()
-    return f"{st.st_size}:{st.st_mtime_ns}"
-
-
-def job_key(label: str, version: str, quality: float, image: ImageRef, rate_param: str = "") -> str:
-    """Identity of a job's result: codec + version + rate + image file + metric definitions."""
-    try:
-        ident = image.pixels_sha256 or _file_identity(image.path)
-    except OSError:
-        ident = "missing"
-    payload = json.dumps([label, version, rate_param, float(quality), image.id, ident, METRICS_VERSION])
-    return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
 def build_codecs(specs: Sequence[str], device: str) -> list[Codec]:
@@ -125,264 +88,6 @@ def build_codecs(specs: Sequence[str], device: str) -> list[Codec]:
     if dup:
         raise ValueError(f"codec listed twice: {', '.join(sorted(dup))}")
     return codecs
-
-
-def plan_jobs(codecs: Sequence[tuple[str, Codec]], dataset: Dataset, options: RunOptions) -> list[Job]:
-    jobs = []
-    for spec, codec in codecs:
-        version = codec.version()
-        if options.target_bpp:
-            for target in options.target_bpp:
-                for image in dataset.images:
-                    jobs.append(Job(spec, codec.label(), version, "target_bpp", float(target), image,
-                                    job_key(codec.label(), version, target, image, "target_bpp"), float(target)))
-            continue
-        grid = options.codec_rates.get(spec) or options.codec_rates.get(codec.name) or options.rates or codec.default_rates
-        for quality in grid:
-            for image in dataset.images:
-                jobs.append(Job(spec, codec.label(), version, codec.rate_param, float(quality), image,
-                                job_key(codec.label(), version, quality, image, codec.rate_param)))
-    return jobs
-
-
-# ---------------------------------------------------------------- worker side
-_codec_cache: dict[tuple[str, str], Codec] = {}
-_image_cache: "OrderedDict[str, tuple[SourceImage | None, Reference | None, str | None]]" = OrderedDict()
-_IMAGE_CACHE_SIZE = 3
-
-
-def _worker_setup() -> None:
-    import cv2
-
-    cv2.setNumThreads(1)  # parallelism comes from the workers; avoid oversubscription
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(1)
-
-
-def _get_codec(spec: str, device: str) -> Codec:
-    codec = _codec_cache.get((spec, device))
-    if codec is None:
-        codec = _codec_cache[(spec, device)] = create_codec(spec, device=device)
-    return codec
-
-
-def _get_image(ref: ImageRef) -> tuple[SourceImage | None, Reference | None, str | None]:
-    """Source pixels and their metric statistics, cached for the next tasks of this worker."""
-    try:
-        key = f"{ref.path}|{_file_identity(ref.path)}"  # a rewritten file is a new image
-    except OSError:
-        key = str(ref.path)
-    hit = _image_cache.get(key)
-    if hit is not None:
-        _image_cache.move_to_end(key)
-        return hit
-    try:
-        src = load_image(ref.path)
-        if ref.pixels_sha256 and pixel_hash(src.pixels) != ref.pixels_sha256:
-            raise ImageReadError(f"image {ref.path}: pixels do not match the dataset manifest's checksum")
-        entry = (src, Reference.of(src.pixels), None)
-    except ImageReadError as exc:
-        entry = (None, None, str(exc))
-    except Exception as exc:  # pragma: no cover - anything else reading the file is still per-image
-        entry = (None, None, f"cannot read image {ref.path}: {type(exc).__name__}: {exc}")
-    _image_cache[key] = entry
-    while len(_image_cache) > _IMAGE_CACHE_SIZE:
-        _image_cache.popitem(last=False)
-    return entry
-
-
-def _base_record(job: Job, dataset: str) -> dict[str, Any]:
-    return {"codec": job.label, "codec_version": job.version, "rate_param": job.rate_param, "quality": job.quality,
-            "image": job.image.id, "width": None, "height": None, "bytes": None, "bpp": math.nan,
-            **{m: math.nan for m in METRIC_NAMES}, "enc_time_s": math.nan, "dec_time_s": math.nan,
-            "error": "", "notes": "", "dataset": dataset, "key": job.key}
-
-
-def _finish_record(rec: dict[str, Any], src: SourceImage, ref: Reference, bitstream: bytes, decoded: np.ndarray,
-                   enc_s: float, dec_s: float, notes: list[str], codec: Codec | None = None) -> None:
-    h, w = src.height, src.width
-    rec.update(width=w, height=h, bytes=len(bitstream), bpp=8.0 * len(bitstream) / (h * w),
-               enc_time_s=enc_s, dec_time_s=dec_s)
-    if not isinstance(decoded, np.ndarray) or decoded.shape != src.pixels.shape or decoded.dtype != np.uint8:
-        got = f"{getattr(decoded, 'dtype', type(decoded))} {getattr(decoded, 'shape', '')}"
-        raise ValueError(f"decoder returned {got}, expected uint8 {src.pixels.shape}")
-    values, metric_notes = compute_metrics(ref, decoded)
-    rec.update(values)
-    if codec is not None:
-        rec.update(codec.extra_metrics(src.pixels, decoded))
-    rec["notes"] = "; ".join(dict.fromkeys(src.notes + notes + metric_notes))
-
-
-def _save_outputs(run_dir: Path, job: Job, bitstream: bytes, decoded: np.ndarray | None,
-                  save_bitstreams: bool, save_decoded: bool) -> None:
-    stem = f"{job.image.id.replace('/', '__')}@{job.quality:g}"
-    folder_name = job.label.replace("/", "_").replace(":", "_")
-    if save_bitstreams:
-        d = run_dir / "bitstreams" / folder_name
-        d.mkdir(parents=True, exist_ok=True)
-        (d / f"{stem}.bin").write_bytes(bitstream)
-    if save_decoded and decoded is not None:
-        from PIL import Image
-
-        d = run_dir / "decoded" / folder_name
-        d.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(decoded).save(d / f"{stem}.png")
-
-
-def run_cpu_task(run_dir: str, dataset: str, device: str, jobs: list[Job], save_bitstreams: bool = False,
-                 save_decoded: bool = False, write_records: bool = True) -> list[dict[str, Any]]:
-    """All rate points of one codec on one image; each finished job is stored at once.
-
-    With ``write_records=False`` (remote workers without the run directory) the caller stores them.
-    """
-    _worker_setup()
-    writer = store.writer_for(Path(run_dir)) if write_records else None
-    src, ref, read_error = _get_image(jobs[0].image)
-    records = []
-    for job in jobs:
-        rec = _base_record(job, dataset)
-        try:
-            if read_error:
-                raise ImageReadError(read_error)
-            assert src is not None and ref is not None
-            codec = _get_codec(job.spec, device)
-            bitstream, enc_s, extra = encode_job(codec, src.pixels, job)
-            t1 = time.perf_counter()
-            decoded = codec.decode(bitstream)
-            t2 = time.perf_counter()
-            rec.update(extra)
-            _finish_record(rec, src, ref, bitstream, decoded, enc_s, t2 - t1, [], codec)
-            if save_bitstreams or save_decoded:
-                _save_outputs(Path(run_dir), job, bitstream, decoded, save_bitstreams, save_decoded)
-        except Exception as exc:
-            rec["error"] = _error_text(job, exc)
-        if writer is not None:
-            writer.append(rec)
-        records.append(rec)
-    return records
-
-
-def encode_job(codec: Codec, pixels: np.ndarray, job: Job) -> tuple[bytes, float, dict[str, Any]]:
-    """Encode for one job -> (bitstream, encode seconds, extra columns).
-
-    A rate-matched job first searches the rate parameter whose real bitstream is closest to
-    the target (lcbench.rate_match), then times one plain encode at that rate, so the
-    reported encode time is the codec's, not the search's.
-    """
-    extra: dict[str, Any] = {}
-    rate = job.quality
-    if job.target_bpp is not None:
-        from .rate_match import match_nearest_rate, match_rate_detailed
-
-        if codec.rate_range is None:  # a finite set of operating points (learned models): nearest one
-            rate, _ = match_nearest_rate(codec, pixels, job.target_bpp)
-        else:
-            rate = match_rate_detailed(codec, pixels, job.target_bpp).rate
-        extra = {"matched_rate_param": codec.rate_param, "matched_rate": rate}
-    t0 = time.perf_counter()
-    bitstream = codec.encode(pixels, rate)
-    enc_s = time.perf_counter() - t0
-    return bitstream, enc_s, {**codec.extra_columns(), **extra}
-
-
-def _error_text(job: Job, exc: BaseException) -> str:
-    msg = str(exc) or type(exc).__name__
-    if isinstance(exc, ImageReadError):
-        return msg
-    return f"{job.label} at {job.rate_param}={job.quality:g} on {job.image.path}: {type(exc).__name__}: {msg}"
-
-
-def run_device_jobs(run_dir: Path, dataset: str, device: str, jobs: list[Job], save_bitstreams: bool,
-                    save_decoded: bool, batch_size: int = 4) -> Iterator[list[dict[str, Any]]]:
-    """Learned-codec jobs in this process: one model load, batches of equal-size images."""
-    writer = store.writer_for(run_dir)
-    by_group: dict[tuple[str, float], list[Job]] = {}
-    for job in jobs:
-        by_group.setdefault((job.spec, job.quality), []).append(job)
-    for (spec, quality), group in by_group.items():
-        codec = _get_codec(spec, device)
-        if group[0].target_bpp is not None:  # rate matching: per image, not batched
-            for job in group:
-                yield [_run_single(codec, job, dataset, writer, run_dir, save_bitstreams, save_decoded)]
-            continue
-        pending = []
-        for job in group:
-            src, ref, err = _get_image(job.image)
-            if err:
-                rec = _base_record(job, dataset)
-                rec["error"] = err
-                writer.append(rec)
-                yield [rec]
-                continue
-            pending.append((job, src, ref))
-        # group equal sizes so the codec can stack them into one tensor
-        pending.sort(key=lambda t: t[1].pixels.shape)
-        for start in range(0, len(pending), batch_size):
-            chunk = pending[start:start + batch_size]
-            sizes = {c[1].pixels.shape for c in chunk}
-            batches = [chunk] if len(sizes) == 1 else [[c] for c in chunk]
-            for batch in batches:
-                yield _run_device_batch(codec, batch, quality, dataset, writer, run_dir, save_bitstreams, save_decoded)
-
-
-def _run_single(codec, job, dataset, writer, run_dir, save_bitstreams, save_decoded):
-    rec = _base_record(job, dataset)
-    src, ref, err = _get_image(job.image)
-    try:
-        if err:
-            raise ImageReadError(err)
-        bitstream, enc_s, extra = encode_job(codec, src.pixels, job)
-        t1 = time.perf_counter()
-        decoded = codec.decode(bitstream)
-        dec_s = time.perf_counter() - t1
-        rec.update(extra)
-        _finish_record(rec, src, ref, bitstream, decoded, enc_s, dec_s, [], codec)
-        if save_bitstreams or save_decoded:
-            _save_outputs(run_dir, job, bitstream, decoded, save_bitstreams, save_decoded)
-    except Exception as exc:
-        rec["error"] = _error_text(job, exc)
-    writer.append(rec)
-    return rec
-
-
-def _run_device_batch(codec, batch, quality, dataset, writer, run_dir, save_bitstreams, save_decoded):
-    records = []
-    try:
-        t0 = time.perf_counter()
-        bitstreams = codec.encode_batch([src.pixels for _, src, _ in batch], quality)
-        t1 = time.perf_counter()
-        extras = getattr(codec, "last_batch_extras", None) or [codec.extra_columns()] * len(batch)
-        decoded = codec.decode_batch(bitstreams)
-        t2 = time.perf_counter()
-        n = len(batch)
-        for (job, src, ref), bits, dec, extra in zip(batch, bitstreams, decoded, extras):
-            rec = _base_record(job, dataset)
-            try:
-                rec.update(extra)
-                # per-image time: the batch's time shared equally (noted when batched)
-                note = [f"time is the mean over a batch of {n}"] if n > 1 else []
-                _finish_record(rec, src, ref, bits, dec, (t1 - t0) / n, (t2 - t1) / n, note, codec)
-                if save_bitstreams or save_decoded:
-                    _save_outputs(run_dir, job, bits, dec, save_bitstreams, save_decoded)
-            except Exception as exc:
-                rec["error"] = _error_text(job, exc)
-            records.append(rec)
-    except Exception as exc:
-        for job, _, _ in batch:
-            rec = _base_record(job, dataset)
-            rec["error"] = _error_text(job, exc)
-            records.append(rec)
-    for rec in records:
-        writer.append(rec)
-    return records
-
-
-# ---------------------------------------------------------------- orchestration
-def _n_workers(jobs: int | None) -> int:
-    n = os.cpu_count() or 1
-    if jobs is None or jobs == 0:
-        return n
-    return max(1, n + 1 + jobs) if jobs < 0 else jobs
 
 
 def _metadata(options: RunOptions, dataset: Dataset, codecs: Sequence[tuple[str, Codec]], device: str,
@@ -430,7 +135,8 @@ def execute(options: RunOptions) -> RunOutcome:
     previous = json.loads(meta_path.read_text()) if meta_path.is_file() else None
     write_json_atomic(meta_path, _metadata(options, dataset, codecs, device, previous))
 
-    jobs = plan_jobs(codecs, dataset, options)
+    jobs = plan_jobs(codecs, dataset, rates=options.rates, codec_rates=options.codec_rates,
+                     target_bpp=options.target_bpp)
     existing = store.read_records(run_dir)
     done = {r["key"] for r in existing if not r.get("error") and r.get("key")}
     todo = [j for j in jobs if j.key not in done]
@@ -447,10 +153,15 @@ def execute(options: RunOptions) -> RunOutcome:
     show = options.progress if options.progress is not None else sys.stderr.isatty()
     from tqdm import tqdm
 
+    from .backends import run_cpu_jobs
+    from .worker import run_device_jobs
+
     bar = tqdm(total=len(todo), disable=not show, unit="job", desc="lcbench", dynamic_ncols=True)
     new_records: list[dict[str, Any]] = []
     try:
-        for records in _run_cpu(run_dir, dataset.name, device, cpu_jobs, options):
+        for records in run_cpu_jobs(run_dir, dataset.name, device, cpu_jobs, n_jobs=options.jobs,
+                                    backend=options.backend, scheduler=options.scheduler,
+                                    save_bitstreams=options.save_bitstreams, save_decoded=options.save_decoded):
             new_records.extend(records)
             bar.update(len(records))
         if dev_jobs:
@@ -507,64 +218,3 @@ def _reuse_cached(cache, cache_keys: dict[str, str], jobs: list[Job], run_dir: P
         writer.append({**rec, "image": job.image.id, "dataset": dataset, "key": job.key})
         served.add(job.key)
     return served
-
-
-def _run_cpu(run_dir: Path, dataset: str, device: str, jobs: list[Job], options: RunOptions
-             ) -> Iterator[list[dict[str, Any]]]:
-    """Yield each task's records as it finishes; tasks are (image, codec) groups, image-major."""
-    tasks: dict[tuple[str, str], list[Job]] = {}
-    for job in sorted(jobs, key=lambda j: j.image.id):  # stable: codec order kept within an image
-        tasks.setdefault((job.image.id, job.spec), []).append(job)
-    args = [(str(run_dir), dataset, device, group, options.save_bitstreams, options.save_decoded)
-            for group in tasks.values()]
-    n = min(_n_workers(options.jobs), max(1, len(args)))
-    if options.backend == "dask":
-        yield from _run_dask(run_dir, args, options.scheduler, n)
-        return
-    if options.backend != "loky":
-        raise ValueError(f"unknown --backend {options.backend!r}: use loky or dask")
-    if n == 1:
-        for a in args:
-            yield run_cpu_task(*a)
-        return
-    from joblib import Parallel, delayed
-
-    parallel = Parallel(n_jobs=n, return_as="generator_unordered", backend="loky", batch_size=1)
-    yield from parallel(delayed(run_cpu_task)(*a) for a in args)
-
-
-def _run_dask(run_dir: Path, args: list[tuple], scheduler: str | None, n_workers: int
-              ) -> Iterator[list[dict[str, Any]]]:
-    """The same tasks on a Dask cluster; this process stores each task's records as it arrives,
-    so workers need the images (shared filesystem or mirrors) but not the run directory."""
-    try:
-        from distributed import Client, LocalCluster, as_completed
-    except ImportError as exc:
-        raise ImportError("--backend dask needs dask.distributed: pip install 'lcbench[dask]'") from exc
-    cluster = None
-    if scheduler:
-        client = Client(scheduler, timeout="30s")
-    else:
-        cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                               dashboard_address=None)
-        client = Client(cluster)
-    writer = store.writer_for(run_dir)
-    try:
-        futures = {client.submit(run_cpu_task, *a[:6], write_records=False, pure=False): a for a in args}
-        for fut in as_completed(futures):
-            try:
-                records = fut.result()
-            except Exception as exc:  # the task itself died (worker lost, ...): its jobs fail, others go on
-                a = futures[fut]
-                records = []
-                for job in a[3]:
-                    rec = _base_record(job, a[1])
-                    rec["error"] = _error_text(job, exc)
-                    records.append(rec)
-            for rec in records:
-                writer.append(rec)
-            yield records
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()

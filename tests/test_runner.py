@@ -228,7 +228,8 @@ def test_target_bpp_and_quality_are_exclusive(image_folder, capsys):
     assert "--target-bpp" in capsys.readouterr().err
 
 
-def test_result_cache_serves_another_run_directory(image_folder, tmp_path):
+def test_result_cache_serves_another_run_directory(image_folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("LCBENCH_CACHE", str(tmp_path / "cache"))  # nothing from other tests
     first = lcbench.run(["jpeg"], image_folder, out=tmp_path / "one", quality=[25, 75], jobs=1)
     renamed = tmp_path / "renamed"
     renamed.mkdir()

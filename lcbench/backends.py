@@ -1,0 +1,85 @@
+"""Where CPU-codec tasks run: loky worker processes on this machine, or a Dask cluster.
+
+A task is all rate points of one codec on one image (``worker.run_cpu_task``). Both
+backends yield each task's records as it finishes; records are stored durably either by
+the worker itself (loky: same machine) or by this process as results arrive (Dask:
+workers need the images, not the run directory).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+from . import store
+from .jobs import Job
+from .worker import base_record, error_text, run_cpu_task
+
+
+def _n_workers(jobs: int | None) -> int:
+    n = os.cpu_count() or 1
+    if jobs is None or jobs == 0:
+        return n
+    return max(1, n + 1 + jobs) if jobs < 0 else jobs
+
+
+def run_cpu_jobs(run_dir: Path, dataset: str, device: str, jobs: list[Job], *, n_jobs: int | None = None,
+                 backend: str = "loky", scheduler: str | None = None, save_bitstreams: bool = False,
+                 save_decoded: bool = False) -> Iterator[list[dict[str, Any]]]:
+    """Yield each task's records as it finishes; tasks are (image, codec) groups, image-major."""
+    tasks: dict[tuple[str, str], list[Job]] = {}
+    for job in sorted(jobs, key=lambda j: j.image.id):  # stable: codec order kept within an image
+        tasks.setdefault((job.image.id, job.spec), []).append(job)
+    args = [(str(run_dir), dataset, device, group, save_bitstreams, save_decoded)
+            for group in tasks.values()]
+    n = min(_n_workers(n_jobs), max(1, len(args)))
+    if backend == "dask":
+        yield from _run_dask(run_dir, args, scheduler, n)
+        return
+    if backend != "loky":
+        raise ValueError(f"unknown --backend {backend!r}: use loky or dask")
+    if n == 1:
+        for a in args:
+            yield run_cpu_task(*a)
+        return
+    from joblib import Parallel, delayed
+
+    parallel = Parallel(n_jobs=n, return_as="generator_unordered", backend="loky", batch_size=1)
+    yield from parallel(delayed(run_cpu_task)(*a) for a in args)
+
+
+def _run_dask(run_dir: Path, args: list[tuple], scheduler: str | None, n_workers: int
+              ) -> Iterator[list[dict[str, Any]]]:
+    """The same tasks on a Dask cluster; this process stores each task's records as it arrives,
+    so workers need the images (shared filesystem or mirrors) but not the run directory."""
+    try:
+        from distributed import Client, LocalCluster, as_completed
+    except ImportError as exc:
+        raise ImportError("--backend dask needs dask.distributed: pip install 'lcbench[dask]'") from exc
+    cluster = None
+    if scheduler:
+        client = Client(scheduler, timeout="30s")
+    else:
+        cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                               dashboard_address=None)
+        client = Client(cluster)
+    writer = store.writer_for(run_dir)
+    try:
+        futures = {client.submit(run_cpu_task, *a[:6], write_records=False, pure=False): a for a in args}
+        for fut in as_completed(futures):
+            try:
+                records = fut.result()
+            except Exception as exc:  # the task itself died (worker lost, ...): its jobs fail, others go on
+                a = futures[fut]
+                records = []
+                for job in a[3]:
+                    rec = base_record(job, a[1])
+                    rec["error"] = error_text(job, exc)
+                    records.append(rec)
+            for rec in records:
+                writer.append(rec)
+            yield records
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()

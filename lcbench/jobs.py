@@ -1,0 +1,63 @@
+"""Jobs: one codec x rate point x image, and the key that identifies its result."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from .codec import Codec
+from .dataset import Dataset, ImageRef
+
+METRICS_VERSION = 1  # bump when a metric's definition changes: cached results become stale
+
+
+@dataclass(frozen=True)
+class Job:
+    spec: str
+    label: str
+    version: str
+    rate_param: str
+    quality: float
+    image: ImageRef
+    key: str
+    target_bpp: float | None = None  # set for rate-matched jobs: quality then holds the target
+
+
+def file_identity(path: Path) -> str:
+    st = path.stat()
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def job_key(label: str, version: str, quality: float, image: ImageRef, rate_param: str = "") -> str:
+    """Identity of a job's result: codec + version + rate + image file + metric definitions."""
+    try:
+        ident = image.pixels_sha256 or file_identity(image.path)
+    except OSError:
+        ident = "missing"
+    payload = json.dumps([label, version, rate_param, float(quality), image.id, ident, METRICS_VERSION])
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+def plan_jobs(codecs: Sequence[tuple[str, Codec]], dataset: Dataset, *, rates: Sequence[float] | None = None,
+              codec_rates: Mapping[str, Sequence[float]] | None = None,
+              target_bpp: Sequence[float] | None = None) -> list[Job]:
+    """Every job of a run: each codec's grid (per-codec override, then one for all, then the
+    codec's default), or the rate-matching targets, over every image."""
+    codec_rates = codec_rates or {}
+    jobs = []
+    for spec, codec in codecs:
+        version = codec.version()
+        if target_bpp:
+            for target in target_bpp:
+                for image in dataset.images:
+                    jobs.append(Job(spec, codec.label(), version, "target_bpp", float(target), image,
+                                    job_key(codec.label(), version, target, image, "target_bpp"), float(target)))
+            continue
+        grid = codec_rates.get(spec) or codec_rates.get(codec.name) or rates or codec.default_rates
+        for quality in grid:
+            for image in dataset.images:
+                jobs.append(Job(spec, codec.label(), version, codec.rate_param, float(quality), image,
+                                job_key(codec.label(), version, quality, image, codec.rate_param)))
+    return jobs
