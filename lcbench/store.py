@@ -120,8 +120,6 @@ def latest_by_job(records: Iterable[dict[str, Any]]) -> dict[tuple, dict[str, An
 
 def write_results_csv(run_dir: Path, records: list[dict[str, Any]]) -> Path:
     """Rewrite results.csv atomically from records (sorted for stable diffs)."""
-    import pandas as pd
-
     df = records_to_frame(records)
     path = Path(run_dir) / RESULTS_CSV
     tmp = path.with_suffix(".csv.tmp")
