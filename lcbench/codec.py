@@ -54,6 +54,9 @@ class Codec(abc.ABC):
     rate_param: ClassVar[str] = "quality"
     default_rates: ClassVar[tuple[float, ...]] = ()
     rate_range: ClassVar[tuple[float, float] | None] = None
+    # True when only the listed rate points exist (e.g. one trained model each): rate matching
+    # then picks the nearest of them instead of searching rate_range.
+    discrete_rates: ClassVar[bool] = False
     # True when a higher rate parameter gives a larger bitstream (quality); False for QP-like.
     rate_increases_bits: ClassVar[bool] = True
     lossless: ClassVar[bool] = False

@@ -118,7 +118,7 @@ def encode_job(codec: Codec, pixels: np.ndarray, job: Job) -> tuple[bytes, float
     if job.target_bpp is not None:
         from .rate_match import match_nearest_rate, match_rate_detailed
 
-        if codec.rate_range is None:  # a finite set of operating points (learned models): nearest one
+        if codec.rate_range is None or codec.discrete_rates:  # a finite set of models: the nearest one
             rate, _ = match_nearest_rate(codec, pixels, job.target_bpp)
         else:
             rate = match_rate_detailed(codec, pixels, job.target_bpp).rate
