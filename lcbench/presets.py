@@ -91,7 +91,11 @@ def sr_table(frame, metrics: Sequence[str] = SR_METRICS):
     keys = ["dataset", "method", "scale", "inner", "quality"]
     agg = ok.groupby(keys, sort=False).agg(**{m: (m, "mean") for m in metrics}, n_images=("image", "nunique"),
                                            bpp=("bpp", "mean")).reset_index()
-    return agg.sort_values(["dataset", "inner", "method", "scale", "quality"]).reset_index(drop=True)
+    # datasets in the order the results list them (e.g. set5 before set14, as in the papers)
+    order = {d: i for i, d in enumerate(dict.fromkeys(ok["dataset"]))}
+    agg["_order"] = agg["dataset"].map(order)
+    agg = agg.sort_values(["_order", "inner", "method", "scale", "quality"]).drop(columns="_order")
+    return agg.reset_index(drop=True)
 
 
 def format_sr_table(frame, metrics: Sequence[str] = SR_METRICS, style: str = "markdown") -> str:

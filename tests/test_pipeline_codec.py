@@ -155,3 +155,12 @@ def test_run_counts_bpp_on_the_original_and_records_sr_metrics(tmp_path: Path) -
     assert df[df["codec"] == "jpeg"]["psnr_y_sr"].isna().all()  # plain codecs have no SR columns
     saved = pd.read_csv(tmp_path / "run" / "results.csv")
     assert set(saved["codec"]) == {"jpeg", "bicubic-x2+jpeg"}
+
+
+def test_steps_cli(capsys) -> None:
+    from lcbench.cli import main as cli_main
+
+    assert cli_main(["steps", "bicubic-*"]) == 0
+    out = capsys.readouterr().out
+    assert "bicubic-x4     x4  available" in out and "lanczos" not in out.split("Use as")[0]
+    assert cli_main(["steps", "nope*"]) == 2

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -98,3 +99,18 @@ def test_rescale_table_cli(tmp_path, capsys) -> None:
     assert "set5     bicubic  x2     jpeg   30.00/.8000  32.00/.8200  2" in out
     assert "set14    bicubic  x4     jpeg   24.00/.8000  26.00/.8200  2" in out
     assert cli_main(["rescale-table", str(tmp_path / "missing")]) == 2
+
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+@pytest.mark.parametrize("scale,published", [(2, (33.66, 0.9299)), (4, (28.42, 0.8104))])
+def test_bicubic_set5_matches_published_bicubic_baseline(tmp_path, scale, published) -> None:
+    """Uncompressed bicubic down/up on Set5 vs the SR literature's MATLAB bicubic baseline (Y, border S)."""
+    if not (SHARED / "set5" / "baby.png").is_file():
+        pytest.skip("shared Set5 copy not present")
+    import lcbench
+
+    df = lcbench.run([f"bicubic-x{scale}+png"], SHARED / "set5", out=tmp_path / "run", jobs=1, raise_on_failure=True)
+    assert df["psnr_y_sr"].mean() == pytest.approx(published[0], abs=0.1)
+    assert df["ssim_y_sr"].mean() == pytest.approx(published[1], abs=0.002)

@@ -1,0 +1,145 @@
+"""ComCNN/RecCNN: shipped weights, comcnn+jpeg round trips, what RecCNN adds, training smoke test."""
+from __future__ import annotations
+
+import hashlib
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lcbench.codec import CodecUnavailable
+from lcbench.comcnn.model import ComRecPair, ModelConfig
+from lcbench.comcnn.train import codec_round_trip, phase_plan, pipeline_loss, to_tensor
+from lcbench.comcnn.train_cli import main as train_main
+from lcbench.comcnn.weights import WeightsError, load
+from lcbench.metrics import psnr_from_mse
+from lcbench.registry import create_codec
+from lcbench.resample import resize_uint8
+from lcbench_codecs.comcnn import default_weights
+from support import photo
+
+SHIPPED = default_weights("jpeg")
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return psnr_from_mse(float(np.mean((a.astype(np.float64) - b) ** 2)))
+
+
+def test_shipped_weights_are_small_plain_tensors_trained_on_wikipedia() -> None:
+    assert SHIPPED.is_file() and SHIPPED.stat().st_size < 2_000_000
+    blob = torch.load(SHIPPED, map_location="cpu", weights_only=True)  # no pickled code
+    assert blob["format"] == "lcbench-comcnn" and blob["meta"]["codec"] == "jpeg"
+    assert Path(blob["meta"]["data"]).name == "train-wikipedia" and blob["meta"]["finished"]
+    model, meta = load(SHIPPED)
+    assert meta["qualities"] == [float(q) for q in range(10, 91, 10)]
+    assert not model.training
+
+
+def test_version_is_the_weights_sha256() -> None:
+    c = create_codec("comcnn+jpeg")
+    sha = hashlib.sha256(SHIPPED.read_bytes()).hexdigest()
+    assert c.version() == f"comcnn weights-sha256:{sha} | jpeg " + create_codec("jpeg").version()
+    assert c.label() == "comcnn+jpeg" and c.uses_device and c.default_rates == create_codec("jpeg").default_rates
+
+
+@pytest.mark.parametrize("size", [(37, 53), (5, 7), (1, 1)])
+def test_round_trip_odd_sizes_and_grey(size: tuple[int, int]) -> None:
+    c = create_codec("comcnn+jpeg")
+    img = photo("chelsea", size)
+    grey = np.ascontiguousarray(np.repeat(img[:, :, :1], 3, axis=2))
+    for im in (img, grey):
+        out = c.decode(c.encode(im, 50))
+        assert out.shape == im.shape and out.dtype == np.uint8
+
+
+def test_compact_image_is_half_size_and_coded_by_the_real_codec() -> None:
+    c = create_codec("comcnn+jpeg")
+    img = photo("astronaut", (96, 130))
+    data = c.encode(img, 70)
+    step = c.steps[0]
+    compact, side = step.forward(img)
+    assert compact.shape == (48, 65, 3) and side == b""
+    inner = create_codec("jpeg").encode(compact, 70)
+    assert data.endswith(inner) and len(data) == len(inner) + 1 + 2 + 1 + 2 + 1
+
+
+def test_reccnn_restores_better_than_bicubic() -> None:
+    """The trained RecCNN beats plain bicubic upsampling of the same decoded compact image."""
+    c = create_codec("comcnn+jpeg")
+    step = c.steps[0]
+    img = photo("astronaut", (256, 256))
+    jpeg = create_codec("jpeg")
+    for q in (20, 50, 90):
+        decoded = jpeg.decode(jpeg.encode(step.forward(img)[0], q))
+        gain = psnr(img, step.inverse(decoded, b"", 256, 256)) - psnr(img, resize_uint8(decoded, 256, 256))
+        assert gain > 0.2, f"quality {q}: RecCNN gains only {gain:.2f} dB over bicubic"
+
+
+def test_missing_weights_are_named() -> None:
+    with pytest.raises(CodecUnavailable, match="comcnn_webp.pt is missing.*jpeg only"):
+        create_codec("comcnn+webp").version()
+    with pytest.raises(CodecUnavailable, match="nope.pt is missing"):
+        create_codec("comcnn:weights=nope.pt+jpeg").encode(photo("coffee", (16, 16)), 50)
+
+
+def test_corrupt_weights_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a torch file")
+    with pytest.raises(WeightsError, match="bad.pt is corrupt"):
+        load(bad)
+
+
+def test_phase_plan() -> None:
+    assert phase_plan(10, 2) == [("rec", 4), ("com", 3), ("rec", 3)]
+    assert phase_plan(5, 1) == [("rec", 5)]
+
+
+def test_straight_through_gradient_reaches_comcnn_only_when_asked() -> None:
+    torch.manual_seed(0)
+    model = ComRecPair(ModelConfig(channels=8, rec_layers=3))
+    x = to_tensor(photo("astronaut", (32, 32))[None], "cpu")
+    jpeg = create_codec("jpeg")
+    loss, _, bits = pipeline_loss(model, x, jpeg, [50], random.Random(0), train_com=True)
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.com.parameters())
+    # the forward value is the real codec's: bits are those of JPEG on the compact image
+    compact = (model.com(x).detach().clamp(0, 1)[0].permute(1, 2, 0).numpy() * 255)
+    compact = np.clip(np.rint(compact), 0, 255).astype(np.uint8)
+    assert bits == 8 * len(jpeg.encode(compact, 50))
+    model.zero_grad(set_to_none=True)
+    loss, _, _ = pipeline_loss(model, x, jpeg, [50], random.Random(0), train_com=False)
+    loss.backward()
+    assert all(p.grad is None for p in model.com.parameters())
+    assert all(p.grad is not None for p in model.rec.parameters())
+
+
+def test_codec_round_trip_uses_the_qualities() -> None:
+    lows = np.stack([photo("coffee", (16, 16))] * 3)
+    jpeg = create_codec("jpeg")
+    dec, bits = codec_round_trip(jpeg, lows, [35], random.Random(1))
+    assert bits == 3 * 8 * len(jpeg.encode(lows[0], 35))
+    assert np.array_equal(dec[0], jpeg.decode(jpeg.encode(lows[0], 35)))
+
+
+def test_training_smoke(tmp_path: Path) -> None:
+    data = tmp_path / "train"
+    data.mkdir()
+    Image.fromarray(photo("astronaut", (80, 96))).save(data / "a.png")
+    Image.fromarray(photo("coffee", (64, 70))).save(data / "b.png")
+    out = tmp_path / "w.pt"
+    assert train_main(["--data", str(data), "--out", str(out), "--steps", "3", "--batch", "2", "--crop", "32",
+                       "--rounds", "2", "--channels", "8", "--rec-layers", "3", "--qualities", "20,60",
+                       "--log-every", "1"]) == 0
+    model, meta = load(out)
+    assert meta["finished"] and meta["trained_steps"] == 3 and meta["qualities"] == [20.0, 60.0]
+    assert model.config == ModelConfig(channels=8, rec_layers=3)
+    rows = out.with_suffix(".csv").read_text().splitlines()
+    assert rows[0].startswith("step,phase,loss") and [r.split(",")[1] for r in rows[1:]] == ["rec", "com", "rec"]
+    c = create_codec(f"comcnn:weights={out}+jpeg")
+    img = photo("chelsea", (21, 34))
+    assert c.decode(c.encode(img, 50)).shape == img.shape
+    with pytest.raises(ValueError, match="multiple of 16"):
+        train_main(["--data", str(data), "--out", str(out), "--crop", "40"])
