@@ -143,3 +143,21 @@ def test_training_smoke(tmp_path: Path) -> None:
     assert c.decode(c.encode(img, 50)).shape == img.shape
     with pytest.raises(ValueError, match="multiple of 16"):
         train_main(["--data", str(data), "--out", str(out), "--crop", "40"])
+
+
+def test_lcbench_train_comcnn_through_the_train_command(tmp_path: Path, monkeypatch) -> None:
+    """The entry the lead adds to lcbench/cli/train.py's TRAINERS, exercised through the real CLI."""
+    from lcbench.cli import main as cli_main
+    from lcbench.cli import train as train_cmd
+    from lcbench.comcnn import train_cli
+
+    monkeypatch.setitem(train_cmd.TRAINERS, "comcnn", (train_cli.add_arguments, train_cli.run))
+    data = tmp_path / "train"
+    data.mkdir()
+    Image.fromarray(photo("astronaut", (64, 64))).save(data / "a.png")
+    out = tmp_path / "c.pt"
+    assert cli_main(["train", "comcnn", "--codec", "jpeg", "--data", str(data), "--out", str(out), "--steps", "2",
+                     "--batch", "1", "--crop", "32", "--channels", "4", "--rec-layers", "2", "--rounds", "1"]) == 0
+    _, meta = load(out)
+    assert meta["codec"] == "jpeg" and meta["trained_steps"] == 2 and meta["rounds"] == 1
+    assert cli_main(["train", "comcnn", "--data", str(data), "--out", str(out), "--resume", "x.ckpt"]) == 2

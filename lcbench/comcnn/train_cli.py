@@ -30,8 +30,9 @@ def run(args: argparse.Namespace) -> int:
     from lcbench.rates import parse_rate_list
     from lcbench.registry import create_codec
 
-    if getattr(args, "resume", None):
-        raise ValueError("lcbench train comcnn cannot resume a checkpoint; start a new run")
+    if getattr(args, "resume", None) or getattr(args, "init", None):
+        raise ValueError("lcbench train comcnn cannot resume or start from other weights (--resume/--init); "
+                         "start a new run")
     if args.qualities:
         qualities = parse_rate_list(args.qualities)
     elif args.codec.split(":")[0] == "jpeg":
