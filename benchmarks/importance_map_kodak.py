@@ -27,8 +27,8 @@ DEFAULT_KODAK = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "k
 def ms_ssim(a: np.ndarray, b: np.ndarray) -> float:
     from pytorch_msssim import ms_ssim as _ms_ssim
 
-    ta = torch.from_numpy(a).permute(2, 0, 1)[None].double()
-    tb = torch.from_numpy(b).permute(2, 0, 1)[None].double()
+    ta = torch.from_numpy(a.copy()).permute(2, 0, 1)[None].float()
+    tb = torch.from_numpy(b.copy()).permute(2, 0, 1)[None].float()
     return float(_ms_ssim(ta, tb, data_range=255))
 
 

@@ -11,10 +11,11 @@ Options: ``device`` (cpu/cuda, set by the runner) and ``weights_dir`` (a folder 
 """
 from __future__ import annotations
 
-import re
+import contextlib
 import hashlib
+import re
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Iterator, Sequence
 
 import numpy as np
 
@@ -22,7 +23,7 @@ from lcbench.codec import Availability, CodecError, CodecUnavailable, TorchCodec
 from lcbench.registry import register_codec
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-SHIPPED_MODELS = (1, 2, 3, 4)
+SHIPPED_MODELS = (1, 2, 3, 4, 5)
 _FILE_RE = re.compile(r"^importance_map_(\d+)\.pt$")
 PAD_MULTIPLE = 16  # code map (1/8 resolution) with even sides, for the 2x2 coding phases
 
@@ -58,6 +59,8 @@ class ImportanceMap(TorchCodec):
             self.options["weights_dir"] = str(weights_dir)
         self._models: dict[int, Any] = {}  # id -> (network, ContextModel, sha256)
         self.last_estimate: dict[str, float] = {}
+        self.last_batch_extras: list[dict[str, float]] = []
+        self._version: str | None = None
 
     # -- discovery and checks --------------------------------------------------------------
     @classmethod
@@ -84,6 +87,11 @@ class ImportanceMap(TorchCodec):
 
     def version(self) -> str:
         """sha256 over the weights files of every model this codec instance can use."""
+        if self._version is None:
+            self._version = self._weights_hash()
+        return self._version
+
+    def _weights_hash(self) -> str:
         ids = self.model_ids() if self.options else list(SHIPPED_MODELS)
         if not ids:
             raise CodecUnavailable(f"importance_map: no importance_map_<id>.pt weights in {self.weights_dir}")
@@ -162,7 +170,7 @@ class ImportanceMap(TorchCodec):
                 kept = int((np.arange(net.config.n)[:, None, None] * levels < net.config.n * (q[j][None] + 1)).sum())
                 estimates[i] = {"est_bpp": kept / (h * w), "kept_fraction": kept / bits[j].size}
         self.last_estimate = estimates[-1] if estimates else {}
-        self.last_estimates = estimates
+        self.last_batch_extras = estimates  # per image, read by the runner after encode_batch
         return [b for b in out if b is not None]
 
     def decode_batch(self, bitstreams: Sequence[bytes]) -> list[np.ndarray]:
@@ -195,7 +203,7 @@ class ImportanceMap(TorchCodec):
             bits = torch.from_numpy(np.stack([parsed[i][1] for i in idx])).float()
             q = torch.from_numpy(np.stack([parsed[i][2] for i in idx]))[:, None]
             mask = importance_mask(q, net.config.n, net.config.levels)
-            with torch.no_grad():
+            with torch.no_grad(), _one_cpu_thread(self.device):
                 y = net.synthesise((bits * mask).to(self.device))
             pixels = torch.clamp(torch.round(y * 127.5 + 127.5), 0, 255).to(torch.uint8)
             pixels = pixels.permute(0, 2, 3, 1).cpu().numpy()
@@ -207,6 +215,24 @@ class ImportanceMap(TorchCodec):
     def extra_columns(self) -> dict[str, Any]:
         """The model's own rate estimate for the last encoded image (kept code bits per pixel)."""
         return dict(self.last_estimate)
+
+
+@contextlib.contextmanager
+def _one_cpu_thread(device: str) -> Iterator[None]:
+    """Synthesise on one CPU thread: float sums then run in one order whatever the process's
+    thread setting, so a second process decodes identical pixels (with 2 or 4 threads,
+    a few pixels of a Kodak image round the other way)."""
+    import torch
+
+    if not str(device).startswith("cpu"):
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _padded(n: int) -> int:

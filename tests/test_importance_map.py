@@ -149,6 +149,8 @@ def test_round_trip_any_size(tiny_codec, size: tuple[int, int]) -> None:
 def test_batch_equals_single(tiny_codec) -> None:
     imgs = [photo("astronaut", (40, 56)), photo("chelsea", (40, 56)), photo("coffee", (33, 20))]
     batch = tiny_codec.encode_batch(imgs, 1)
+    extras = tiny_codec.last_batch_extras  # per-image estimates, read by the runner
+    assert len(extras) == 3 and extras[2]["est_bpp"] != extras[0]["est_bpp"]  # 33x20 pads differently
     assert batch == [tiny_codec.encode(im, 1) for im in imgs]
     for got, data in zip(tiny_codec.decode_batch(batch), batch):
         assert np.array_equal(got, tiny_codec.decode(data))
@@ -160,7 +162,9 @@ def test_decode_in_a_fresh_process_is_bit_exact(tiny_codec, tiny_weights_dir: Pa
     (tmp_path / "img.lcim").write_bytes(data)
     script = textwrap.dedent(f"""
         import numpy as np
+        import torch
         from pathlib import Path
+        torch.set_num_threads(3)  # a different thread setting must not change the pixels
         from lcbench.registry import create_codec
         c = create_codec("importance_map", weights_dir={str(tiny_weights_dir)!r})
         np.save({str(tmp_path / 'out.npy')!r}, c.decode(Path({str(tmp_path / 'img.lcim')!r}).read_bytes()))
