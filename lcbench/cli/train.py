@@ -47,6 +47,9 @@ def _importance_map_run(args: argparse.Namespace) -> int:
 TRAINERS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "importance_map": (_importance_map_arguments, _importance_map_run),
 }
+from lcbench.comcnn import train_cli as _comcnn_cli  # noqa: E402
+
+TRAINERS["comcnn"] = (_comcnn_cli.add_arguments, _comcnn_cli.run)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
