@@ -49,6 +49,7 @@ class ImportanceMap(TorchCodec):
     rate_param = "model"
     default_rates: ClassVar[tuple[float, ...]] = tuple(float(i) for i in SHIPPED_MODELS)
     rate_range = (float(min(SHIPPED_MODELS)), float(max(SHIPPED_MODELS)))
+    discrete_rates = True  # a fixed set of models: --target-bpp picks the nearest one
     rate_increases_bits = True
     description = "Li et al. CVPR 2018 importance-map codec (learned, range-coded)"
 

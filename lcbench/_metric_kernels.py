@@ -38,6 +38,17 @@ def products(x, y, yy, xy):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
+def centred_products(x, decoded, centre, y, yy, xy):  # pragma: no cover - compiled
+    """y = decoded - centre (uint8 -> float32), yy = y * y, xy = x * y, in one pass into given buffers."""
+    fx, fd, fy, fyy, fxy = x.ravel(), decoded.ravel(), y.ravel(), yy.ravel(), xy.ravel()
+    for k in range(fd.size):
+        v = np.float32(fd[k]) - centre
+        fy[k] = v
+        fyy[k] = v * v
+        fxy[k] = fx[k] * v
+
+
+@njit(cache=True, nogil=True)
 def ssim_sums(mu_x, var_x_c2, lum_x, lum_x2_c1, mu_y, e_yy, e_xy, pad, centre, c1, c2):  # pragma: no cover
     """Per-channel means of the SSIM map and the contrast-structure map over the valid region.
 

@@ -111,7 +111,7 @@ class _Scale:
 
     def work(self) -> list[np.ndarray]:
         if not self.buffers:
-            self.buffers = [np.empty_like(self.x) for _ in range(5)]
+            self.buffers = [np.empty_like(self.x) for _ in range(6)]
         return self.buffers
 
 
@@ -147,10 +147,19 @@ class Reference:
         return self.pixels.shape
 
 
-def _ssim_terms(s: _Scale, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean SSIM and mean contrast-structure term at one scale (float64)."""
-    yy, xy, f_y, f_yy, f_xy = s.work()
-    kernels.products(s.x, y, yy, xy)
+def _ssim_terms(s: _Scale, y: np.ndarray | None, decoded: np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean SSIM and mean contrast-structure term at one scale (float64).
+
+    ``y`` is the decoded image centred in float32; at full scale pass the uint8 ``decoded``
+    instead and the conversion is fused into the products pass (no image-sized temporaries).
+    """
+    yy, xy, f_y, f_yy, f_xy, y_buf = s.work()
+    if y is None:
+        y = y_buf
+        kernels.centred_products(s.x, decoded, np.float32(_CENTRE), y, yy, xy)
+    else:
+        kernels.products(s.x, y, yy, xy)
     return kernels.ssim_sums(s.mu_x, s.var_x_c2, s.lum_x, s.lum_x2_c1, _filter(y, f_y), _filter(yy, f_yy),
                              _filter(xy, f_xy), _PAD, np.float32(_CENTRE), np.float32(C1), np.float32(C2))
 
@@ -170,12 +179,14 @@ def compute_metrics(ref: Reference, decoded: np.ndarray) -> tuple[dict[str, floa
     if not ref.scales:
         notes.append(f"ssim needs at least {WIN_SIZE}x{WIN_SIZE} px")
         return out, notes
-    y = decoded.astype(np.float32) - _CENTRE
     per_level_ssim, per_level_cs = [], []
     for level, scale in enumerate(ref.scales):
-        if level:
+        if level == 0:
+            ssim_c, cs_c = _ssim_terms(scale, None, decoded)
+            y = scale.work()[5]  # the centred decoded image, written by the fused pass
+        else:
             y = _avg_pool2(y + _CENTRE) - _CENTRE
-        ssim_c, cs_c = _ssim_terms(scale, y)
+            ssim_c, cs_c = _ssim_terms(scale, y)
         per_level_ssim.append(ssim_c)
         per_level_cs.append(cs_c)
     out["ssim"] = float(per_level_ssim[0].mean())
