@@ -114,3 +114,29 @@ def test_bicubic_set5_matches_published_bicubic_baseline(tmp_path, scale, publis
     df = lcbench.run([f"bicubic-x{scale}+png"], SHARED / "set5", out=tmp_path / "run", jobs=1, raise_on_failure=True)
     assert df["psnr_y_sr"].mean() == pytest.approx(published[0], abs=0.1)
     assert df["ssim_y_sr"].mean() == pytest.approx(published[1], abs=0.002)
+
+
+def test_run_preset_cli_runs_protocol_grid_and_prints_papers_table(tmp_path, capsys) -> None:
+    """`lcbench run --preset rescale-jpeg`: both scales x 5 qualities per image, and the SR table of those rows."""
+    from PIL import Image
+
+    data = tmp_path / "imgs"
+    data.mkdir()
+    Image.fromarray(photo(size=(67, 53))).save(data / "a.png")
+    out = tmp_path / "run"
+    assert cli_main(["run", "--preset", "rescale-jpeg", "--dataset", str(data), "--out", str(out), "-j", "1",
+                     "--no-progress", "--no-cache"]) == 0
+    printed = capsys.readouterr().out
+    df = pd.read_csv(out / "results.csv")
+    assert sorted(df.codec.unique()) == ["bicubic-x2+jpeg", "bicubic-x4+jpeg"]
+    assert sorted(df.quality.unique()) == [30, 50, 70, 80, 90] and len(df) == 10
+    x2q50 = df[(df.codec == "bicubic-x2+jpeg") & (df.quality == 50)].iloc[0]
+    cell = f"{x2q50.psnr_y_sr:.2f}/{x2q50.ssim_y_sr:.4f}".replace("/0.", "/.")
+    row = next(line for line in printed.splitlines() if line.startswith("imgs") and " x2 " in line)
+    assert row.split()[5] == cell  # dataset method scale codec q=30 q=50 ...
+    # -q overrides the protocol's grid; an unknown preset is a clear error (exit 2)
+    assert cli_main(["run", "--preset", "rescale-jpeg", "-q", "50", "--dataset", str(data), "--out",
+                     str(tmp_path / "run2"), "-j", "1", "--no-progress", "--no-cache"]) == 0
+    assert sorted(pd.read_csv(tmp_path / "run2" / "results.csv").quality.unique()) == [50]
+    assert cli_main(["run", "--preset", "rescale-avif", "--dataset", str(data)]) == 2
+    assert "rescale-avif" in capsys.readouterr().err

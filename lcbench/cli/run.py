@@ -9,8 +9,13 @@ HELP = "run codecs over a dataset and write per-image results"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--codecs", "-c", required=True,
-                   help="comma-separated codec specs, e.g. jpeg,webp,jpeg:subsampling=444 (see `lcbench codecs`)")
+    p.add_argument("--codecs", "-c", default="",
+                   help="comma-separated codec specs, e.g. jpeg,webp,jpeg:subsampling=444 or pipelines such as "
+                        "bicubic-x2+jpeg,comcnn+jpeg (see `lcbench codecs`, `lcbench steps`)")
+    p.add_argument("--preset", metavar="NAME",
+                   help="a published protocol's codecs and rate grid: rescale-jpeg or rescale-webp (bicubic x2/x4 "
+                        "around the codec at quality 30..90; prints the papers' Y-channel PSNR/SSIM table); "
+                        "--codecs adds to it")
     p.add_argument("--dataset", "-d", default="sample", help="folder path or dataset name (default: sample, offline)")
     p.add_argument("--out", "-o", help="run directory (default: reports/<dataset>); re-running resumes it")
     p.add_argument("-q", "--quality", action="append", metavar="GRID",
@@ -43,9 +48,17 @@ def run(args: argparse.Namespace) -> int:
     for plugin in args.plugin:
         load_plugin(plugin)
     codecs = [c.strip() for c in args.codecs.split(",") if c.strip()]
-    if not codecs:
-        raise ValueError("--codecs: no codec given")
     every, per_codec = parse_rate_overrides(args.quality)
+    preset = None
+    if args.preset:
+        from lcbench.presets import get_preset
+
+        preset = get_preset(args.preset)
+        codecs = list(preset.codecs) + [c for c in codecs if c not in preset.codecs]
+        # the protocol's grid, unless -q overrides it for a codec (or for all)
+        per_codec = {**({} if every else {k: v for k, v in preset.rates.items()}), **per_codec}
+    if not codecs:
+        raise ValueError("--codecs: no codec given (or use --preset)")
     targets = parse_rate_list(args.target_bpp) if args.target_bpp else None
     if targets and (every or per_codec):
         raise ValueError("--target-bpp replaces the rate grid: do not combine it with -q/--quality")
@@ -56,6 +69,10 @@ def run(args: argparse.Namespace) -> int:
                          scheduler=args.scheduler)
     outcome = execute(options)
     print(format_terminal_table(outcome.frame))
+    if preset is not None:
+        from lcbench.presets import format_sr_table
+
+        print("\n" + format_sr_table(outcome.frame, style="text"))
     done = outcome.planned - len(outcome.failures)
     print(f"\n{done}/{outcome.planned} jobs ok ({outcome.skipped} reused from {outcome.run_dir}, "
           f"{outcome.from_cache} from the result cache); results: {outcome.run_dir / 'results.csv'}")
