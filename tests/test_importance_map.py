@@ -251,3 +251,9 @@ def test_train_writes_curves_checkpoint_weights_and_resumes(tmp_path: Path) -> N
     out.rename(tmp_path / "w" / "importance_map_4.pt")
     img = photo("chelsea", (40, 40))
     assert codec.decode(codec.encode(img, 4)).shape == img.shape
+
+
+def test_own_weights_folder_sets_the_rate_grid(tiny_codec) -> None:
+    """With weights_dir the default grid is the model ids in that folder; the shipped grid skips model 2."""
+    assert tiny_codec.default_rates == (1.0,)
+    assert create_codec("importance_map").default_rates == (1.0, 3.0, 4.0, 5.0)
