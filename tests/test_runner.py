@@ -176,9 +176,10 @@ def test_save_bitstreams_and_decoded(image_folder, tmp_path):
 def test_codecs_command_lists_everything(capsys):
     assert main(["codecs"]) == 0
     out = capsys.readouterr().out
-    for name in ("jpeg", "webp", "jpeg2000", "avif", "png", "bpg", "hevc", "jpegxl"):
+    for name in ("jpeg", "webp", "jpeg2000", "avif", "png", "bpg", "hevc", "jpegxl", "importance_map"):
         assert f"\n{name} " in "\n" + out
     assert "UNAVAILABLE" in out or "available" in out
+    assert "comcnn+jpeg" in out and "lcbench steps" in out  # pipelines are pointed to
 
 
 def test_kodak_all_classical_codecs_one_image(kodak_dir, tmp_path):

@@ -30,4 +30,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"{'':<16} {row['description']}  [{row['rate_param']}: {row['rates']}]  ({row['origin']})")
         if not row["available"] and row["fix"]:
             print(f"{'':<16} fix: {row['fix']}")
+    print("\nPipelines: STEP+CODEC runs steps around any codec, e.g. comcnn+jpeg, bicubic-x2+webp, "
+          "lanczos-x4+jpeg (`lcbench steps` lists the steps).")
     return 0
