@@ -50,6 +50,9 @@ TRAINERS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[a
 from lcbench.comcnn import train_cli as _comcnn_cli  # noqa: E402
 
 TRAINERS["comcnn"] = (_comcnn_cli.add_arguments, _comcnn_cli.run)
+from lcbench.autoencoder import train_cli as _autoencoder_cli  # noqa: E402
+
+TRAINERS["autoencoder"] = (_autoencoder_cli.add_arguments, _autoencoder_cli.run)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
