@@ -12,8 +12,10 @@ Options: ``device`` (cpu/cuda, set by the runner) and ``weights_dir`` (a folder 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import re
+import threading
 from pathlib import Path
 from typing import Any, ClassVar, Iterator, Sequence
 
@@ -64,6 +66,7 @@ class ImportanceMap(TorchCodec):
             # your own models: the grid is whatever importance_map_<id>.pt files the folder has
             self.default_rates = tuple(float(i) for i in self.model_ids()) or self.default_rates
         self._models: dict[int, Any] = {}  # id -> (network, ContextModel, sha256)
+        self._load_lock = threading.Lock()  # decode_host may run in the runner's coding thread
         self.last_estimate: dict[str, float] = {}
         self.last_batch_extras: list[dict[str, float]] = []
         self._version: str | None = None
@@ -112,6 +115,13 @@ class ImportanceMap(TorchCodec):
         return "weights-sha256:" + hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
     def _model(self, model_id: int) -> tuple[Any, Any, str]:
+        hit = self._models.get(model_id)
+        if hit is not None:
+            return hit
+        with self._load_lock:
+            return self._load(model_id)
+
+    def _load(self, model_id: int) -> tuple[Any, Any, str]:
         if model_id not in self._models:
             missing = _missing_dependency()
             if missing:
@@ -152,37 +162,60 @@ class ImportanceMap(TorchCodec):
 
     def encode_batch(self, images: Sequence[np.ndarray], rate: float) -> list[bytes]:
         """Encode images at one model; images of equal padded size share one network pass."""
+        bitstreams, estimates = self.encode_host(self.encode_device(images, rate))
+        self.last_estimate = estimates[-1] if estimates else {}
+        self.last_batch_extras = estimates  # per image, read by the runner after encode_batch
+        return bitstreams
+
+    def decode_batch(self, bitstreams: Sequence[bytes]) -> list[np.ndarray]:
+        return self.decode_device(self.decode_host(bitstreams))[0]
+
+    # -- staged coding (the runner's device pipeline) -----------------------------------------
+    # encode_batch = encode_host(encode_device(...)) and decode_batch = decode_device(decode_host(...)).
+    # The *_device stages hold all torch work and run in the caller's thread; the *_host stages
+    # are the range coding (numpy + constriction, no torch), which the runner may run in a
+    # background thread while the device works on the next batch. The same functions run in
+    # both cases, so the bytes and pixels are the same.
+
+    def encode_device(self, images: Sequence[np.ndarray], rate: float) -> "_Analysed":
+        """Network analysis on the device -> code bits and importance levels on the host."""
         import torch
-        from lcbench.learned.bitstream import Header, pack
         from lcbench.learned.model import levels_of
 
         for im in images:
             check_image(im, self.name)
         model_id = self._model_id(rate)
-        net, ctx, sha = self._model(model_id)
+        net, _, _ = self._model(model_id)
         levels = net.config.levels
-        out: list[bytes | None] = [None] * len(images)
-        estimates: list[dict[str, float]] = [{}] * len(images)
-        for shape, idx in _group_by_padded_shape([im.shape[:2] for im in images]).items():
-            batch = torch.from_numpy(np.stack([_pad(images[i]) for i in idx])).permute(0, 3, 1, 2)
-            with torch.no_grad():
-                code, p = net.analyse(net.scale_in(batch.to(self.device)))
-            bits = (code > 0.5).to(torch.uint8).cpu().numpy()
-            q = levels_of(p, levels)[:, 0].cpu().numpy()
-            for j, i in enumerate(idx):
-                h, w = images[i].shape[:2]
-                words = ctx.encode(bits[j], q[j])
-                out[i] = pack(Header(model_id, bytes.fromhex(sha[:8]), h, w), words)
-                kept = int((np.arange(net.config.n)[:, None, None] * levels < net.config.n * (q[j][None] + 1)).sum())
-                estimates[i] = {"est_bpp": kept / (h * w), "kept_fraction": kept / bits[j].size}
-        self.last_estimate = estimates[-1] if estimates else {}
-        self.last_batch_extras = estimates  # per image, read by the runner after encode_batch
-        return [b for b in out if b is not None]
+        groups = []
+        for _, idx in _group_by_padded_shape([im.shape[:2] for im in images]).items():
+            hwc = _to_device(torch.from_numpy(np.stack([_pad(images[i]) for i in idx])), self.device)
+            with torch.inference_mode():
+                code, p = net.analyse(net.scale_in(hwc.permute(0, 3, 1, 2)))
+                bits, q = _to_host((code > 0.5).to(torch.uint8), levels_of(p, levels)[:, 0])
+            groups.append((idx, bits.numpy(), q.numpy()))
+        return _Analysed(model_id, [im.shape[:2] for im in images], groups)
 
-    def decode_batch(self, bitstreams: Sequence[bytes]) -> list[np.ndarray]:
-        import torch
+    def encode_host(self, analysed: "_Analysed") -> tuple[list[bytes], list[dict[str, float]]]:
+        """Range coding and packing -> (bitstreams, per-image model estimates). No torch work."""
+        from lcbench.learned.bitstream import Header, pack
+
+        net, ctx, sha = self._model(analysed.model_id)
+        n, levels = net.config.n, net.config.levels
+        out: list[bytes | None] = [None] * len(analysed.sizes)
+        estimates: list[dict[str, float]] = [{}] * len(analysed.sizes)
+        for idx, bits, q in analysed.groups:
+            for j, i in enumerate(idx):
+                h, w = analysed.sizes[i]
+                words = ctx.encode(bits[j], q[j])
+                out[i] = pack(Header(analysed.model_id, bytes.fromhex(sha[:8]), h, w), words)
+                kept = int((np.arange(n)[:, None, None] * levels < n * (q[j][None] + 1)).sum())
+                estimates[i] = {"est_bpp": kept / (h * w), "kept_fraction": kept / bits[j].size}
+        return [b for b in out if b is not None], estimates
+
+    def decode_host(self, bitstreams: Sequence[bytes]) -> list[tuple[Any, np.ndarray, np.ndarray]]:
+        """Parse and range-decode -> [(header, bits, levels)]. No torch work."""
         from lcbench.learned.bitstream import BitstreamError, unpack
-        from lcbench.learned.model import importance_mask
 
         parsed = []
         for data in bitstreams:
@@ -200,23 +233,37 @@ class ImportanceMap(TorchCodec):
             except Exception as exc:  # constriction raises on exhausted/garbled streams
                 raise CodecError(f"importance_map: corrupt bitstream for model {header.model_id}: {exc}") from exc
             parsed.append((header, bits, q))
+        return parsed
+
+    def decode_device(self, parsed: Sequence[tuple[Any, np.ndarray, np.ndarray]], keep_on_device: bool = False
+                      ) -> tuple[list[np.ndarray], list[Any] | None]:
+        """Synthesis on the device -> (HxWx3 uint8 images, and with ``keep_on_device`` the same
+        images as (3,H,W) uint8 tensors still on the device, e.g. for metrics there)."""
+        import torch
+        from lcbench.learned.model import importance_mask
+
         results: list[np.ndarray | None] = [None] * len(parsed)
+        on_device: list[Any] = [None] * len(parsed)
         groups: dict[tuple[int, int, int], list[int]] = {}
         for i, (header, _, _) in enumerate(parsed):
             groups.setdefault((header.model_id, _padded(header.height), _padded(header.width)), []).append(i)
         for (model_id, _, _), idx in groups.items():
             net, _, _ = self._model(model_id)
-            bits = torch.from_numpy(np.stack([parsed[i][1] for i in idx])).float()
-            q = torch.from_numpy(np.stack([parsed[i][2] for i in idx]))[:, None]
-            mask = importance_mask(q, net.config.n, net.config.levels)
-            with torch.no_grad(), _one_cpu_thread(self.device):
-                y = net.synthesise((bits * mask).to(self.device))
-            pixels = torch.clamp(torch.round(y * 127.5 + 127.5), 0, 255).to(torch.uint8)
-            pixels = pixels.permute(0, 2, 3, 1).cpu().numpy()
+            # uint8 bits and int64 levels travel; the 0/1 masked code is formed on the device (exact)
+            bits = _to_device(torch.from_numpy(np.stack([parsed[i][1] for i in idx])), self.device)
+            q = _to_device(torch.from_numpy(np.stack([parsed[i][2] for i in idx])), self.device)[:, None]
+            with torch.inference_mode(), _one_cpu_thread(self.device):
+                mask = importance_mask(q, net.config.n, net.config.levels)
+                y = net.synthesise(bits.float() * mask)
+                pixels = torch.clamp(torch.round(y * 127.5 + 127.5), 0, 255).to(torch.uint8)
+            (host,) = _to_host(pixels.permute(0, 2, 3, 1))
+            host = host.numpy()
             for j, i in enumerate(idx):
                 h, w = parsed[i][0].height, parsed[i][0].width
-                results[i] = np.ascontiguousarray(pixels[j, :h, :w])
-        return [r for r in results if r is not None]
+                results[i] = np.ascontiguousarray(host[j, :h, :w])
+                if keep_on_device:
+                    on_device[i] = pixels[j, :, :h, :w]
+        return [r for r in results if r is not None], (on_device if keep_on_device else None)
 
     def extra_columns(self) -> dict[str, Any]:
         """The model's own rate estimate for the last encoded image (kept code bits per pixel)."""
@@ -239,6 +286,37 @@ def _one_cpu_thread(device: str) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@dataclasses.dataclass
+class _Analysed:
+    """encode_device's output: per padded-size group, the image indices, code bits and levels (host arrays)."""
+
+    model_id: int
+    sizes: list[tuple[int, int]]
+    groups: list[tuple[list[int], np.ndarray, np.ndarray]]
+
+
+def _to_device(t: Any, device: str) -> Any:
+    """Host -> device; on CUDA through pinned memory without blocking (the copy overlaps queued work)."""
+    if str(device).startswith("cuda"):
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+def _to_host(*tensors: Any) -> tuple[Any, ...]:
+    """Device -> host copies; on CUDA into pinned buffers, all queued first, then one synchronisation."""
+    import torch
+
+    if not tensors or tensors[0].device.type != "cuda":
+        return tuple(t.cpu() for t in tensors)
+    out = []
+    for t in tensors:
+        buf = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+        buf.copy_(t, non_blocking=True)
+        out.append(buf)
+    torch.cuda.current_stream(tensors[0].device).synchronize()
+    return tuple(out)
 
 
 def _padded(n: int) -> int:

@@ -7,9 +7,11 @@ rate points and codecs that the process runs on it.
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -130,15 +132,19 @@ def encode_job(codec: Codec, pixels: np.ndarray, job: Job) -> tuple[bytes, float
 
 
 def finish_record(rec: dict[str, Any], codec: Codec, src: SourceImage, ref: Reference, bitstream: bytes,
-                  decoded: np.ndarray, enc_s: float, dec_s: float, notes: Sequence[str] = ()) -> None:
-    """Rate from the real bitstream, metrics against the original pixels, the codec's extra metrics."""
+                  decoded: np.ndarray, enc_s: float, dec_s: float, notes: Sequence[str] = (),
+                  measured: tuple[dict[str, float], list[str]] | None = None) -> None:
+    """Rate from the real bitstream, metrics against the original pixels, the codec's extra metrics.
+
+    ``measured``: metrics already computed elsewhere (the device path's torch backend) for these pixels.
+    """
     h, w = src.height, src.width
     rec.update(width=w, height=h, bytes=len(bitstream), bpp=8.0 * len(bitstream) / (h * w),
                enc_time_s=enc_s, dec_time_s=dec_s)
     if not isinstance(decoded, np.ndarray) or decoded.shape != src.pixels.shape or decoded.dtype != np.uint8:
         got = f"{getattr(decoded, 'dtype', type(decoded))} {getattr(decoded, 'shape', '')}"
         raise ValueError(f"decoder returned {got}, expected uint8 {src.pixels.shape}")
-    values, metric_notes = compute_metrics(ref, decoded)
+    values, metric_notes = measured if measured is not None else compute_metrics(ref, decoded)
     rec.update(values)
     rec.update(codec.extra_metrics(src.pixels, decoded))
     rec["notes"] = "; ".join(dict.fromkeys([*src.notes, *notes, *metric_notes]))
@@ -183,57 +189,222 @@ def run_cpu_task(run_dir: str, dataset: str, device: str, jobs: list[Job], save_
     return records
 
 
+METRICS_BACKEND_ENV = "LCBENCH_METRICS_BACKEND"
+
+
+def metrics_backend_for(device: str, requested: str | None = None) -> str:
+    """Where the device path computes metrics: "torch" (lcbench.torch_metrics on the codec's
+    device) or "cpu" (lcbench.metrics). Default: torch on CUDA devices, cpu otherwise;
+    ``requested`` or the environment variable LCBENCH_METRICS_BACKEND=torch|cpu forces one
+    (tests force the torch path on a CPU-only machine)."""
+    choice = requested or os.environ.get(METRICS_BACKEND_ENV) or ""
+    if not choice or choice == "auto":
+        return "torch" if str(device).startswith("cuda") else "cpu"
+    if choice not in ("torch", "cpu"):
+        raise ValueError(f"metrics backend {choice!r} (argument or {METRICS_BACKEND_ENV}): use torch, cpu or auto")
+    return choice
+
+
+def _staged(codec: Codec) -> bool:
+    """Codecs that split their work into device stages and host (range coding) stages, e.g. importance_map."""
+    return all(callable(getattr(codec, m, None)) for m in ("encode_device", "encode_host", "decode_host", "decode_device"))
+
+
 def run_device_jobs(run_dir: Path, dataset: str, device: str, jobs: list[Job], save_bitstreams: bool,
-                    save_decoded: bool, batch_size: int = 4) -> Iterator[list[dict[str, Any]]]:
-    """Learned-codec jobs in this process: one model load, batches of equal-size images."""
+                    save_decoded: bool, batch_size: int = 4, metrics_backend: str | None = None,
+                    overlap: bool = True) -> Iterator[list[dict[str, Any]]]:
+    """Learned-codec jobs in this process: one model load, batches of equal-size images.
+
+    Images are taken a batch at a time and every (codec, rate point) runs on that batch
+    before the next one is read, so each source image is loaded and its metric statistics
+    computed once per run (on the device with the torch metrics backend), not once per rate
+    point. With ``overlap`` and a staged codec, a batch's range coding runs in a background
+    thread while the device analyses the next batch and synthesises the previous one; the
+    bitstreams are the same either way.
+    """
     writer = store.writer_for(run_dir)
-    groups: dict[tuple[str, float], list[Job]] = {}
+    backend = metrics_backend_for(device, metrics_backend)
+    # rate matching goes one by one (it searches per image)
     for job in jobs:
-        groups.setdefault((job.spec, job.quality), []).append(job)
-    for (spec, quality), group in groups.items():
-        codec = get_codec(spec, device)
-        singles, batchable = [], []
-        for job in group:
-            src, ref, err = get_image(job.image)
-            # rate matching and unreadable images go one by one; the rest is batched
-            (singles if err or job.target_bpp is not None else batchable).append((job, src, ref))
-        for job, _, _ in singles:
-            rec = run_job(codec, job, dataset, run_dir, save_bitstreams, save_decoded)
+        if job.target_bpp is not None:
+            rec = run_job(get_codec(job.spec, device), job, dataset, run_dir, save_bitstreams, save_decoded)
             writer.append(rec)
             yield [rec]
-        batchable.sort(key=lambda t: t[1].pixels.shape)  # equal sizes stack into one tensor
-        for start in range(0, len(batchable), batch_size):
-            chunk = batchable[start:start + batch_size]
-            batches = [chunk] if len({c[1].pixels.shape for c in chunk}) == 1 else [[c] for c in chunk]
-            for batch in batches:
-                records = _run_device_batch(codec, batch, quality, dataset, run_dir, save_bitstreams, save_decoded)
-                for rec in records:
-                    writer.append(rec)
-                yield records
+    by_image: dict[ImageRef, list[Job]] = {}
+    for job in jobs:
+        if job.target_bpp is None:
+            by_image.setdefault(job.image, []).append(job)
+    pipeline = _DevicePipeline(dataset, run_dir, device, backend, save_bitstreams, save_decoded, overlap)
 
+    def run_chunk(chunk: list[tuple[ImageRef, tuple]]) -> Iterator[list[dict[str, Any]]]:
+        batches: dict[tuple[str, float], list] = {}
+        for image, source in chunk:
+            for job in by_image[image]:
+                batches.setdefault((job.spec, job.quality), []).append((job, *source))
+        for (spec, quality), batch in batches.items():
+            yield from pipeline.submit(get_codec(spec, device), batch, quality)
 
-def _run_device_batch(codec, batch, quality, dataset, run_dir, save_bitstreams, save_decoded) -> list[dict]:
-    n = len(batch)
+    def stream() -> Iterator[list[dict[str, Any]]]:
+        # Open batches per image size; a full one runs at once. Few images are held at a time
+        # (a dataset of all-different sizes does not pile up its references).
+        open_chunks: dict[tuple[int, ...], list[tuple[ImageRef, tuple]]] = {}
+        for image, image_jobs in by_image.items():
+            src, ref, err = get_image(image)
+            if err:  # each job records the read error
+                yield [run_job(get_codec(j.spec, device), j, dataset, run_dir) for j in image_jobs]
+                continue
+            assert src is not None and ref is not None
+            chunk = open_chunks.setdefault(src.pixels.shape, [])
+            chunk.append((image, _device_source(src, ref, device, backend)))
+            if len(chunk) == batch_size:
+                yield from run_chunk(open_chunks.pop(src.pixels.shape))
+            elif sum(map(len, open_chunks.values())) > 2 * batch_size:
+                yield from run_chunk(open_chunks.pop(next(iter(open_chunks))))  # the oldest
+        for chunk in open_chunks.values():
+            yield from run_chunk(chunk)
+        yield from pipeline.drain()
+
     try:
+        for records in stream():
+            for rec in records:
+                writer.append(rec)
+            yield records
+    finally:
+        pipeline.close()
+
+
+def _device_source(src: SourceImage, ref: Reference, device: str, backend: str) -> tuple[SourceImage, Reference, Any]:
+    """(source, CPU metric reference, torch reference on the device with the torch backend, else None)."""
+    if backend != "torch":
+        return src, ref, None
+    from .torch_metrics import TorchReference
+
+    return src, ref, TorchReference.of(src.pixels, device)
+
+
+class _DevicePipeline:
+    """Runs batches through a codec; for staged codecs the range coding of batch k overlaps the
+    device work of batches k+1 (analysis) and k-1 (synthesis, metrics).
+
+    All torch calls stay in the calling thread (thread settings and CUDA streams are per
+    process); the background thread runs only the codec's host stages (numpy, range coder).
+    """
+
+    def __init__(self, dataset: str, run_dir: Path, device: str, backend: str, save_bitstreams: bool,
+                 save_decoded: bool, overlap: bool) -> None:
+        self.dataset, self.run_dir, self.device, self.backend = dataset, run_dir, device, backend
+        self.save = (save_bitstreams, save_decoded)
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="lcbench-range-coding") if overlap else None
+        self.pending: tuple | None = None
+
+    def submit(self, codec: Codec, batch: list, quality: float) -> Iterator[list[dict[str, Any]]]:
+        """Start a batch; yields the records of the batch before it when they are done."""
+        if not _staged(codec):
+            yield from self.drain()
+            yield self._run_plain(codec, batch, quality)
+            return
+        started = self._start(codec, batch, quality)
+        yield from self.drain()  # the previous batch finishes while this one's coding runs
+        self.pending = started
+        if self.pool is None:
+            yield from self.drain()
+
+    def drain(self) -> Iterator[list[dict[str, Any]]]:
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            yield self._finish(*pending)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+
+    def _start(self, codec: Any, batch: list, quality: float) -> tuple:
         t0 = time.perf_counter()
-        bitstreams = codec.encode_batch([src.pixels for _, src, _ in batch], quality)
-        t1 = time.perf_counter()
-        extras = getattr(codec, "last_batch_extras", None) or [codec.extra_columns()] * n
-        decoded = codec.decode_batch(bitstreams)
-        t2 = time.perf_counter()
-    except Exception as exc:  # the whole batch failed: each job says why
-        return [{**base_record(job, dataset), "error": error_text(job, exc)} for job, _, _ in batch]
-    records = []
-    # per-image time: the batch's time shared equally (noted when batched)
-    note = [f"time is the mean over a batch of {n}"] if n > 1 else []
-    for (job, src, ref), bits, dec, extra in zip(batch, bitstreams, decoded, extras):
-        rec = base_record(job, dataset)
         try:
-            rec.update(extra)
-            finish_record(rec, codec, src, ref, bits, dec, (t1 - t0) / n, (t2 - t1) / n, note)
-            if save_bitstreams or save_decoded:
-                _save_outputs(run_dir, job, bits, dec, save_bitstreams, save_decoded)
+            analysed = codec.encode_device([src.pixels for _, src, _, _ in batch], quality)
         except Exception as exc:
-            rec["error"] = error_text(job, exc)
-        records.append(rec)
-    return records
+            return codec, batch, exc, 0.0
+        enc_device_s = time.perf_counter() - t0
+        host = self.pool.submit(_host_stages, codec, analysed) if self.pool else _host_stages(codec, analysed)
+        return codec, batch, host, enc_device_s
+
+    def _finish(self, codec: Any, batch: list, host: Any, enc_device_s: float) -> list[dict[str, Any]]:
+        try:
+            if isinstance(host, BaseException):
+                raise host
+            if isinstance(host, Future):
+                host = host.result()
+            bitstreams, extras, parsed, enc_host_s, dec_host_s = host
+            t0 = time.perf_counter()
+            decoded, on_device = codec.decode_device(parsed, keep_on_device=self.backend == "torch")
+            dec_device_s = time.perf_counter() - t0
+        except Exception as exc:  # the whole batch failed: each job says why
+            return self._failed(batch, exc)
+        return self._records(codec, batch, bitstreams, decoded, on_device, extras,
+                             enc_device_s + enc_host_s, dec_host_s + dec_device_s)
+
+    def _run_plain(self, codec: Codec, batch: list, quality: float) -> list[dict[str, Any]]:
+        n = len(batch)
+        try:
+            t0 = time.perf_counter()
+            bitstreams = codec.encode_batch([src.pixels for _, src, _, _ in batch], quality)
+            t1 = time.perf_counter()
+            extras = getattr(codec, "last_batch_extras", None) or [codec.extra_columns()] * n
+            decoded = codec.decode_batch(bitstreams)
+            t2 = time.perf_counter()
+        except Exception as exc:
+            return self._failed(batch, exc)
+        return self._records(codec, batch, bitstreams, decoded, None, extras, t1 - t0, t2 - t1)
+
+    def _failed(self, batch: list, exc: BaseException) -> list[dict[str, Any]]:
+        return [{**base_record(job, self.dataset), "error": error_text(job, exc)} for job, _, _, _ in batch]
+
+    def _records(self, codec: Codec, batch: list, bitstreams: Sequence[bytes], decoded: Sequence[np.ndarray],
+                 on_device: Sequence[Any] | None, extras: Sequence[dict[str, Any]], enc_s: float,
+                 dec_s: float) -> list[dict[str, Any]]:
+        n = len(batch)
+        measured = _batch_metrics(batch, decoded, on_device) if self.backend == "torch" else {}
+        records = []
+        # per-image time: the batch's time shared equally (noted when batched)
+        note = [f"time is the mean over a batch of {n}"] if n > 1 else []
+        for k, ((job, src, ref, _), bits, dec, extra) in enumerate(zip(batch, bitstreams, decoded, extras)):
+            rec = base_record(job, self.dataset)
+            try:
+                rec.update(extra)
+                m = measured.get(k)
+                if isinstance(m, Exception):
+                    raise m
+                finish_record(rec, codec, src, ref, bits, dec, enc_s / n, dec_s / n, note, measured=m)
+                if any(self.save):
+                    _save_outputs(self.run_dir, job, bits, dec, *self.save)
+            except Exception as exc:
+                rec["error"] = error_text(job, exc)
+            records.append(rec)
+        return records
+
+
+def _host_stages(codec: Any, analysed: Any) -> tuple:
+    """Range coding then decoding of one batch (no torch work): runs in the background thread."""
+    t0 = time.perf_counter()
+    bitstreams, extras = codec.encode_host(analysed)
+    t1 = time.perf_counter()
+    parsed = codec.decode_host(bitstreams)
+    return bitstreams, extras, parsed, t1 - t0, time.perf_counter() - t1
+
+
+def _batch_metrics(batch: list, decoded: Sequence[Any], on_device: Sequence[Any] | None
+                   ) -> dict[int, tuple[dict[str, float], list[str]] | Exception]:
+    """Torch metrics of a batch's well-formed decoded images (index -> (values, notes) or the error);
+    malformed ones are left to finish_record, which says what is wrong."""
+    from .torch_metrics import compute_metrics_batch
+
+    ok = [k for k, ((_, src, _, _), dec) in enumerate(zip(batch, decoded))
+          if isinstance(dec, np.ndarray) and dec.dtype == np.uint8 and dec.shape == src.pixels.shape]
+    if not ok:
+        return {}
+    images = [on_device[k] if on_device is not None and on_device[k] is not None else decoded[k] for k in ok]
+    try:
+        values = compute_metrics_batch([batch[k][3] for k in ok], images)
+    except Exception as exc:
+        return {k: exc for k in ok}
+    return dict(zip(ok, values))
