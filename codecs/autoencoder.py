@@ -27,7 +27,7 @@ from lcbench.codec import Availability, CodecError, CodecUnavailable, TorchCodec
 from lcbench.registry import register_codec
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-SHIPPED_MODELS = (1, 2, 3)  # lambda 0.004, 0.015, 0.05: low, middle, high rate
+SHIPPED_MODELS = (1, 2, 3, 4, 5)  # lambda 0.0012, 0.0035, 0.015, 0.05, 0.12: lowest to highest rate
 _FILE_RE = re.compile(r"^autoencoder_(\d+)\.pt$")
 PAD_MULTIPLE = 16  # four stride-2 layers
 
