@@ -95,19 +95,25 @@ def test_odd_sizes_and_batches_round_trip(tiny) -> None:
 
 
 def test_decode_in_a_fresh_process_is_identical(tiny, tiny_dir: Path, tmp_path: Path) -> None:
+    shipped = create_codec("autoencoder")
     data = tiny.encode(photo("astronaut", (45, 70)), 1)
-    (tmp_path / "img.bin").write_bytes(data)
+    shipped_data = shipped.encode(photo("chelsea", (61, 83)), 3)
+    (tmp_path / "tiny.bin").write_bytes(data)
+    (tmp_path / "shipped.bin").write_bytes(shipped_data)
     script = textwrap.dedent(f"""
         import numpy as np, torch
         from pathlib import Path
         torch.set_num_threads(3)  # another thread setting must not change the pixels
         import lcbench_codecs.autoencoder
         from lcbench.registry import create_codec
+        d = Path({str(tmp_path)!r})
         c = create_codec("autoencoder", weights_dir={str(tiny_dir)!r})
-        np.save({str(tmp_path / 'out.npy')!r}, c.decode(Path({str(tmp_path / 'img.bin')!r}).read_bytes()))
+        np.save(d / "tiny.npy", c.decode((d / "tiny.bin").read_bytes()))
+        np.save(d / "shipped.npy", create_codec("autoencoder").decode((d / "shipped.bin").read_bytes()))
     """)
     subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
-    assert np.array_equal(np.load(tmp_path / "out.npy"), tiny.decode(data))
+    assert np.array_equal(np.load(tmp_path / "tiny.npy"), tiny.decode(data))
+    assert np.array_equal(np.load(tmp_path / "shipped.npy"), shipped.decode(shipped_data))
 
 
 def test_corrupt_truncated_and_foreign_bitstreams(tiny) -> None:
