@@ -15,12 +15,13 @@ Precision: the filters run in float64 by default. float32 on centred values (met
 choice on the CPU) was measured to miss the 1e-5 target on images with large saturated
 flat areas: kodim20 (white sky) as JPEG q5 gives SSIM 1.3e-5 and MS-SSIM 1.2e-5 away from
 float64 scikit-image / pytorch-msssim, because in a flat region every pixel rounds
-E[x^2] - mu^2 the same way (a bias, not noise that averages out). float64 is about as fast
-as float32 on a GPU for this memory-bound work; on a CPU it is ~5x slower than float32,
-which is why the CPU path stays on metrics.py. ``dtype=torch.float32`` remains available
-(benchmarks/learned_throughput.py --metrics measures both); TF32 is switched off around
-the convolutions, or cuDNN would round float32 inputs to a 10-bit mantissa on Ampere and
-newer GPUs.
+E[x^2] - mu^2 the same way (a bias, not noise that averages out). On a CPU float64 is ~5x
+slower than float32 (measured), which is one reason the CPU path stays on metrics.py; on
+data-centre GPUs (FP64 at half the FP32 rate) this memory-bound work should cost little
+more than float32, on consumer GPUs (FP64 at 1/32-1/64) more: not yet measured on a GPU,
+``benchmarks/learned_throughput.py --metrics --device cuda`` measures both dtypes.
+``dtype=torch.float32`` remains available; TF32 is switched off around the convolutions,
+or cuDNN would round float32 inputs to a 10-bit mantissa on Ampere and newer GPUs.
 
 Per-image results stay on the device until the end of a batch: one transfer per batch,
 no synchronisation per image.
@@ -50,7 +51,7 @@ def _gauss_1d(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     return (g / g.sum()).to(dtype=dtype, device=device)
 
 
-_kernels: dict[tuple[Any, ...], tuple[torch.Tensor, torch.Tensor]] = {}
+_kernels: dict[tuple[Any, ...], Any] = {}  # per device: filter weights, luma weights
 
 
 def _kernel_pair(channels: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,6 +63,15 @@ def _kernel_pair(channels: int, dtype: torch.dtype, device: torch.device) -> tup
         pair = _kernels[key] = (g.view(1, 1, WIN_SIZE, 1).repeat(channels, 1, 1, 1).contiguous(),
                                 g.view(1, 1, 1, WIN_SIZE).repeat(channels, 1, 1, 1).contiguous())
     return pair
+
+
+def _luma_weights(device: torch.device) -> torch.Tensor:
+    """BT.601 luma weights as a (3,1,1) float64 tensor, uploaded once per device."""
+    key = ("luma", str(device))
+    w = _kernels.get(key)
+    if w is None:
+        w = _kernels[key] = torch.tensor(_Y_WEIGHTS, dtype=torch.float64, device=device).view(3, 1, 1)
+    return w
 
 
 @contextlib.contextmanager
@@ -182,7 +192,7 @@ def _device_sums(ref: TorchReference, y_chw: torch.Tensor) -> torch.Tensor:
     dev = ref.device
     diff = y_chw.to(torch.int32) - ref.pixels.to(torch.int32)
     sse = (diff * diff).sum(dtype=torch.int64).to(torch.float64)  # exact below 2^53
-    wy = torch.tensor(_Y_WEIGHTS, dtype=torch.float64, device=dev).view(3, 1, 1)
+    wy = _luma_weights(dev)
     dy = (diff.to(torch.float64) * wy).sum(dim=0)
     parts = [sse.view(1), (dy * dy).sum().view(1)]
     if ref.scales:

@@ -207,7 +207,8 @@ def metrics_backend_for(device: str, requested: str | None = None) -> str:
 
 def _staged(codec: Codec) -> bool:
     """Codecs that split their work into device stages and host (range coding) stages, e.g. importance_map."""
-    return all(callable(getattr(codec, m, None)) for m in ("encode_device", "encode_host", "decode_host", "decode_device"))
+    stages = ("encode_device", "encode_host", "decode_host", "decode_device")
+    return all(callable(getattr(codec, m, None)) for m in stages)
 
 
 def run_device_jobs(run_dir: Path, dataset: str, device: str, jobs: list[Job], save_bitstreams: bool,
