@@ -29,6 +29,7 @@ BUILTIN_MODULES = (
     "lcbench_codecs.hevc",
     "lcbench_codecs.jpegxl",
     "lcbench_codecs.importance_map",
+    "lcbench_codecs.autoencoder",
 )
 ENTRY_POINT_GROUP = "lcbench.codecs"
 

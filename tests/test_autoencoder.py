@@ -84,6 +84,14 @@ def test_registered_and_listed() -> None:
     assert cls.rate_param == "model" and cls.discrete_rates and len(cls.default_rates) >= 3
 
 
+def test_builtin_without_importing_the_module() -> None:
+    # `lcbench codecs` in a fresh process must list it: the registry loads built-ins itself.
+    out = subprocess.run([sys.executable, "-m", "lcbench.cli", "codecs"], capture_output=True,
+                         text=True, check=True).stdout
+    line = next(l for l in out.splitlines() if l.startswith("autoencoder "))
+    assert "available" in line and "weights-sha256:" in line
+
+
 def test_odd_sizes_and_batches_round_trip(tiny) -> None:
     imgs = [photo("astronaut", (37, 53)), photo("coffee", (1, 1)), photo("chelsea", (17, 16)),
             photo("astronaut", (40, 48))]
