@@ -38,38 +38,59 @@ def products(x, y, yy, xy):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
-def centred_products(x, decoded, centre, y, yy, xy):  # pragma: no cover - compiled
-    """y = decoded - centre (uint8 -> float32), yy = y * y, xy = x * y, in one pass into given buffers."""
-    fx, fd, fy, fyy, fxy = x.ravel(), decoded.ravel(), y.ravel(), yy.ravel(), xy.ravel()
-    for k in range(fd.size):
-        v = np.float32(fd[k]) - centre
-        fy[k] = v
-        fyy[k] = v * v
-        fxy[k] = fx[k] * v
+def source_terms(mu, e_xx, centre, c1, c2, mu32, var2_c2, mx_true, lum_x2_c1):  # pragma: no cover
+    """The source's per-pixel SSIM terms from its float64 filtered moments, stored float32."""
+    fm, fe = mu.ravel(), e_xx.ravel()
+    o_mu, o_v, o_mx, o_l = mu32.ravel(), var2_c2.ravel(), mx_true.ravel(), lum_x2_c1.ravel()
+    for k in range(fm.size):
+        m = fm[k]
+        var = max(fe[k] - m * m, 0.0)
+        mt = m + centre
+        o_mu[k] = m
+        o_v[k] = 2.0 * var + c2
+        o_mx[k] = mt
+        o_l[k] = mt * mt + c1
 
 
 @njit(cache=True, nogil=True)
-def ssim_sums(mu_x, var_x_c2, lum_x, lum_x2_c1, mu_y, e_yy, e_xy, pad, centre, c1, c2):  # pragma: no cover
+def difference_products(x, source, decoded, d, dd, xd):  # pragma: no cover - compiled
+    """d = decoded - source (uint8 -> float32, exact), dd = d * d, xd = x * d, in one pass into given buffers."""
+    fx, fs, fdec, fd, fdd, fxd = x.ravel(), source.ravel(), decoded.ravel(), d.ravel(), dd.ravel(), xd.ravel()
+    for k in range(fdec.size):
+        v = np.float32(np.int16(fdec[k]) - np.int16(fs[k]))
+        fd[k] = v
+        fdd[k] = v * v
+        fxd[k] = fx[k] * v
+
+
+@njit(cache=True, nogil=True)
+def ssim_sums(mu_x, var2_x_c2, mx_true, lum_x2_c1, mu_d, e_dd, e_xd, pad, c1):  # pragma: no cover
     """Per-channel means of the SSIM map and the contrast-structure map over the valid region.
 
-    Inputs are full-size HxWxC filtered maps of centred values; the source's terms are
-    precomputed: var_x_c2 = var_x + C2, lum_x = 2 * mu_x_true, lum_x2_c1 = mu_x_true^2 + C1.
-    Rows are walked as flat (W*C) runs so the loop vectorises; sums are kept per position
-    in float64 and folded into channels at the end.
+    The decoded image enters as its difference d = y - x from the source, so every statistic
+    of it is small when the error is small and float32 keeps its precision on flat areas
+    (E[y^2] - mu_y^2 on raw values loses ~1e-4 there). With cov = E[x d] - mu_x mu_d and
+    var_d = E[d^2] - mu_d^2:  2 cov_xy + C2 = 2 var_x + 2 cov + C2 =: N and
+    var_x + var_y + C2 = N + var_d, so cs = N / (N + var_d).
+    Source terms are precomputed (in float64, stored float32): var2_x_c2 = 2 var_x + C2,
+    mx_true = mu_x + centre, lum_x2_c1 = mx_true^2 + C1. Rows are walked as flat (W*C)
+    runs so the loop vectorises; sums are kept per position in float64.
     """
-    h, w, nc = mu_y.shape
+    h, w, nc = mu_d.shape
     lo, hi = pad * nc, (w - pad) * nc
     acc_ssim = np.zeros(w * nc)
     acc_cs = np.zeros(w * nc)
     two = np.float32(2.0)
     for i in range(pad, h - pad):
-        r_mx, r_vx, r_lx, r_lx2 = mu_x[i].ravel(), var_x_c2[i].ravel(), lum_x[i].ravel(), lum_x2_c1[i].ravel()
-        r_my, r_yy, r_xy = mu_y[i].ravel(), e_yy[i].ravel(), e_xy[i].ravel()
+        r_mx, r_v2, r_mt, r_l2 = mu_x[i].ravel(), var2_x_c2[i].ravel(), mx_true[i].ravel(), lum_x2_c1[i].ravel()
+        r_md, r_dd, r_xd = mu_d[i].ravel(), e_dd[i].ravel(), e_xd[i].ravel()
         for k in range(lo, hi):
-            my = r_my[k]
-            cs_v = (two * (r_xy[k] - r_mx[k] * my) + c2) / (r_vx[k] + (r_yy[k] - my * my))
-            m = my + centre
-            lum = (r_lx[k] * m + c1) / (m * m + r_lx2[k])
+            md = r_md[k]
+            num = r_v2[k] + two * (r_xd[k] - r_mx[k] * md)
+            cs_v = num / (num + (r_dd[k] - md * md))
+            mt = r_mt[k]
+            my = mt + md
+            lum = (two * mt * my + c1) / (my * my + r_l2[k])
             acc_cs[k] += cs_v
             acc_ssim[k] += lum * cs_v
     n = (h - 2 * pad) * (w - 2 * pad)

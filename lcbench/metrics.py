@@ -11,15 +11,20 @@ Conventions (tests check each against an independent implementation):
   data_range=255, channel_axis=-1)`` and pytorch-msssim's ``ssim``.
 - ms_ssim: pytorch-msssim 1.0's ``ms_ssim(data_range=255)`` with its defaults (5 scales,
   weights 0.0448..0.1333, 2x2 average pooling with zero padding on odd sides, ReLU on the
-  contrast terms), per channel then averaged. Needs a short side > 160 px; smaller images
+  contrast terms), per channel then averaged, with an exactly normalised Gaussian window
+  (pytorch-msssim normalises its window in float32; its taps sum to 1 - 3e-8, which moves
+  MS-SSIM by up to ~1e-5 on bright images). Needs a short side > 160 px; smaller images
   get NaN and a note saying so.
 - ms_ssim_db: -10 log10(1 - ms_ssim) per image.
 
 Speed: the source image's filtered statistics (means and variances at every scale) do
 not change across rate points and codecs, so ``Reference`` computes them once and each
-decoded image costs three separable Gaussian filterings per scale (OpenCV, float32 on
-mean-centred values so the E[x^2] - mu^2 cancellation stays far below 1e-5), and the
-per-pixel SSIM formula runs as one fused loop (``_metric_kernels``).
+decoded image costs three separable Gaussian filterings per scale (OpenCV, float32) of its
+difference d from the source: d, d^2 and x*d. Filtering the decoded image itself in float32
+loses ~4e-5 of SSIM on flat bright areas (E[y^2] - mu_y^2 cancels catastrophically); the
+statistics of d are small where the error is small, so they keep their precision. The
+source's variance is computed once in float64. The per-pixel SSIM formula runs as one fused
+loop (``_metric_kernels``).
 """
 from __future__ import annotations
 
@@ -46,10 +51,11 @@ _CENTRE = 128.0  # subtracted before filtering to keep float32 products small
 def _gauss_1d() -> np.ndarray:
     coords = np.arange(WIN_SIZE, dtype=np.float64) - WIN_SIZE // 2
     g = np.exp(-(coords ** 2) / (2 * SIGMA ** 2))
-    return (g / g.sum()).astype(np.float32)
+    return g / g.sum()
 
 
-_G = _gauss_1d()
+_G64 = _gauss_1d()
+_G = _G64.astype(np.float32)
 
 
 class _LazyKernels:
@@ -67,6 +73,11 @@ kernels = _LazyKernels()
 def _filter(plane: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """Separable Gaussian filter at full size; only the valid region is used later."""
     return cv2.sepFilter2D(plane, cv2.CV_32F, _G, _G, dst=out, borderType=cv2.BORDER_REFLECT)
+
+
+def _filter64(plane: np.ndarray) -> np.ndarray:
+    """The same in float64, for the source's statistics (computed once per image)."""
+    return cv2.sepFilter2D(plane, cv2.CV_64F, _G64, _G64, borderType=cv2.BORDER_REFLECT)
 
 
 def _avg_pool2(x: np.ndarray) -> np.ndarray:
@@ -102,9 +113,9 @@ def ms_ssim_db(value: float) -> float:
 class _Scale:
     x: np.ndarray        # centred float32 HxWx3
     mu_x: np.ndarray     # filtered mean (centred), full size; valid region used
-    var_x_c2: np.ndarray  # filtered variance + C2
-    lum_x: np.ndarray    # 2 * (mu_x + centre): the source's part of the luminance term
-    lum_x2_c1: np.ndarray  # (mu_x + centre)^2 + C1
+    var2_x_c2: np.ndarray  # 2 * filtered variance + C2 (variance computed in float64)
+    mx_true: np.ndarray  # mu_x + centre: the source's local mean in pixel units
+    lum_x2_c1: np.ndarray  # mx_true^2 + C1
     # Work buffers reused for every decoded image: fresh image-sized arrays per call would
     # cost more in page faults than the arithmetic. A Reference is used by one thread.
     buffers: list[np.ndarray] = field(default_factory=list)
@@ -133,13 +144,14 @@ class Reference:
         if min(h, w) <= MS_SSIM_MIN_SIDE:
             ref.ms_ssim_note = f"ms_ssim needs a short side > {MS_SSIM_MIN_SIDE} px, image is {w}x{h}"
             n_scales = 1 if min(h, w) >= WIN_SIZE else 0
-        x = pixels.astype(np.float32) - _CENTRE
+        real = pixels.astype(np.float64)
         for level in range(n_scales):
             if level:
-                x = _avg_pool2(x + _CENTRE) - _CENTRE  # pool the real values (zero padding)
-            mu = _filter(x)
-            mx = mu + _CENTRE
-            ref.scales.append(_Scale(x, mu, _filter(x * x) - mu * mu + C2, 2.0 * mx, mx * mx + C1))
+                real = _avg_pool2(real)  # zero padding on odd sides, as pytorch-msssim
+            x = real - _CENTRE
+            terms = [np.empty(x.shape, np.float32) for _ in range(4)]
+            kernels.source_terms(_filter64(x), _filter64(x * x), _CENTRE, C1, C2, *terms)
+            ref.scales.append(_Scale(x.astype(np.float32), *terms))
         return ref
 
     @property
@@ -147,21 +159,22 @@ class Reference:
         return self.pixels.shape
 
 
-def _ssim_terms(s: _Scale, y: np.ndarray | None, decoded: np.ndarray | None = None
-                ) -> tuple[np.ndarray, np.ndarray]:
+def _ssim_terms(s: _Scale, d: np.ndarray | None, source: np.ndarray | None = None,
+                decoded: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean SSIM and mean contrast-structure term at one scale (float64).
 
-    ``y`` is the decoded image centred in float32; at full scale pass the uint8 ``decoded``
-    instead and the conversion is fused into the products pass (no image-sized temporaries).
+    ``d`` is decoded minus source in float32; at full scale pass the uint8 ``source`` and
+    ``decoded`` instead and the subtraction is fused into the products pass (no image-sized
+    temporaries; the difference lands in ``s.work()[5]``).
     """
-    yy, xy, f_y, f_yy, f_xy, y_buf = s.work()
-    if y is None:
-        y = y_buf
-        kernels.centred_products(s.x, decoded, np.float32(_CENTRE), y, yy, xy)
+    dd, xd, f_d, f_dd, f_xd, d_buf = s.work()
+    if d is None:
+        d = d_buf
+        kernels.difference_products(s.x, source, decoded, d, dd, xd)
     else:
-        kernels.products(s.x, y, yy, xy)
-    return kernels.ssim_sums(s.mu_x, s.var_x_c2, s.lum_x, s.lum_x2_c1, _filter(y, f_y), _filter(yy, f_yy),
-                             _filter(xy, f_xy), _PAD, np.float32(_CENTRE), np.float32(C1), np.float32(C2))
+        kernels.products(s.x, d, dd, xd)
+    return kernels.ssim_sums(s.mu_x, s.var2_x_c2, s.mx_true, s.lum_x2_c1, _filter(d, f_d), _filter(dd, f_dd),
+                             _filter(xd, f_xd), _PAD, np.float32(C1))
 
 
 def compute_metrics(ref: Reference, decoded: np.ndarray) -> tuple[dict[str, float], list[str]]:
@@ -182,11 +195,11 @@ def compute_metrics(ref: Reference, decoded: np.ndarray) -> tuple[dict[str, floa
     per_level_ssim, per_level_cs = [], []
     for level, scale in enumerate(ref.scales):
         if level == 0:
-            ssim_c, cs_c = _ssim_terms(scale, None, decoded)
-            y = scale.work()[5]  # the centred decoded image, written by the fused pass
+            ssim_c, cs_c = _ssim_terms(scale, None, ref.pixels, decoded)
+            d = scale.work()[5]  # decoded - source, written by the fused pass
         else:
-            y = _avg_pool2(y + _CENTRE) - _CENTRE
-            ssim_c, cs_c = _ssim_terms(scale, y)
+            d = _avg_pool2(d)  # pooling is linear: pool(y) - pool(x), zero padding included
+            ssim_c, cs_c = _ssim_terms(scale, d)
         per_level_ssim.append(ssim_c)
         per_level_cs.append(cs_c)
     out["ssim"] = float(per_level_ssim[0].mean())
