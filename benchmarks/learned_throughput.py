@@ -5,7 +5,8 @@
     python benchmarks/learned_throughput.py --metrics [--device cpu|cuda] [--max-images N]
 
 Default mode, on Kodak (default ../shared/datasets/kodak):
-- importance_map, each shipped model, and comcnn+jpeg: encode and decode throughput in
+- importance_map (each shipped model), comcnn+jpeg and autoencoder (lowest and highest
+  model): encode and decode throughput in
   images/s at each batch size (images of equal size share a batch), and for importance_map
   the share of that time spent in range coding (host) vs on the device;
 - the device path as the runner runs it (``worker.run_device_jobs``, all models, metrics
@@ -242,12 +243,16 @@ def main(argv: list[str] | None = None) -> int:
         imap = create_codec("importance_map", device=args.device)
         comcnn = create_codec("comcnn+jpeg", device=args.device)
         comcnn_rate = statistics.median(comcnn.default_rates)
+        autoenc = create_codec("autoencoder", device=args.device)
         for bs in (int(b) for b in args.batch_sizes.split(",")):
             for model in imap.default_rates:
                 rows.append({"codec": f"importance_map model {model:g}", "batch": bs,
                              **codec_throughput(imap, model, images, bs, args.device)})
             rows.append({"codec": f"comcnn+jpeg q{comcnn_rate:g}", "batch": bs, "range_coding_share": float("nan"),
                          **codec_throughput(comcnn, comcnn_rate, images, bs, args.device)})
+            for model in (min(autoenc.default_rates), max(autoenc.default_rates)):
+                rows.append({"codec": f"autoencoder model {model:g}", "batch": bs, "range_coding_share": float("nan"),
+                             **codec_throughput(autoenc, model, images, bs, args.device)})
         print_table(rows)
         report["throughput"] = rows
         if not args.skip_run:

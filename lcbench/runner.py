@@ -43,6 +43,7 @@ class RunOptions:
     use_cache: bool = True                             # reuse results from the machine-wide cache
     backend: str = "loky"                              # "loky" (processes on this machine) or "dask"
     scheduler: str | None = None                       # dask scheduler address; None: a local cluster
+    metrics_backend: str | None = None                 # learned codecs' metrics: "torch", "cpu" or None/"auto"
     command_line: str | None = None
 
 
@@ -93,6 +94,7 @@ def build_codecs(specs: Sequence[str], device: str) -> list[Codec]:
 def _metadata(options: RunOptions, dataset: Dataset, codecs: Sequence[tuple[str, Codec]], device: str,
               previous: dict[str, Any] | None) -> dict[str, Any]:
     from .environment import library_versions, machine
+    from .worker import metrics_backend_for
 
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     meta = {
@@ -104,6 +106,7 @@ def _metadata(options: RunOptions, dataset: Dataset, codecs: Sequence[tuple[str,
         "dataset": {"name": dataset.name, "root": str(dataset.root), "images": len(dataset.images)},
         "device": device,
         "metrics": {"names": list(METRIC_NAMES), "version": METRICS_VERSION,
+                    "learned_codecs_backend": metrics_backend_for(device, options.metrics_backend),
                     "definitions": "see lcbench.metrics: psnr over RGB jointly; psnr_y BT.601 studio-range; "
                                    "ssim Gaussian 11/1.5 valid; ms_ssim as pytorch-msssim 1.0"},
         "codecs": dict((previous or {}).get("codecs", {})),
@@ -166,7 +169,7 @@ def execute(options: RunOptions) -> RunOutcome:
             bar.update(len(records))
         if dev_jobs:
             for records in run_device_jobs(run_dir, dataset.name, device, dev_jobs, options.save_bitstreams,
-                                           options.save_decoded):
+                                           options.save_decoded, metrics_backend=options.metrics_backend):
                 new_records.extend(records)
                 bar.update(len(records))
     finally:

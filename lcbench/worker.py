@@ -201,7 +201,8 @@ def metrics_backend_for(device: str, requested: str | None = None) -> str:
     if not choice or choice == "auto":
         return "torch" if str(device).startswith("cuda") else "cpu"
     if choice not in ("torch", "cpu"):
-        raise ValueError(f"metrics backend {choice!r} (argument or {METRICS_BACKEND_ENV}): use torch, cpu or auto")
+        raise ValueError(f"metrics backend {choice!r} (--metrics-backend or {METRICS_BACKEND_ENV}): "
+                         "use torch, cpu or auto")
     return choice
 
 

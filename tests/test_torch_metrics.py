@@ -204,12 +204,23 @@ def test_run_with_torch_metrics_backend_equals_cpu_backend(device_folder: Path, 
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     import lcbench
 
-    frames = {}
-    for backend in ("cpu", "torch"):
-        monkeypatch.setenv(worker.METRICS_BACKEND_ENV, backend)
-        df = lcbench.run(["importance_map"], str(device_folder), out=tmp_path / backend, quality=[4],
-                         device="cpu", use_cache=False)
-        frames[backend] = df.sort_values(["image", "quality"]).reset_index(drop=True)
+    import json
+
+    from lcbench.cli import main
+
+    monkeypatch.delenv(worker.METRICS_BACKEND_ENV, raising=False)
+    frames = {"cpu": lcbench.run(["importance_map"], str(device_folder), out=tmp_path / "cpu", quality=[4],
+                                 device="cpu", use_cache=False, metrics_backend="cpu")}
+    # the torch backend on a CPU-only machine, chosen on the command line
+    rc = main(["run", "--codecs", "importance_map", "--dataset", str(device_folder), "--out", str(tmp_path / "torch"),
+               "-q", "4", "--device", "cpu", "--metrics-backend", "torch", "--no-cache", "--no-progress"])
+    assert rc == 1  # broken.png fails (and is reported), everything else is computed
+    assert json.loads((tmp_path / "torch" / "run.json").read_text())["metrics"]["learned_codecs_backend"] == "torch"
+    assert json.loads((tmp_path / "cpu" / "run.json").read_text())["metrics"]["learned_codecs_backend"] == "cpu"
+    from lcbench import store
+
+    frames["torch"] = store.records_to_frame(store.read_records(tmp_path / "torch"))
+    frames = {k: df.sort_values(["image", "quality"]).reset_index(drop=True) for k, df in frames.items()}
     cpu, tor = frames["cpu"], frames["torch"]
     assert len(cpu) == 6
     ok = cpu["error"] == ""

@@ -29,6 +29,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="Dask scheduler address, e.g. tcp://10.0.0.5:8786 (default: a local cluster)")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="device for learned codecs (default: auto)")
+    p.add_argument("--metrics-backend", choices=["auto", "cpu", "torch"], default=None,
+                   help="where learned codecs' metrics run: torch (on --device, float64) or cpu "
+                        "(lcbench.metrics); auto (default): torch on cuda, cpu otherwise")
     p.add_argument("--max-images", type=int, default=None, help="use only the first N images")
     p.add_argument("--images", dest="image_glob", default=None, help="glob over image ids or file names")
     p.add_argument("--plugin", action="append", default=[], metavar="FILE.py", help="load a one-file codec plugin")
@@ -66,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
                          target_bpp=targets, jobs=args.jobs, device=args.device, max_images=args.max_images, image_glob=args.image_glob,
                          save_bitstreams=args.save_bitstreams, save_decoded=args.save_decoded,
                          progress=False if args.no_progress else None, use_cache=not args.no_cache, backend=args.backend,
-                         scheduler=args.scheduler)
+                         scheduler=args.scheduler, metrics_backend=args.metrics_backend)
     outcome = execute(options)
     print(format_terminal_table(outcome.frame))
     if preset is not None:
