@@ -38,18 +38,15 @@ def products(x, y, yy, xy):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
-def source_terms(mu, e_xx, centre, c1, c2, mu32, var2_c2, mx_true, lum_x2_c1):  # pragma: no cover
-    """The source's per-pixel SSIM terms from its float64 filtered moments, stored float32."""
+def source_terms(mu, e_xx, c2, mu32, var2_c2):  # pragma: no cover - compiled
+    """The source's per-pixel SSIM terms from its float64 filtered moments, stored float32:
+    the (centred) mean and 2 * variance + C2."""
     fm, fe = mu.ravel(), e_xx.ravel()
-    o_mu, o_v, o_mx, o_l = mu32.ravel(), var2_c2.ravel(), mx_true.ravel(), lum_x2_c1.ravel()
+    o_mu, o_v = mu32.ravel(), var2_c2.ravel()
     for k in range(fm.size):
         m = fm[k]
-        var = max(fe[k] - m * m, 0.0)
-        mt = m + centre
         o_mu[k] = m
-        o_v[k] = 2.0 * var + c2
-        o_mx[k] = mt
-        o_l[k] = mt * mt + c1
+        o_v[k] = 2.0 * max(fe[k] - m * m, 0.0) + c2
 
 
 @njit(cache=True, nogil=True)
@@ -63,37 +60,45 @@ def difference_products(x, source, decoded, d, dd, xd):  # pragma: no cover - co
         fxd[k] = fx[k] * v
 
 
-@njit(cache=True, nogil=True)
-def ssim_sums(mu_x, var2_x_c2, mx_true, lum_x2_c1, mu_d, e_dd, e_xd, pad, c1):  # pragma: no cover
+# error_model="numpy": no zero-division checks, so the divisions vectorise (denominators are
+# >= C2 > 0 and >= C1 > 0 anyway); fastmath lets the float32 row loop use SIMD.
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=True)
+def ssim_sums(mu_x, var2_x_c2, mu_d, e_dd, e_xd, pad, centre, c1):  # pragma: no cover - compiled
     """Per-channel means of the SSIM map and the contrast-structure map over the valid region.
 
     The decoded image enters as its difference d = y - x from the source, so every statistic
     of it is small when the error is small and float32 keeps its precision on flat areas
     (E[y^2] - mu_y^2 on raw values loses ~1e-4 there). With cov = E[x d] - mu_x mu_d and
     var_d = E[d^2] - mu_d^2:  2 cov_xy + C2 = 2 var_x + 2 cov + C2 =: N and
-    var_x + var_y + C2 = N + var_d, so cs = N / (N + var_d).
-    Source terms are precomputed (in float64, stored float32): var2_x_c2 = 2 var_x + C2,
-    mx_true = mu_x + centre, lum_x2_c1 = mx_true^2 + C1. Rows are walked as flat (W*C)
-    runs so the loop vectorises; sums are kept per position in float64.
+    var_x + var_y + C2 = N + var_d, so cs = N / (N + var_d). The source's terms are
+    precomputed (in float64, stored float32): mu_x (centred) and var2_x_c2 = 2 var_x + C2.
+    Each row is computed in float32 into a small buffer (vectorised), then added to float64
+    per-position sums.
     """
     h, w, nc = mu_d.shape
     lo, hi = pad * nc, (w - pad) * nc
-    acc_ssim = np.zeros(w * nc)
-    acc_cs = np.zeros(w * nc)
+    m = hi - lo
+    acc_ssim = np.zeros(m)
+    acc_cs = np.zeros(m)
+    row_ssim = np.empty(m, np.float32)
+    row_cs = np.empty(m, np.float32)
     two = np.float32(2.0)
     for i in range(pad, h - pad):
-        r_mx, r_v2, r_mt, r_l2 = mu_x[i].ravel(), var2_x_c2[i].ravel(), mx_true[i].ravel(), lum_x2_c1[i].ravel()
-        r_md, r_dd, r_xd = mu_d[i].ravel(), e_dd[i].ravel(), e_xd[i].ravel()
-        for k in range(lo, hi):
+        r_mx, r_v2 = mu_x[i].ravel()[lo:hi], var2_x_c2[i].ravel()[lo:hi]
+        r_md, r_dd, r_xd = mu_d[i].ravel()[lo:hi], e_dd[i].ravel()[lo:hi], e_xd[i].ravel()[lo:hi]
+        for k in range(m):
             md = r_md[k]
-            num = r_v2[k] + two * (r_xd[k] - r_mx[k] * md)
+            mx = r_mx[k]
+            num = r_v2[k] + two * (r_xd[k] - mx * md)
             cs_v = num / (num + (r_dd[k] - md * md))
-            mt = r_mt[k]
+            mt = mx + centre  # local means in pixel units
             my = mt + md
-            lum = (two * mt * my + c1) / (my * my + r_l2[k])
-            acc_cs[k] += cs_v
-            acc_ssim[k] += lum * cs_v
+            row_cs[k] = cs_v
+            row_ssim[k] = (two * mt * my + c1) / (my * my + mt * mt + c1) * cs_v
+        for k in range(m):
+            acc_cs[k] += row_cs[k]
+            acc_ssim[k] += row_ssim[k]
     n = (h - 2 * pad) * (w - 2 * pad)
-    ssim = acc_ssim.reshape(w, nc).sum(axis=0) / n
-    cs = acc_cs.reshape(w, nc).sum(axis=0) / n
+    ssim = acc_ssim.reshape(w - 2 * pad, nc).sum(axis=0) / n
+    cs = acc_cs.reshape(w - 2 * pad, nc).sum(axis=0) / n
     return ssim, cs

@@ -114,8 +114,6 @@ class _Scale:
     x: np.ndarray        # centred float32 HxWx3
     mu_x: np.ndarray     # filtered mean (centred), full size; valid region used
     var2_x_c2: np.ndarray  # 2 * filtered variance + C2 (variance computed in float64)
-    mx_true: np.ndarray  # mu_x + centre: the source's local mean in pixel units
-    lum_x2_c1: np.ndarray  # mx_true^2 + C1
     # Work buffers reused for every decoded image: fresh image-sized arrays per call would
     # cost more in page faults than the arithmetic. A Reference is used by one thread.
     buffers: list[np.ndarray] = field(default_factory=list)
@@ -149,8 +147,8 @@ class Reference:
             if level:
                 real = _avg_pool2(real)  # zero padding on odd sides, as pytorch-msssim
             x = real - _CENTRE
-            terms = [np.empty(x.shape, np.float32) for _ in range(4)]
-            kernels.source_terms(_filter64(x), _filter64(x * x), _CENTRE, C1, C2, *terms)
+            terms = [np.empty(x.shape, np.float32) for _ in range(2)]
+            kernels.source_terms(_filter64(x), _filter64(x * x), C2, *terms)
             ref.scales.append(_Scale(x.astype(np.float32), *terms))
         return ref
 
@@ -173,8 +171,8 @@ def _ssim_terms(s: _Scale, d: np.ndarray | None, source: np.ndarray | None = Non
         kernels.difference_products(s.x, source, decoded, d, dd, xd)
     else:
         kernels.products(s.x, d, dd, xd)
-    return kernels.ssim_sums(s.mu_x, s.var2_x_c2, s.mx_true, s.lum_x2_c1, _filter(d, f_d), _filter(dd, f_dd),
-                             _filter(xd, f_xd), _PAD, np.float32(C1))
+    return kernels.ssim_sums(s.mu_x, s.var2_x_c2, _filter(d, f_d), _filter(dd, f_dd), _filter(xd, f_xd), _PAD,
+                             np.float32(_CENTRE), np.float32(C1))
 
 
 def compute_metrics(ref: Reference, decoded: np.ndarray) -> tuple[dict[str, float], list[str]]:
