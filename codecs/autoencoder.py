@@ -15,15 +15,15 @@ Walk-through: docs/learned-codec-tutorial.md.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import re
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
 from lcbench.codec import Availability, CodecError, CodecUnavailable, TorchCodec, check_image
+from lcbench.learned_batching import group_by_padded_shape, one_cpu_thread, pad_image, padded
 from lcbench.registry import register_codec
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -155,8 +155,8 @@ class Autoencoder(TorchCodec):
         net, tables, sha = self._model(model_id)
         out: list[bytes] = [b""] * len(images)
         extras: list[dict[str, float]] = [{} for _ in images]
-        for idx in _group_by_padded_shape([im.shape[:2] for im in images]).values():
-            batch = torch.from_numpy(np.stack([_pad(images[i]) for i in idx])).permute(0, 3, 1, 2)
+        for idx in group_by_padded_shape([im.shape[:2] for im in images], PAD_MULTIPLE).values():
+            batch = torch.from_numpy(np.stack([pad_image(images[i], PAD_MULTIPLE) for i in idx])).permute(0, 3, 1, 2)
             with torch.no_grad():
                 y_hat = torch.round(net.analyse(batch.to(self.device)))
                 est_bits = -torch.log2(net.density.likelihood(y_hat)).sum(dim=(1, 2, 3)).cpu()
@@ -183,12 +183,12 @@ class Autoencoder(TorchCodec):
             if header.weights_tag != bytes.fromhex(sha[:8]):
                 raise CodecError(f"autoencoder: the bitstream was written with other weights for model "
                                  f"{header.model_id} (tag {header.weights_tag.hex()}, these weights {sha[:8]})")
-            hp, wp = _padded(header.height), _padded(header.width)
+            hp, wp = padded(header.height, PAD_MULTIPLE), padded(header.width, PAD_MULTIPLE)
             try:
                 latents = tables.decode(words, hp // PAD_MULTIPLE, wp // PAD_MULTIPLE)
             except LatentCodingError as exc:
                 raise CodecError(f"autoencoder: corrupt bitstream for model {header.model_id}: {exc}") from exc
-            with torch.no_grad(), _one_cpu_thread(self.device):
+            with torch.no_grad(), one_cpu_thread(self.device):
                 x = net.synthesise(torch.from_numpy(latents).float()[None].to(self.device))
             pixels = torch.clamp(torch.round(x), 0, 255).to(torch.uint8)[0].permute(1, 2, 0).cpu().numpy()
             results.append(np.ascontiguousarray(pixels[:header.height, :header.width]))
@@ -199,35 +199,5 @@ class Autoencoder(TorchCodec):
         return dict(self.last_batch_extras[-1]) if self.last_batch_extras else {}
 
 
-@contextlib.contextmanager
-def _one_cpu_thread(device: str) -> Iterator[None]:
-    """Synthesise on one CPU thread: float sums then run in one order whatever the process's
-    thread setting, so another process decodes identical pixels (as in importance_map)."""
-    import torch
-
-    if not str(device).startswith("cpu"):
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
-def _padded(n: int) -> int:
-    return -(-n // PAD_MULTIPLE) * PAD_MULTIPLE
-
-
-def _pad(image: np.ndarray) -> np.ndarray:
-    """Replicate the last row/column up to the padding multiple (any size, even 1x1)."""
-    h, w = image.shape[:2]
-    return np.pad(image, ((0, _padded(h) - h), (0, _padded(w) - w), (0, 0)), mode="edge")
-
-
-def _group_by_padded_shape(shapes: Sequence[tuple[int, int]]) -> dict[tuple[int, int], list[int]]:
-    groups: dict[tuple[int, int], list[int]] = {}
-    for i, (h, w) in enumerate(shapes):
-        groups.setdefault((_padded(h), _padded(w)), []).append(i)
-    return groups

@@ -11,17 +11,17 @@ Options: ``device`` (cpu/cuda, set by the runner) and ``weights_dir`` (a folder 
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import re
 import threading
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
 from lcbench.codec import Availability, CodecError, CodecUnavailable, TorchCodec, check_image
+from lcbench.learned_batching import group_by_padded_shape, one_cpu_thread, pad_image, padded
 from lcbench.registry import register_codec
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -188,8 +188,8 @@ class ImportanceMap(TorchCodec):
         net, _, _ = self._model(model_id)
         levels = net.config.levels
         groups = []
-        for _, idx in _group_by_padded_shape([im.shape[:2] for im in images]).items():
-            hwc = _to_device(torch.from_numpy(np.stack([_pad(images[i]) for i in idx])), self.device)
+        for _, idx in group_by_padded_shape([im.shape[:2] for im in images], PAD_MULTIPLE).items():
+            hwc = _to_device(torch.from_numpy(np.stack([pad_image(images[i], PAD_MULTIPLE) for i in idx])), self.device)
             with torch.inference_mode():
                 code, p = net.analyse(net.scale_in(hwc.permute(0, 3, 1, 2)))
                 bits, q = _to_host((code > 0.5).to(torch.uint8), levels_of(p, levels)[:, 0])
@@ -227,7 +227,7 @@ class ImportanceMap(TorchCodec):
             if header.weights_tag != bytes.fromhex(sha[:8]):
                 raise CodecError(f"importance_map: the bitstream was written with other weights for model "
                                  f"{header.model_id} (tag {header.weights_tag.hex()}, these weights {sha[:8]})")
-            hp, wp = _padded(header.height), _padded(header.width)
+            hp, wp = padded(header.height, PAD_MULTIPLE), padded(header.width, PAD_MULTIPLE)
             try:
                 bits, q = ctx.decode(words, hp // 8, wp // 8)
             except Exception as exc:  # constriction raises on exhausted/garbled streams
@@ -246,13 +246,13 @@ class ImportanceMap(TorchCodec):
         on_device: list[Any] = [None] * len(parsed)
         groups: dict[tuple[int, int, int], list[int]] = {}
         for i, (header, _, _) in enumerate(parsed):
-            groups.setdefault((header.model_id, _padded(header.height), _padded(header.width)), []).append(i)
+            groups.setdefault((header.model_id, padded(header.height, PAD_MULTIPLE), padded(header.width, PAD_MULTIPLE)), []).append(i)
         for (model_id, _, _), idx in groups.items():
             net, _, _ = self._model(model_id)
             # uint8 bits and int64 levels travel; the 0/1 masked code is formed on the device (exact)
             bits = _to_device(torch.from_numpy(np.stack([parsed[i][1] for i in idx])), self.device)
             q = _to_device(torch.from_numpy(np.stack([parsed[i][2] for i in idx])), self.device)[:, None]
-            with torch.inference_mode(), _one_cpu_thread(self.device):
+            with torch.inference_mode(), one_cpu_thread(self.device):
                 mask = importance_mask(q, net.config.n, net.config.levels)
                 y = net.synthesise(bits.float() * mask)
                 pixels = torch.clamp(torch.round(y * 127.5 + 127.5), 0, 255).to(torch.uint8)
@@ -270,22 +270,6 @@ class ImportanceMap(TorchCodec):
         return dict(self.last_estimate)
 
 
-@contextlib.contextmanager
-def _one_cpu_thread(device: str) -> Iterator[None]:
-    """Synthesise on one CPU thread: float sums then run in one order whatever the process's
-    thread setting, so a second process decodes identical pixels (with 2 or 4 threads,
-    a few pixels of a Kodak image round the other way)."""
-    import torch
-
-    if not str(device).startswith("cpu"):
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @dataclasses.dataclass
@@ -319,18 +303,3 @@ def _to_host(*tensors: Any) -> tuple[Any, ...]:
     return tuple(out)
 
 
-def _padded(n: int) -> int:
-    return -(-n // PAD_MULTIPLE) * PAD_MULTIPLE
-
-
-def _pad(image: np.ndarray) -> np.ndarray:
-    """Replicate the last row/column up to the padding multiple (works for any size, even 1x1)."""
-    h, w = image.shape[:2]
-    return np.pad(image, ((0, _padded(h) - h), (0, _padded(w) - w), (0, 0)), mode="edge")
-
-
-def _group_by_padded_shape(shapes: Sequence[tuple[int, int]]) -> dict[tuple[int, int], list[int]]:
-    groups: dict[tuple[int, int], list[int]] = {}
-    for i, (h, w) in enumerate(shapes):
-        groups.setdefault((_padded(h), _padded(w)), []).append(i)
-    return groups
