@@ -95,7 +95,7 @@ class ImportanceMap(TorchCodec):
         return sorted(int(m.group(1)) for p in self.weights_dir.iterdir() if (m := _FILE_RE.match(p.name)))
 
     def version(self) -> str:
-        """sha256 over the weights files of every model this codec instance can use."""
+        """sha256 over the weights files of every model this codec instance can use, and the bitstream format."""
         if self._version is None:
             self._version = self._weights_hash()
         return self._version
@@ -112,7 +112,11 @@ class ImportanceMap(TorchCodec):
             if not path.is_file():
                 raise CodecUnavailable(f"importance_map: weights file {path} is missing")
             lines.append(f"{i}:{sha256_of(path)}")
-        return "weights-sha256:" + hashlib.sha256("\n".join(lines).encode()).hexdigest()
+        from lcbench.learned.bitstream import FORMAT_VERSION
+
+        # the bitstream format is part of the version: cached results of an older format
+        # (different bytes, so a different bpp) must not be reused
+        return f"weights-sha256:{hashlib.sha256(chr(10).join(lines).encode()).hexdigest()} bitstream-v{FORMAT_VERSION}"
 
     def _model(self, model_id: int) -> tuple[Any, Any, str]:
         hit = self._models.get(model_id)

@@ -128,7 +128,7 @@ def test_corrupt_truncated_and_foreign_bitstreams(tiny) -> None:
     data = tiny.encode(photo("astronaut", (32, 48)), 1)
     with pytest.raises(CodecError, match="too short"):
         tiny.decode(data[:10])
-    with pytest.raises(CodecError, match="not an autoencoder bitstream"):
+    with pytest.raises(CodecError, match="not autoencoder's bitstream"):
         tiny.decode(b"XXXX" + data[4:])
     with pytest.raises(CodecError, match="truncated or damaged"):
         tiny.decode(data[:-4])

@@ -179,6 +179,13 @@ def test_corrupt_truncated_and_foreign_bitstreams(tiny_codec, tmp_path: Path) ->
         tiny_codec.decode(data[:10])
     with pytest.raises(CodecError, match="other weights"):
         tiny_codec.decode(data[:6] + bytes(4) + data[10:])
+    for pos in (bitstream.HEADER_BYTES, len(data) - 1):  # a flipped payload bit is an error, not another picture
+        flipped = bytearray(data)
+        flipped[pos] ^= 0x10
+        with pytest.raises(CodecError, match="truncated or damaged"):
+            tiny_codec.decode(bytes(flipped))
+    with pytest.raises(CodecError, match="truncated or damaged"):
+        tiny_codec.decode(data[:-4])
     with pytest.raises(CodecUnavailable, match="no model 7"):
         tiny_codec.decode(data[:5] + bytes([7]) + data[6:])
     with pytest.raises(CodecError, match="not a model id"):
@@ -205,7 +212,7 @@ def test_version_is_the_weights_hash(tiny_codec, tiny_weights_dir: Path) -> None
 
     file_hash = hashlib.sha256((tiny_weights_dir / "importance_map_1.pt").read_bytes()).hexdigest()
     expected = hashlib.sha256(f"1:{file_hash}".encode()).hexdigest()
-    assert tiny_codec.version() == f"weights-sha256:{expected}"
+    assert tiny_codec.version() == f"weights-sha256:{expected} bitstream-v2"
 
 
 # -- shipped weights --------------------------------------------------------------------------
