@@ -264,3 +264,25 @@ def test_own_weights_folder_sets_the_rate_grid(tiny_codec) -> None:
     """With weights_dir the default grid is the model ids in that folder; the shipped grid skips model 2."""
     assert tiny_codec.default_rates == (1.0,)
     assert create_codec("importance_map").default_rates == (1.0, 3.0, 4.0, 5.0)
+
+
+def test_kodak_low_rate_ms_ssim_beats_jpeg(kodak_dir: Path, tmp_path: Path) -> None:
+    """Issue 5's bar, measured by lcbench itself: at every shipped rate point at or below 0.3 bpp
+    the mean Kodak MS-SSIM is above JPEG's at the same bpp (interpolated on JPEG's mean curve;
+    below JPEG's lowest rate, above JPEG's lowest point, which has more bits)."""
+    import lcbench
+
+    df = lcbench.run(["jpeg", "importance_map"], str(kodak_dir), out=tmp_path / "run", use_cache=False,
+                     quality={"jpeg": [1, 2, 3, 4, 5, 6, 8, 10, 15, 20, 30], "importance_map": [1, 3]},
+                     raise_on_failure=True)
+    assert (df["error"] == "").all() and len(df) == 24 * 13
+    means = df.groupby(["codec", "quality"])[["bpp", "ms_ssim"]].mean().reset_index()
+    jpeg = means[means.codec == "jpeg"].sort_values("bpp")
+    imap = means[means.codec == "importance_map"]
+    low = imap[imap.bpp <= 0.3]
+    assert len(low) == 2  # models 1 and 3 (about 0.10 and 0.20 bpp)
+    for _, row in low.iterrows():
+        if row.bpp < jpeg.bpp.min():
+            assert row.ms_ssim > jpeg.ms_ssim.iloc[0]
+        else:
+            assert row.ms_ssim > np.interp(row.bpp, jpeg.bpp, jpeg.ms_ssim)
