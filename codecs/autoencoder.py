@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 
 from lcbench.codec import Availability, CodecError, CodecUnavailable, TorchCodec, check_image
-from lcbench.learned_batching import group_by_padded_shape, one_cpu_thread, pad_image, padded
+from lcbench.learned_batching import group_by_padded_shape, reproducible_synthesis, pad_image, padded
 from lcbench.registry import register_codec
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -188,7 +188,7 @@ class Autoencoder(TorchCodec):
                 latents = tables.decode(words, hp // PAD_MULTIPLE, wp // PAD_MULTIPLE)
             except LatentCodingError as exc:
                 raise CodecError(f"autoencoder: corrupt bitstream for model {header.model_id}: {exc}") from exc
-            with torch.no_grad(), one_cpu_thread(self.device):
+            with torch.no_grad(), reproducible_synthesis(self.device):
                 x = net.synthesise(torch.from_numpy(latents).float()[None].to(self.device))
             pixels = torch.clamp(torch.round(x), 0, 255).to(torch.uint8)[0].permute(1, 2, 0).cpu().numpy()
             results.append(np.ascontiguousarray(pixels[:header.height, :header.width]))

@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 
 from lcbench.codec import Availability, CodecError, CodecUnavailable, TorchCodec, check_image
-from lcbench.learned_batching import group_by_padded_shape, one_cpu_thread, pad_image, padded
+from lcbench.learned_batching import group_by_padded_shape, reproducible_synthesis, pad_image, padded
 from lcbench.registry import register_codec
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -256,7 +256,7 @@ class ImportanceMap(TorchCodec):
             # uint8 bits and int64 levels travel; the 0/1 masked code is formed on the device (exact)
             bits = _to_device(torch.from_numpy(np.stack([parsed[i][1] for i in idx])), self.device)
             q = _to_device(torch.from_numpy(np.stack([parsed[i][2] for i in idx])), self.device)[:, None]
-            with torch.inference_mode(), one_cpu_thread(self.device):
+            with torch.inference_mode(), reproducible_synthesis(self.device):
                 mask = importance_mask(q, net.config.n, net.config.levels)
                 y = net.synthesise(bits.float() * mask)
                 pixels = torch.clamp(torch.round(y * 127.5 + 127.5), 0, 255).to(torch.uint8)

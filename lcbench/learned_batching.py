@@ -1,5 +1,5 @@
 """Helpers every learned codec needs around its network: padding to the network's multiple,
-batching images of equal padded size, and deterministic CPU synthesis."""
+batching images of equal padded size, and reproducible synthesis."""
 from __future__ import annotations
 
 import contextlib
@@ -28,12 +28,29 @@ def group_by_padded_shape(shapes: Sequence[tuple[int, int]], multiple: int) -> d
 
 
 @contextlib.contextmanager
-def one_cpu_thread(device: str) -> Iterator[None]:
-    """Synthesise on one CPU thread: float sums then run in one order whatever the process's
-    thread setting, so a second process decodes identical pixels (with 2 or 4 threads, a few
-    pixels of a Kodak image round the other way). No effect on other devices."""
+def reproducible_synthesis(device: str) -> Iterator[None]:
+    """Run a decoder network so the same bitstream gives the same pixels every time.
+
+    CPU: one thread, so float sums run in one order whatever the process's thread setting
+    (with 2 or 4 threads, a few pixels of a Kodak image round the other way). CUDA: no TF32
+    (on by default for cuDNN convolutions; its 10-bit mantissa moves many pixels) and
+    deterministic cuDNN algorithms. CPU and CUDA still sum in different orders, so a pixel
+    whose value lies within float32 rounding of .5 can differ by 1 between them; the decoded
+    code (everything the entropy coder produces) is identical on both.
+    """
     import torch
 
+    if str(device).startswith("cuda"):
+        saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32,
+                 torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+        try:
+            yield
+        finally:
+            (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32,
+             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark) = saved
+        return
     if not str(device).startswith("cpu"):
         yield
         return
