@@ -1,0 +1,46 @@
+"""Padding, equal-size batching and reproducible synthesis shared by the learned codecs."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from lcbench.learned_batching import group_by_padded_shape, pad_image, padded, reproducible_synthesis  # noqa: E402
+
+
+def test_padding_replicates_edges_to_the_multiple() -> None:
+    assert [padded(n, 16) for n in (1, 15, 16, 17, 32)] == [16, 16, 16, 32, 32]
+    img = np.arange(3 * 5 * 3, dtype=np.uint8).reshape(3, 5, 3)
+    out = pad_image(img, 4)
+    assert out.shape == (4, 8, 3)
+    assert np.array_equal(out[:3, :5], img)
+    assert np.array_equal(out[3, :5], img[2]) and np.array_equal(out[:3, 7], img[:, 4])
+
+
+def test_groups_share_a_padded_size_in_input_order() -> None:
+    groups = group_by_padded_shape([(30, 40), (17, 17), (32, 33), (31, 48), (1, 1), (33, 20)], 16)
+    assert groups == {(32, 48): [0, 2, 3], (32, 32): [1], (16, 16): [4], (48, 32): [5]}
+
+
+def test_cpu_synthesis_runs_on_one_thread_and_restores() -> None:
+    before = torch.get_num_threads()
+    with reproducible_synthesis("cpu"):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+
+
+def test_cuda_synthesis_turns_tf32_off_and_restores() -> None:
+    # Only flags are touched, so this runs without a GPU.
+    flags = ("allow_tf32", "deterministic", "benchmark")
+    saved = [getattr(torch.backends.cudnn, f) for f in flags] + [torch.backends.cuda.matmul.allow_tf32]
+    torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = True, True
+    try:
+        with reproducible_synthesis("cuda:0"):
+            assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+            assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cudnn.benchmark
+    finally:
+        for f, v in zip(flags, saved):
+            setattr(torch.backends.cudnn, f, v)
+        torch.backends.cuda.matmul.allow_tf32 = saved[-1]
