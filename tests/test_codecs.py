@@ -107,3 +107,22 @@ def test_command_line_codec_error_carries_tool_stderr():
 def test_decode_garbage_is_a_codec_error():
     with pytest.raises(CodecError, match="jpeg: decoding failed"):
         create_codec("jpeg").decode(b"\xff\xd8garbage")
+
+
+def test_avif_bytes_do_not_depend_on_the_machine_core_count():
+    # libavif's bitstream changes with its thread count (Pillow's default: one per core), so
+    # lcbench pins it: by default one thread, `avif:threads=N` for N.
+    codec = create_codec("avif")
+    if not codec.availability():
+        pytest.skip("no AVIF support in this Pillow")
+    img = photo("astronaut", (256, 384))
+
+    def pillow_avif(max_threads: int) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, format="AVIF", quality=50, speed=6, subsampling="4:2:0", max_threads=max_threads)
+        return buf.getvalue()
+
+    assert codec.encode(img, 50) == pillow_avif(1)
+    two = create_codec("avif:threads=2")
+    assert two.encode(img, 50) == pillow_avif(2) and two.options == {"threads": 2}
+    assert "1 encoder thread" in codec.version() and "2 encoder threads" in two.version()
