@@ -18,20 +18,19 @@ Conventions (tests check each against an independent implementation):
 - ms_ssim_db: -10 log10(1 - ms_ssim) per image.
 
 Speed: the source image's filtered statistics (means and variances at every scale) do
-not change across rate points and codecs, so ``Reference`` computes them once and each
-decoded image costs three separable Gaussian filterings per scale (OpenCV, float32) of its
-difference d from the source: d, d^2 and x*d. Filtering the decoded image itself in float32
-loses ~4e-5 of SSIM on flat bright areas (E[y^2] - mu_y^2 cancels catastrophically); the
-statistics of d are small where the error is small, so they keep their precision. The
-source's variance is computed once in float64. The per-pixel SSIM formula runs as one fused
-loop (``_metric_kernels``).
+not change across rate points and codecs, so ``Reference`` computes them once (in float64).
+Each decoded image then costs one streaming pass per scale (``_metric_kernels.level_sums``)
+over its difference d from the source: d, d^2 and x*d are Gaussian-filtered in float32 row by
+row and the SSIM terms summed as rows complete, with nothing image-sized written. Filtering
+the decoded image itself in float32 loses ~4e-5 of SSIM on flat bright areas (E[y^2] - mu_y^2
+cancels catastrophically); the statistics of d are small where the error is small, so they
+keep their precision. Squared errors are exact integer sums taken in the same pass.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 
 
@@ -70,25 +69,13 @@ class _LazyKernels:
 kernels = _LazyKernels()
 
 
-def _filter(plane: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """Separable Gaussian filter at full size; only the valid region is used later."""
-    return cv2.sepFilter2D(plane, cv2.CV_32F, _G, _G, dst=out, borderType=cv2.BORDER_REFLECT)
+def _pooled_shape(h: int, w: int) -> tuple[int, int, int]:
+    """Shape after pytorch-msssim's avg_pool2d(kernel 2, stride 2, padding side % 2): ceil(side / 2)."""
+    return (h + 1) // 2, (w + 1) // 2, 3
 
 
-def _filter64(plane: np.ndarray) -> np.ndarray:
-    """The same in float64, for the source's statistics (computed once per image)."""
-    return cv2.sepFilter2D(plane, cv2.CV_64F, _G64, _G64, borderType=cv2.BORDER_REFLECT)
-
-
-def _avg_pool2(x: np.ndarray) -> np.ndarray:
-    """torch.nn.functional.avg_pool2d(kernel 2, stride 2, padding = side % 2), zero padding counted."""
-    h, w = x.shape[:2]
-    ph, pw = h % 2, w % 2
-    if ph or pw:
-        x = np.pad(x, ((ph, ph), (pw, pw), (0, 0)))
-    h2, w2 = (x.shape[0] - 2) // 2 + 1, (x.shape[1] - 2) // 2 + 1
-    x = np.ascontiguousarray(x[: 2 * h2, : 2 * w2])
-    return cv2.resize(x, (w2, h2), interpolation=cv2.INTER_AREA)  # exact 2x2 block means
+_SKIP32 = np.empty((0, 0, 3), np.float32)  # "no output" for a kernel's optional array
+_SKIP64 = np.empty((0, 0, 3), np.float64)
 
 
 _Y_WEIGHTS = np.array([65.481, 128.553, 24.966]) / 255.0
@@ -111,17 +98,20 @@ def ms_ssim_db(value: float) -> float:
 
 @dataclass
 class _Scale:
-    x: np.ndarray        # centred float32 HxWx3
-    mu_x: np.ndarray     # filtered mean (centred), full size; valid region used
-    var2_x_c2: np.ndarray  # 2 * filtered variance + C2 (variance computed in float64)
-    # Work buffers reused for every decoded image: fresh image-sized arrays per call would
-    # cost more in page faults than the arithmetic. A Reference is used by one thread.
-    buffers: list[np.ndarray] = field(default_factory=list)
+    x: np.ndarray | None  # centred float32 source at this scale; None at full scale (the uint8 pixels serve)
+    mu_x: np.ndarray      # filtered mean (centred), valid region: (h - 10, w - 10, 3) float32
+    var2_x_c2: np.ndarray  # 2 * filtered variance + C2, valid region (variance formed in float64)
+    pooled_shape: tuple[int, int, int] | None  # the next scale's shape; None at the last scale
+    # The pooled difference for the next scale is written here for every decoded image: a fresh
+    # array per call would cost page faults. A Reference is used by one thread at a time.
+    _pooled: np.ndarray | None = None
 
-    def work(self) -> list[np.ndarray]:
-        if not self.buffers:
-            self.buffers = [np.empty_like(self.x) for _ in range(6)]
-        return self.buffers
+    def pooled_buffer(self) -> np.ndarray:
+        if self.pooled_shape is None:
+            return _SKIP32
+        if self._pooled is None:
+            self._pooled = np.empty(self.pooled_shape, np.float32)
+        return self._pooled
 
 
 @dataclass
@@ -136,20 +126,24 @@ class Reference:
     def of(cls, pixels: np.ndarray) -> "Reference":
         if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
             raise ValueError(f"metrics need HxWx3 uint8 RGB, got {pixels.dtype} {pixels.shape}")
-        ref = cls(pixels)
+        ref = cls(np.ascontiguousarray(pixels))
         h, w = pixels.shape[:2]
         n_scales = len(MS_SSIM_WEIGHTS)
         if min(h, w) <= MS_SSIM_MIN_SIDE:
             ref.ms_ssim_note = f"ms_ssim needs a short side > {MS_SSIM_MIN_SIDE} px, image is {w}x{h}"
             n_scales = 1 if min(h, w) >= WIN_SIZE else 0
-        real = pixels.astype(np.float64)
+        src = ref.pixels
         for level in range(n_scales):
-            if level:
-                real = _avg_pool2(real)  # zero padding on odd sides, as pytorch-msssim
-            x = real - _CENTRE
-            terms = [np.empty(x.shape, np.float32) for _ in range(2)]
-            kernels.source_terms(_filter64(x), _filter64(x * x), C2, *terms)
-            ref.scales.append(_Scale(x.astype(np.float32), *terms))
+            h, w = src.shape[:2]
+            valid = (h - 2 * _PAD, w - 2 * _PAD, 3)
+            mu_x, var2_x_c2 = np.empty(valid, np.float32), np.empty(valid, np.float32)
+            x = np.empty(src.shape, np.float32) if level else None
+            last = level == n_scales - 1
+            # Pooled in float64 (exact: multiples of 4^-level); zero padding on odd sides.
+            nxt = _SKIP64 if last else np.empty(_pooled_shape(h, w), np.float64)
+            kernels.source_level(src, _CENTRE, _G64, C2, _SKIP32 if x is None else x, mu_x, var2_x_c2, nxt)
+            ref.scales.append(_Scale(x, mu_x, var2_x_c2, None if last else nxt.shape))
+            src = nxt
         return ref
 
     @property
@@ -157,22 +151,21 @@ class Reference:
         return self.pixels.shape
 
 
-def _ssim_terms(s: _Scale, d: np.ndarray | None, source: np.ndarray | None = None,
-                decoded: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean SSIM and mean contrast-structure term at one scale (float64).
+def _squared_errors(moments: np.ndarray) -> tuple[int, float]:
+    """(sum of squared RGB errors, sum of squared BT.601 Y errors) from the exact integer moments
+    [e_0^2, e_1^2, e_2^2, e_0 e_1, e_0 e_2, e_1 e_2]: Y is affine in RGB, so its error is
+    _Y_WEIGHTS . e and its square expands into these six sums (no luma images needed)."""
+    s00, s11, s22, s01, s02, s12 = (int(v) for v in moments)
+    w0, w1, w2 = _Y_WEIGHTS
+    sse_y = w0 * w0 * s00 + w1 * w1 * s11 + w2 * w2 * s22 + 2.0 * (w0 * w1 * s01 + w0 * w2 * s02 + w1 * w2 * s12)
+    return s00 + s11 + s22, float(sse_y)
 
-    ``d`` is decoded minus source in float32; at full scale pass the uint8 ``source`` and
-    ``decoded`` instead and the subtraction is fused into the products pass (no image-sized
-    temporaries; the difference lands in ``s.work()[5]``).
-    """
-    dd, xd, f_d, f_dd, f_xd, d_buf = s.work()
-    if d is None:
-        d = d_buf
-        kernels.difference_products(s.x, source, decoded, d, dd, xd)
-    else:
-        kernels.products(s.x, d, dd, xd)
-    return kernels.ssim_sums(s.mu_x, s.var2_x_c2, _filter(d, f_d), _filter(dd, f_dd), _filter(xd, f_xd), _PAD,
-                             np.float32(_CENTRE), np.float32(C1))
+
+def _error_moments(source: np.ndarray, decoded: np.ndarray) -> np.ndarray:
+    """The same moments in numpy, for images too small for SSIM (no streaming pass runs)."""
+    e = decoded.reshape(-1, 3).astype(np.int64) - source.reshape(-1, 3)
+    return np.array([(e[:, 0] * e[:, 0]).sum(), (e[:, 1] * e[:, 1]).sum(), (e[:, 2] * e[:, 2]).sum(),
+                     (e[:, 0] * e[:, 1]).sum(), (e[:, 0] * e[:, 2]).sum(), (e[:, 1] * e[:, 2]).sum()])
 
 
 def compute_metrics(ref: Reference, decoded: np.ndarray) -> tuple[dict[str, float], list[str]]:
@@ -180,26 +173,31 @@ def compute_metrics(ref: Reference, decoded: np.ndarray) -> tuple[dict[str, floa
     if decoded.shape != ref.shape or decoded.dtype != np.uint8:
         raise ValueError(f"decoded image is {decoded.dtype} {decoded.shape}, the original is uint8 {ref.shape}")
     notes: list[str] = []
-    # Y is affine in RGB, so the Y error is _Y_WEIGHTS . (RGB difference): no luma images needed.
-    sse, sse_y = kernels.squared_errors(ref.pixels, decoded, *_Y_WEIGHTS)
+    per_level_ssim, per_level_cs = [], []
+    moments = None
+    d = None
+    for level, scale in enumerate(ref.scales):
+        pooled = scale.pooled_buffer()
+        if level == 0:
+            ssim_c, cs_c, moments = kernels.level_sums(ref.pixels, np.ascontiguousarray(decoded), True, scale.mu_x,
+                                                       scale.var2_x_c2, _G, np.float32(_CENTRE), np.float32(C1), pooled)
+        else:  # pooling is linear: the pooled difference is pool(y) - pool(x), zero padding included
+            ssim_c, cs_c, _ = kernels.level_sums(scale.x, d, False, scale.mu_x, scale.var2_x_c2, _G,
+                                                 np.float32(_CENTRE), np.float32(C1), pooled)
+        d = pooled
+        per_level_ssim.append(ssim_c)
+        per_level_cs.append(cs_c)
+    if moments is None:
+        moments = _error_moments(ref.pixels, decoded)
+    sse, sse_y = _squared_errors(moments)
     n_pixels = ref.pixels.shape[0] * ref.pixels.shape[1]
-    mse_rgb = int(sse) / (3 * n_pixels)
-    mse_y = float(sse_y) / n_pixels
+    mse_rgb = sse / (3 * n_pixels)
+    mse_y = sse_y / n_pixels
     out = {"mse_rgb": mse_rgb, "psnr_rgb": psnr_from_mse(mse_rgb), "mse_y": mse_y, "psnr_y": psnr_from_mse(mse_y),
            "ssim": math.nan, "ms_ssim": math.nan, "ms_ssim_db": math.nan}
     if not ref.scales:
         notes.append(f"ssim needs at least {WIN_SIZE}x{WIN_SIZE} px")
         return out, notes
-    per_level_ssim, per_level_cs = [], []
-    for level, scale in enumerate(ref.scales):
-        if level == 0:
-            ssim_c, cs_c = _ssim_terms(scale, None, ref.pixels, decoded)
-            d = scale.work()[5]  # decoded - source, written by the fused pass
-        else:
-            d = _avg_pool2(d)  # pooling is linear: pool(y) - pool(x), zero padding included
-            ssim_c, cs_c = _ssim_terms(scale, d)
-        per_level_ssim.append(ssim_c)
-        per_level_cs.append(cs_c)
     out["ssim"] = float(per_level_ssim[0].mean())
     if ref.ms_ssim_note:
         notes.append(ref.ms_ssim_note)

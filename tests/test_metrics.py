@@ -118,3 +118,20 @@ def test_shape_mismatch_is_an_error():
     img = photo("astronaut", (200, 200))
     with pytest.raises(ValueError, match="decoded image"):
         compute_metrics(Reference.of(img), img[:100])
+
+
+def test_one_reference_serves_many_decodes_and_non_contiguous_arrays():
+    """A Reference reuses its work buffers across decoded images; views (flipped, strided) are
+    read as their pixels, not their memory layout."""
+    img = photo("coffee", (231, 305))  # odd sides: pooling pads at every scale
+    src_view = np.flip(img, axis=1)    # negative strides
+    ref = Reference.of(src_view)
+    for q in (5, 40, 90):
+        dec = _pair(np.ascontiguousarray(src_view), q)
+        wide = np.zeros((dec.shape[0], dec.shape[1], 4), np.uint8)
+        wide[..., :3] = dec
+        dec_view = wide[..., :3]        # strided: not C-contiguous
+        values, _ = compute_metrics(ref, dec_view)
+        fresh, _ = compute_metrics(Reference.of(np.ascontiguousarray(src_view)), dec)
+        assert values == fresh
+        assert values["ms_ssim"] == pytest.approx(_exact_ms_ssim(np.ascontiguousarray(src_view), dec), abs=1e-5)
