@@ -7,21 +7,23 @@ the valid region, per channel then averaged, pytorch-msssim 1.0's pooling (2x2 a
 zero padding on odd sides) and ReLU on the contrast terms.
 
 How: a ``TorchReference`` holds the source image's filtered statistics at every scale on
-the device, computed once and reused for every decoded version of the image. Each decoded
-image then costs one grouped separable convolution per scale (y, y^2 and x*y filtered
-together as 9 channels) on values centred at 128, and float64 sums of the SSIM maps.
+the device, computed once (in float64) and reused for every decoded version of the image.
+Each decoded image then enters as its difference d = y - x from the source (exact in any
+float type) and costs one grouped separable convolution per scale (d, d^2 and x*d filtered
+together as 9 channels) and float64 sums of the SSIM maps; the algebra is that of
+``metrics``' CPU kernel (``_metric_kernels.level_sums``).
 
-Precision: the filters run in float64 by default. float32 on centred values (metrics.py's
-choice on the CPU) was measured to miss the 1e-5 target on images with large saturated
-flat areas: kodim20 (white sky) as JPEG q5 gives SSIM 1.3e-5 and MS-SSIM 1.2e-5 away from
-float64 scikit-image / pytorch-msssim, because in a flat region every pixel rounds
-E[x^2] - mu^2 the same way (a bias, not noise that averages out). On a CPU float64 is ~5x
-slower than float32 (measured), which is one reason the CPU path stays on metrics.py; on
-data-centre GPUs (FP64 at half the FP32 rate) this memory-bound work should cost little
-more than float32, on consumer GPUs (FP64 at 1/32-1/64) more: not yet measured on a GPU,
-``benchmarks/learned_throughput.py --metrics --device cuda`` measures both dtypes.
-``dtype=torch.float32`` remains available; TF32 is switched off around the convolutions,
-or cuDNN would round float32 inputs to a 10-bit mantissa on Ampere and newer GPUs.
+Precision: the statistics of d are small where the error is small, so float32 keeps its
+precision on flat areas. Filtering y itself in float32 (this module's first formulation)
+missed the 1e-5 target on large saturated flat areas: kodim20 (white sky) as JPEG q5 gave
+SSIM 1.3e-5 away from float64 references, because every flat pixel rounded E[y^2] - mu^2 the
+same way. With d, float32 is within ~1e-7 there (tests check both dtypes). The default stays
+float64, which costs little on data-centre GPUs (FP64 at half the FP32 rate) and is immune
+to cuDNN's choice of convolution algorithm; consumer GPUs (FP64 at 1/32-1/64) should pass
+``dtype=torch.float32``. Neither has been timed on a GPU yet:
+``benchmarks/learned_throughput.py --metrics --device cuda`` measures both. TF32 is switched
+off around the convolutions, or cuDNN would round float32 inputs to a 10-bit mantissa on
+Ampere and newer GPUs.
 
 Per-image results stay on the device until the end of a batch: one transfer per batch,
 no synchronisation per image.
@@ -95,18 +97,18 @@ def _filter(x: torch.Tensor) -> torch.Tensor:
 
 
 def _pool(x: torch.Tensor) -> torch.Tensor:
-    """pytorch-msssim's downsampling of centred values: 2x2 mean of the real values, zero padding on odd sides."""
+    """pytorch-msssim's downsampling: 2x2 mean, zero padding on odd sides. Linear, so it applies
+    to the difference d directly (the zero padding of y - x is the difference of the paddings)."""
     h, w = x.shape[-2:]
-    return F.avg_pool2d(x + _CENTRE, kernel_size=2, padding=[h % 2, w % 2]) - _CENTRE
+    return F.avg_pool2d(x, kernel_size=2, padding=[h % 2, w % 2])
 
 
 @dataclass
 class _TorchScale:
-    x: torch.Tensor          # centred source, full size (1,3,H,W)
+    x: torch.Tensor          # centred source at this scale (1,3,H,W)
     mu_x: torch.Tensor       # filtered mean (centred), valid region
-    var_x_c2: torch.Tensor   # filtered variance + C2
-    lum_x: torch.Tensor      # 2 * (mu_x + centre)
-    lum_x2_c1: torch.Tensor  # (mu_x + centre)^2 + C1
+    var2_x_c2: torch.Tensor  # 2 * filtered variance + C2 (formed in float64)
+    mt: torch.Tensor         # filtered mean in pixel units
 
 
 @dataclass
@@ -121,7 +123,8 @@ class TorchReference:
     @classmethod
     def of(cls, pixels: np.ndarray | torch.Tensor, device: str | torch.device = "cpu",
            dtype: torch.dtype = torch.float64) -> "TorchReference":
-        """From HxWx3 uint8 RGB (numpy) or a (3,H,W) uint8 tensor; statistics computed on ``device``."""
+        """From HxWx3 uint8 RGB (numpy) or a (3,H,W) uint8 tensor; statistics computed on ``device``
+        in float64 and kept in ``dtype``, the type the decoded images' filtering runs in."""
         dev = torch.device(device)
         chw = _chw_on(pixels, dev, "source image")
         h, w = chw.shape[1:]
@@ -131,14 +134,15 @@ class TorchReference:
             ref.ms_ssim_note = f"ms_ssim needs a short side > {MS_SSIM_MIN_SIDE} px, image is {w}x{h}"
             n_scales = 1 if min(h, w) >= WIN_SIZE else 0
         with torch.inference_mode(), _exact_fp32(dev):
-            x = chw[None].to(dtype) - _CENTRE
+            real = chw[None].to(torch.float64)
             for level in range(n_scales):
                 if level:
-                    x = _pool(x)
+                    real = _pool(real)  # pooled pixel values: exact (multiples of 4^-level)
+                x = real - _CENTRE
                 stats = _filter(torch.cat([x, x * x], dim=1))
                 mu, e_xx = stats[:, :3], stats[:, 3:]
-                m = mu + _CENTRE
-                ref.scales.append(_TorchScale(x, mu, e_xx - mu * mu + C2, 2.0 * m, m * m + C1))
+                var2_c2 = 2.0 * (e_xx - mu * mu).clamp_min(0.0) + C2
+                ref.scales.append(_TorchScale(x.to(dtype), mu.to(dtype), var2_c2.to(dtype), (mu + _CENTRE).to(dtype)))
         return ref
 
     @property
@@ -196,17 +200,18 @@ def _device_sums(ref: TorchReference, y_chw: torch.Tensor) -> torch.Tensor:
     dy = (diff.to(torch.float64) * wy).sum(dim=0)
     parts = [sse.view(1), (dy * dy).sum().view(1)]
     if ref.scales:
-        dtype = ref.scales[0].x.dtype
-        y = y_chw[None].to(dtype) - _CENTRE
+        d = diff[None].to(ref.scales[0].x.dtype)  # exact: small integers
         ssim_l, cs_l = [], []
         for level, s in enumerate(ref.scales):
             if level:
-                y = _pool(y)
-            f = _filter(torch.cat([y, y * y, s.x * y], dim=1))
-            mu_y, e_yy, e_xy = f[:, :3], f[:, 3:6], f[:, 6:]
-            cs_map = (2.0 * (e_xy - s.mu_x * mu_y) + C2) / (s.var_x_c2 + (e_yy - mu_y * mu_y))
-            m = mu_y + _CENTRE
-            ssim_map = (s.lum_x * m + C1) / (m * m + s.lum_x2_c1) * cs_map
+                d = _pool(d)
+            f = _filter(torch.cat([d, d * d, s.x * d], dim=1))
+            mu_d, e_dd, e_xd = f[:, :3], f[:, 3:6], f[:, 6:]
+            # 2 cov_xy + C2 = 2 var_x + 2 (E[x d] - mu_x mu_d) + C2 =: N;  var_x + var_y + C2 = N + var_d
+            num = s.var2_x_c2 + 2.0 * (e_xd - s.mu_x * mu_d)
+            cs_map = num / (num + (e_dd - mu_d * mu_d))
+            my = s.mt + mu_d
+            ssim_map = (2.0 * s.mt * my + C1) / (my * my + s.mt * s.mt + C1) * cs_map
             ssim_l.append(ssim_map.sum(dim=(0, 2, 3), dtype=torch.float64) / ssim_map[0, 0].numel())
             cs_l.append(cs_map.sum(dim=(0, 2, 3), dtype=torch.float64) / cs_map[0, 0].numel())
         parts += ssim_l + cs_l
