@@ -100,9 +100,10 @@ def _spread(v: pd.Series, confidence: float) -> tuple[float, float]:
 
 
 def summarize(df: pd.DataFrame, metrics: Sequence[str] = SUMMARY_METRICS, aggregate: Aggregate = "mean",
-              confidence: float = 0.95) -> pd.DataFrame:
+              confidence: float = 0.95, spread: bool = True) -> pd.DataFrame:
     """One row per codec and rate point: ``n_images``, ``n_failed``, and for each metric ``m``
-    the aggregate ``m``, ``m_std`` and ``m_ci`` (half width of the CI of the mean).
+    the aggregate ``m``, ``m_std`` and ``m_ci`` (half width of the CI of the mean; both left
+    out with ``spread=False``, which skips scipy's import, e.g. for the end-of-run table).
 
     Failed jobs are counted in ``n_failed`` and left out of every value. Rows are ordered by
     codec (order of appearance) and mean bpp.
@@ -121,7 +122,8 @@ def summarize(df: pd.DataFrame, metrics: Sequence[str] = SUMMARY_METRICS, aggreg
                    "n_failed": int(len(g) - len(ok))}
             for m in metrics:
                 row[m] = _pooled(ok, m, aggregate)
-                row[f"{m}_std"], row[f"{m}_ci"] = _spread(ok[m], confidence)
+                if spread:
+                    row[f"{m}_std"], row[f"{m}_ci"] = _spread(ok[m], confidence)
             rows.append(row)
     out = pd.DataFrame(rows)
     if out.empty:
@@ -400,7 +402,7 @@ def format_terminal_table(df: pd.DataFrame, aggregate: Aggregate = "mean") -> st
     df = _ensure_validated(df)
     if df.empty:
         return "no results\n"
-    summ = summarize(df, aggregate=aggregate)
+    summ = summarize(df, aggregate=aggregate, spread=False)
     table = summary_table(summ, metrics=("bpp", "psnr_rgb", "psnr_y", "ssim", "ms_ssim_db", "enc_time_s",
                                          "dec_time_s"), spread=None, aggregate=aggregate)
     table.caption = aggregation_note(aggregate)

@@ -165,3 +165,10 @@ def test_load_results_merges_and_rejects_duplicates(results, tmp_path):
     bad.to_csv(tmp_path / "bad.csv", index=False)
     with pytest.raises(ResultsError, match="thirty"):
         load_results(tmp_path / "bad.csv")
+
+
+def test_summary_without_spread_has_the_same_values_and_no_spread_columns(results):
+    full, lean = summarize(results), summarize(results, spread=False)
+    assert not [c for c in lean.columns if c.endswith(("_std", "_ci"))]
+    pd.testing.assert_frame_equal(lean, full[list(lean.columns)])
+    assert "psnr_rgb_ci" in full.columns
