@@ -17,6 +17,7 @@ class BPG(CommandLineCodec):
     rate_param = "qp"
     default_rates = tuple(float(q) for q in range(47, 11, -5))  # CompressAI's grid: 47 down to 12
     rate_range = (0.0, 51.0)
+    rate_is_integer = True  # passed to the tool as a whole number
     rate_increases_bits = False
     tools = {"bpgenc": ("bpgenc", "LCBENCH_BPGENC"), "bpgdec": ("bpgdec", "LCBENCH_BPGDEC")}
     install_hint = ("Build libbpg (bellard.org/bpg) and put bpgenc/bpgdec on PATH, or set "

@@ -17,6 +17,7 @@ class HEVC(CommandLineCodec):
     name = "hevc"
     default_rates = tuple(float(q) for q in range(5, 100, 5))
     rate_range = (0.0, 100.0)
+    rate_is_integer = True  # passed to the tool as a whole number
     tools = {"heif_enc": ("heif-enc", "LCBENCH_HEIF_ENC"), "heif_convert": ("heif-convert", "LCBENCH_HEIF_CONVERT")}
     install_hint = "apt-get install libheif-examples (heif-enc/heif-convert with the x265 encoder)"
     bitstream_suffix = ".heic"

@@ -94,6 +94,12 @@ class ImportanceMap(TorchCodec):
             return []
         return sorted(int(m.group(1)) for p in self.weights_dir.iterdir() if (m := _FILE_RE.match(p.name)))
 
+    def check_rate(self, rate: float) -> None:
+        """A rate is a model id: one of the weights files this instance can load."""
+        ids = self.model_ids()
+        if rate not in ids:
+            raise ValueError(f"{self.label()}: rate {rate:g} is not a model id (available: {ids})")
+
     def version(self) -> str:
         """sha256 over the weights files of every model this codec instance can use, and the bitstream format."""
         if self._version is None:

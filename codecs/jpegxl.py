@@ -11,7 +11,8 @@ from lcbench.tools import CommandLineCodec, tool_version
 class JPEGXL(CommandLineCodec):
     name = "jpegxl"
     default_rates = tuple(float(q) for q in range(10, 100, 5))
-    rate_range = (0.0, 99.0)  # 100 is lossless
+    rate_range = (0.0, 99.0)  # rate matching stays lossy
+    accepted_rates = (0.0, 100.0)  # 100 is lossless; cjxl takes fractional qualities
     tools = {"cjxl": ("cjxl", "LCBENCH_CJXL"), "djxl": ("djxl", "LCBENCH_DJXL")}
     install_hint = "apt-get install libjxl-tools (cjxl/djxl), or set LCBENCH_CJXL/LCBENCH_DJXL"
     bitstream_suffix = ".jxl"

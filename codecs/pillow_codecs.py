@@ -63,6 +63,7 @@ class JPEG(PillowCodec):
     feature = "jpg"
     default_rates = QUALITY_5_TO_95
     rate_range = (1.0, 100.0)
+    rate_is_integer = True  # save_params rounds
     description = "JPEG (libjpeg-turbo via Pillow)"
     _SUBSAMPLING = {420: 2, 422: 1, 444: 0}
 
@@ -95,6 +96,7 @@ class WebP(PillowCodec):
     feature = "webp"
     default_rates = QUALITY_5_TO_95
     rate_range = (0.0, 100.0)
+    rate_is_integer = True  # save_params rounds
     description = "WebP lossy (libwebp via Pillow, method 6)"
 
     def __init__(self, method: int = 6) -> None:
@@ -120,7 +122,8 @@ class JPEG2000(PillowCodec):
     feature = "jpg_2000"
     rate_param = "target_bpp"
     default_rates = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0)
-    rate_range = (0.01, 8.0)
+    rate_range = (0.01, 8.0)  # searched by rate matching
+    accepted_rates = (1e-3, 24.0)  # a compression ratio of at least 1 against 24-bit RGB
     description = "JPEG 2000 (OpenJPEG via Pillow)"
 
     def save_params(self, rate: float) -> dict[str, Any]:
@@ -144,6 +147,7 @@ class AVIF(PillowCodec):
     feature = "avif"
     default_rates = QUALITY_5_TO_95
     rate_range = (0.0, 100.0)
+    rate_is_integer = True  # save_params rounds
     description = "AVIF (libavif via Pillow)"
 
     @classmethod
@@ -205,6 +209,7 @@ class PNG(PillowCodec):
     rate_param = "level"
     default_rates = (6.0,)
     rate_range = (0.0, 9.0)
+    rate_is_integer = True  # save_params rounds
     lossless = True
     description = "PNG lossless (zlib via Pillow)"
 

@@ -54,9 +54,16 @@ class Codec(abc.ABC):
     rate_param: ClassVar[str] = "quality"
     default_rates: ClassVar[tuple[float, ...]] = ()
     rate_range: ClassVar[tuple[float, float] | None] = None
+    # The values the codec accepts, where wider than the range rate matching searches
+    # (JPEG XL's lossless 100, JPEG 2000 targets up to 24 bpp). None: rate_range.
+    accepted_rates: ClassVar[tuple[float, float] | None] = None
     # True when only the listed rate points exist (e.g. one trained model each): rate matching
     # then picks the nearest of them instead of searching rate_range.
     discrete_rates: ClassVar[bool] = False
+    # True when the codec rounds its rate parameter to a whole number (JPEG quality, QP, zlib
+    # level): a fractional grid value is then rejected instead of recorded under a rate the
+    # codec did not use. None: not declared (rate matching then judges from rate_param).
+    rate_is_integer: ClassVar[bool | None] = None
     # True when a higher rate parameter gives a larger bitstream (quality); False for QP-like.
     rate_increases_bits: ClassVar[bool] = True
     lossless: ClassVar[bool] = False
@@ -93,6 +100,22 @@ class Codec(abc.ABC):
             return self.name
         opts = ":".join(f"{k}={v}" for k, v in sorted(self.options.items()))
         return f"{self.name}:{opts}"
+
+    def check_rate(self, rate: float) -> None:
+        """Raise ValueError when ``rate`` is not a value this codec codes as given: outside
+        ``accepted_rates`` (default ``rate_range``), or fractional where it rounds (``rate_is_integer``). Runs when a run is
+        planned, so a grid like ``-q 500`` fails at once, naming the codec, instead of every job
+        being recorded under a rate the codec clamped or rounded."""
+        what = f"{self.label()}: {self.rate_param} {rate:g}"
+        if not np.isfinite(rate):
+            raise ValueError(f"{what} is not a finite number")
+        limits = self.accepted_rates or self.rate_range
+        if limits is not None:
+            lo, hi = limits
+            if not lo <= rate <= hi:
+                raise ValueError(f"{what} is outside the codec's range {lo:g}..{hi:g}")
+        if self.rate_is_integer and rate != round(rate):
+            raise ValueError(f"{what}: the codec takes whole numbers only")
 
     def extra_columns(self) -> dict[str, Any]:
         """Extra per-job values recorded after each encode (e.g. a model's own rate estimate)."""

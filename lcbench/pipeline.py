@@ -137,6 +137,7 @@ def pipeline_class(spec: str) -> type["Pipeline"]:
         "rate_param": inner_cls.rate_param,
         "default_rates": tuple(inner_cls.default_rates),
         "rate_range": inner_cls.rate_range,
+        "rate_is_integer": getattr(inner_cls, "rate_is_integer", None),
         "rate_increases_bits": inner_cls.rate_increases_bits,
         "lossless": False,
         "uses_device": any(c.uses_device for c in step_classes) or bool(getattr(inner_cls, "uses_device", False)),
@@ -214,6 +215,13 @@ class Pipeline(TorchCodec):
 
     def label(self) -> str:
         return "+".join([s.label() for s in self.steps] + [self.inner.label()])
+
+    def check_rate(self, rate: float) -> None:
+        """The inner codec's rule (e.g. a learned codec's model ids), under this pipeline's label."""
+        try:
+            self.inner.check_rate(rate)
+        except ValueError as exc:
+            raise ValueError(f"{self.label()}: {exc}") from None
 
     def version(self) -> str:
         return " | ".join([f"{s.label()} {s.version()}" for s in self.steps] + [f"{self.inner.label()} {self.inner.version()}"])

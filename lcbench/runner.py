@@ -131,15 +131,15 @@ def execute(options: RunOptions) -> RunOutcome:
     device = options.device or (default_device() if needs_device else "cpu")
     codec_objs = build_codecs(options.codecs, device)
     codecs = list(zip(options.codecs, codec_objs))
+    # planned before anything is written: a bad rate grid leaves an existing run directory as it was
+    jobs = plan_jobs(codecs, dataset, rates=options.rates, codec_rates=options.codec_rates,
+                     target_bpp=options.target_bpp)
     run_dir = Path(options.out) if options.out else default_out(dataset)
     run_dir.mkdir(parents=True, exist_ok=True)
 
     meta_path = run_dir / store.METADATA_JSON
     previous = json.loads(meta_path.read_text()) if meta_path.is_file() else None
     write_json_atomic(meta_path, _metadata(options, dataset, codecs, device, previous))
-
-    jobs = plan_jobs(codecs, dataset, rates=options.rates, codec_rates=options.codec_rates,
-                     target_bpp=options.target_bpp)
     existing = store.read_records(run_dir)
     done = {r["key"] for r in existing if not r.get("error") and r.get("key")}
     todo = [j for j in jobs if j.key not in done]
