@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -52,6 +53,9 @@ def plan_jobs(codecs: Sequence[tuple[str, Codec]], dataset: Dataset, *, rates: S
     for spec, codec in codecs:
         version = codec.version()
         if target_bpp:
+            for target in target_bpp:
+                if not (math.isfinite(target) and target > 0):
+                    raise ValueError(f"--target-bpp {target:g}: a target rate must be a positive number of bits per pixel")
             for target in target_bpp:
                 for image in dataset.images:
                     jobs.append(Job(spec, codec.label(), version, "target_bpp", float(target), image,

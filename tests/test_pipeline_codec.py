@@ -164,3 +164,14 @@ def test_steps_cli(capsys) -> None:
     out = capsys.readouterr().out
     assert "bicubic-x4     x4  available" in out and "lanczos" not in out.split("Use as")[0]
     assert cli_main(["steps", "nope*"]) == 2
+
+
+def test_steps_command_explains_a_whole_pipeline_spec(capsys):
+    from lcbench.cli import main
+
+    assert main(["steps", "bicubic-x2+jpeg"]) == 0
+    out = capsys.readouterr().out
+    assert "step   bicubic-x2" in out and "codec  jpeg" in out
+    assert "bicubic-x2+jpeg: available; rate grid quality = 5, 10" in out
+    assert main(["steps", "nosuchstep+jpeg"]) == 2  # the CLI names the unknown step
+    assert "unknown step 'nosuchstep'" in capsys.readouterr().err

@@ -60,3 +60,13 @@ def test_a_bad_grid_fails_before_any_job_runs(image_folder, tmp_path):
         execute(RunOptions(codecs=["webp", "jpeg"], dataset=str(image_folder), out=tmp_path / "run",
                            codec_rates={"jpeg": (50.0, 500.0)}, progress=False))
     assert not (tmp_path / "run").exists()  # nothing written, not even run.json
+
+
+@pytest.mark.parametrize("target", [-1.0, 0.0, float("inf")])
+def test_bad_target_bpp_fails_before_any_job_runs(image_folder, tmp_path, target):
+    from lcbench.runner import RunOptions, execute
+
+    with pytest.raises(ValueError, match="--target-bpp"):
+        execute(RunOptions(codecs=["jpeg"], dataset=str(image_folder), out=tmp_path / "run",
+                           target_bpp=(0.5, target), progress=False))
+    assert not (tmp_path / "run").exists()

@@ -8,7 +8,9 @@ HELP = "list pipeline steps for specs like bicubic-x2+jpeg or comcnn+jpeg"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("pattern", nargs="?", default="*", help="glob over step names (default: all)")
+    p.add_argument("pattern", nargs="?", default="*",
+                   help="glob over step names (default: all), or a pipeline spec such as bicubic-x2+jpeg "
+                        "to show its steps and codec")
     p.add_argument("--plugin", action="append", default=[], metavar="FILE.py", help="load a one-file step plugin")
 
 
@@ -18,6 +20,19 @@ def run(args: argparse.Namespace) -> int:
 
     for plugin in args.plugin:
         load_plugin(plugin)
+    if "+" in args.pattern:  # a whole pipeline spec: its steps, then the codec and rate grid
+        from lcbench.pipeline import pipeline_class
+
+        cls = pipeline_class(args.pattern)  # unknown step or codec names fail here, with the known ones
+        for (name, opts), step_cls in zip(cls.step_specs, cls.step_classes):
+            opts_text = "".join(f":{k}={v}" for k, v in sorted(opts.items()))
+            print(f"step   {name + opts_text:<14} x{step_cls.scale:<2} {step_cls.description}")
+        inner_name, _ = cls.inner_spec
+        print(f"codec  {inner_name:<14}     {cls.inner_class.description}")
+        avail = cls.availability()
+        print(f"\n{cls.name}: {'available' if avail else f'UNAVAILABLE: {avail.reason} {avail.fix}'.strip()}; "
+              f"rate grid {cls.rate_param} = {', '.join(f'{r:g}' for r in cls.default_rates)}")
+        return 0
     names = steps.names(args.pattern)
     if not names:
         raise ValueError(f"no step matches {args.pattern!r} (known: {', '.join(steps.names())})")
