@@ -58,11 +58,14 @@ def _check_aggregate(aggregate: str) -> None:
         raise ValueError(f"unknown aggregation {aggregate!r}; choose one of {AGGREGATES}")
 
 
-def aggregation_note(aggregate: str, confidence: float = 0.95) -> str:
-    """One sentence stating how values were aggregated, for captions."""
+def aggregation_note(aggregate: str, confidence: float = 0.95, spread: bool = True) -> str:
+    """One sentence stating how values were aggregated, for captions; ``spread=False`` for a
+    table that shows no spread (the end-of-run table), which then does not mention it."""
     _check_aggregate(aggregate)
     how = ("mean over images of each per-image value" if aggregate == "mean"
            else "PSNR from the mean MSE over images, MS-SSIM dB from the mean MS-SSIM, other columns mean over images")
+    if not spread:
+        return f"Aggregation: {how}."
     return f"Aggregation: {how}; spread: standard deviation and {confidence:.0%} CI of the mean across images."
 
 
@@ -228,7 +231,8 @@ def summary_table(summary: pd.DataFrame, metrics: Sequence[str] = SUMMARY_METRIC
     mark_best(table, bold_cols, [HIGHER_IS_BETTER.get(metrics[c - 3], True) for c in bold_cols], shared)
     spread_note = {"std": " Values are mean ± standard deviation across images.",
                    "ci": f" Values are mean ± half width of the {confidence:.0%} CI of the mean."}.get(spread or "", "")
-    table.caption = (f"Results per codec and rate point. {aggregation_note(aggregate, confidence)}{spread_note}"
+    table.caption = (f"Results per codec and rate point. {aggregation_note(aggregate, confidence, spread is not None)}"
+                     f"{spread_note}"
                      + (" Bold: best among codecs at the same rate point." if shared else ""))
     if (summary.get("n_failed", pd.Series(dtype=float)) > 0).any():
         table.notes.append("Failed jobs are excluded from the values; N counts the images used.")
@@ -405,5 +409,5 @@ def format_terminal_table(df: pd.DataFrame, aggregate: Aggregate = "mean") -> st
     summ = summarize(df, aggregate=aggregate, spread=False)
     table = summary_table(summ, metrics=("bpp", "psnr_rgb", "psnr_y", "ssim", "ms_ssim_db", "enc_time_s",
                                          "dec_time_s"), spread=None, aggregate=aggregate)
-    table.caption = aggregation_note(aggregate)
+    table.caption = aggregation_note(aggregate, spread=False)
     return to_text(table)

@@ -172,3 +172,9 @@ def test_summary_without_spread_has_the_same_values_and_no_spread_columns(result
     assert not [c for c in lean.columns if c.endswith(("_std", "_ci"))]
     pd.testing.assert_frame_equal(lean, full[list(lean.columns)])
     assert "psnr_rgb_ci" in full.columns
+
+
+def test_end_of_run_table_caption_does_not_promise_a_spread_it_does_not_show(results):
+    text = format_terminal_table(results)
+    assert "Aggregation: mean over images of each per-image value." in text
+    assert "spread" not in text.lower() and "±" not in text
