@@ -135,3 +135,15 @@ def test_one_reference_serves_many_decodes_and_non_contiguous_arrays():
         fresh, _ = compute_metrics(Reference.of(np.ascontiguousarray(src_view)), dec)
         assert values == fresh
         assert values["ms_ssim"] == pytest.approx(_exact_ms_ssim(np.ascontiguousarray(src_view), dec), abs=1e-5)
+
+
+@pytest.mark.parametrize("size", [(11, 11), (11, 40), (12, 13), (13, 11)])
+def test_images_just_above_the_window_size(size):
+    """The streaming kernel's edge: as many rows as filter taps gives a single output row."""
+    rng = np.random.default_rng(sum(size))
+    img = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+    dec = np.clip(img.astype(int) + rng.integers(-20, 21, img.shape), 0, 255).astype(np.uint8)
+    values, notes = compute_metrics(Reference.of(img), dec)
+    assert values["ssim"] == pytest.approx(_skimage_ssim(img, dec), abs=1e-6)
+    assert values["psnr_rgb"] == pytest.approx(peak_signal_noise_ratio(img, dec, data_range=255), abs=1e-6)
+    assert math.isnan(values["ms_ssim"]) and any("160" in n for n in notes)
