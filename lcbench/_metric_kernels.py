@@ -83,44 +83,6 @@ def _pool_row(d, i, h, w, nc, ph, pw, rowsum, pooled):  # pragma: no cover - com
 
 
 @njit(cache=True, nogil=True, error_model="numpy", fastmath=True)
-def _pool_row(d, i, h, w, nc, ph, pw, rowsum, pooled):  # pragma: no cover - compiled
-    """Add row i of the difference to the 2x2 average pooling (pytorch-msssim's avg_pool2d with
-    zero padding of side % 2 on both ends). Rows pair up as padded rows (2o, 2o + 1); a pair's
-    sum waits in ``rowsum`` and is pooled horizontally when complete. Exact in float32: the
-    values are multiples of 4^-level well inside float32's 24 bits."""
-    W = w * nc
-    first_of_pair = (i + ph) % 2 == 0
-    if first_of_pair or i == 0:  # i == 0 with odd height: its partner is the zero padding row
-        for k in range(W):
-            rowsum[k] = d[k]
-    else:
-        for k in range(W):
-            rowsum[k] += d[k]
-    if first_of_pair and i != h - 1:
-        return  # wait for the second row (the last row of an odd height pairs with zero padding)
-    oi = (i + ph) >> 1
-    if oi >= pooled.shape[0]:
-        return
-    quarter = 0.25
-    out = pooled[oi]
-    w2 = pooled.shape[1]
-    rs = rowsum.reshape(w, nc)
-    if pw == 0:
-        for oj in range(w2):
-            for c in range(nc):
-                out[oj, c] = quarter * (rs[2 * oj, c] + rs[2 * oj + 1, c])
-    else:  # column j goes to output (j + 1) // 2; the zero padding column joins column 0
-        for c in range(nc):
-            out[0, c] = quarter * rs[0, c]
-        for oj in range(1, w2):
-            for c in range(nc):
-                s = rs[2 * oj - 1, c]
-                if 2 * oj < w:
-                    s += rs[2 * oj, c]
-                out[oj, c] = quarter * s
-
-
-@njit(cache=True, nogil=True, error_model="numpy", fastmath=True)
 def source_level(src, centre, g, c2, x_out, mu_out, var2_out, pooled):  # pragma: no cover - compiled
     """One scale of the source image, in float64: the centred pixels (``x_out``, float32, exact;
     shape (0, 0, nc) skips it),
