@@ -166,6 +166,7 @@ def level_sums(x, a, from_pixels, mu_x, var2_x_c2, g, centre, c1, pooled):  # pr
     rowsum = np.zeros(W, np.float32)
     moments = np.zeros(6, np.int64)
     two = np.float32(2.0)
+    one = np.float32(1.0)
     ph, pw = h % 2, w % 2
     for i in range(h):
         xr = x[i].ravel()
@@ -219,12 +220,16 @@ def level_sums(x, a, from_pixels, mu_x, var2_x_c2, g, centre, c1, pooled):  # pr
             md = r_md[k]
             mx = r_mx[k]
             num = r_v2[k] + two * (r_xd[k] - mx * md)
-            den = num + (r_dd[k] - md * md)
+            var_d = r_dd[k] - md * md
             mt = mx + centre  # local means in pixel units
             my = mt + md
-            cs_v = num / den
+            # cs = N / (N + var_d) and l = (2 mt my + C1) / (mt^2 + my^2 + C1), written as
+            # 1 - (small) / (...): exactly 1 where the decoded window equals the source's.
+            # fastmath turns x / y into x * (1 / y), so N / N came out 1 - 6e-8 on some
+            # rows and a lossless codec got MS-SSIM ~ 91 dB instead of inf.
+            cs_v = one - var_d / (num + var_d)
             row_cs[k] = cs_v
-            row_ssim[k] = (two * mt * my + c1) / (my * my + mt * mt + c1) * cs_v
+            row_ssim[k] = (one - md * md / (my * my + mt * mt + c1)) * cs_v
         for k in range(m):
             acc_cs[k] += row_cs[k]
             acc_ssim[k] += row_ssim[k]

@@ -11,7 +11,7 @@ from typing import Mapping, Sequence
 from .codec import Codec
 from .dataset import Dataset, ImageRef
 
-METRICS_VERSION = 3  # bump when a metric's values change: cached results become stale
+METRICS_VERSION = 4  # bump when a metric's values change: cached results become stale
 # 2: SSIM/MS-SSIM filtered from the difference image (float32 lost up to 4e-5 on flat areas)
 # 3: streaming kernel (different float32 summation order: values move by ~1e-9)
 

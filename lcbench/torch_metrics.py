@@ -209,9 +209,11 @@ def _device_sums(ref: TorchReference, y_chw: torch.Tensor) -> torch.Tensor:
             mu_d, e_dd, e_xd = f[:, :3], f[:, 3:6], f[:, 6:]
             # 2 cov_xy + C2 = 2 var_x + 2 (E[x d] - mu_x mu_d) + C2 =: N;  var_x + var_y + C2 = N + var_d
             num = s.var2_x_c2 + 2.0 * (e_xd - s.mu_x * mu_d)
-            cs_map = num / (num + (e_dd - mu_d * mu_d))
+            var_d = e_dd - mu_d * mu_d
+            cs_map = 1.0 - var_d / (num + var_d)  # = N / (N + var_d), as on CPU: exactly 1 where d = 0
             my = s.mt + mu_d
-            ssim_map = (2.0 * s.mt * my + C1) / (my * my + s.mt * s.mt + C1) * cs_map
+            # = (2 mt my + C1) / (mt^2 + my^2 + C1), exactly 1 where the means agree
+            ssim_map = (1.0 - mu_d * mu_d / (my * my + s.mt * s.mt + C1)) * cs_map
             ssim_l.append(ssim_map.sum(dim=(0, 2, 3), dtype=torch.float64) / ssim_map[0, 0].numel())
             cs_l.append(cs_map.sum(dim=(0, 2, 3), dtype=torch.float64) / cs_map[0, 0].numel())
         parts += ssim_l + cs_l

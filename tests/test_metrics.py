@@ -98,12 +98,16 @@ def test_hand_computed_psnr():
     assert values["mse_y"] == pytest.approx((65.481 * 16 / 255) ** 2 / 256)
 
 
-def test_identical_images_give_infinite_psnr_and_unit_ssim():
-    img = photo("coffee", (200, 200))
+@pytest.mark.parametrize("name, size", [("coffee", (200, 200)), ("coffee", None), ("astronaut", (511, 383)),
+                                        ("chelsea", None)])
+def test_identical_images_give_infinite_psnr_and_exactly_unit_ssim(name, size):
+    # Exactly 1, not within 1e-6: a lossless codec must get ms_ssim_db = inf, not a finite
+    # ~94 dB that would then enter means and BD curves (the luminance term used to round).
+    img = photo(name, size)
     values, _ = compute_metrics(Reference.of(img), img.copy())
     assert values["psnr_rgb"] == math.inf and values["psnr_y"] == math.inf
-    assert values["ssim"] == pytest.approx(1.0, abs=1e-6)
-    assert values["ms_ssim"] == pytest.approx(1.0, abs=1e-6)
+    assert values["ssim"] == 1.0 and values["ms_ssim"] == 1.0
+    assert values["ms_ssim_db"] == math.inf
 
 
 def test_small_image_gets_nan_ms_ssim_with_reason():
