@@ -139,7 +139,12 @@ def execute(options: RunOptions) -> RunOutcome:
 
     meta_path = run_dir / store.METADATA_JSON
     previous = json.loads(meta_path.read_text()) if meta_path.is_file() else None
-    write_json_atomic(meta_path, _metadata(options, dataset, codecs, device, previous))
+    meta = _metadata(options, dataset, codecs, device, previous)
+    write_json_atomic(meta_path, meta)
+    versions = {label: c.get("version") for label, c in meta["codecs"].items()}
+    # the results.csv row each job fills: an older record there (another codec version, an
+    # edited image) must not stand in for this job's result
+    planned = {(j.label, j.rate_param, j.quality, j.image.id): j.key for j in jobs}
     existing = store.read_records(run_dir)
     done = {r["key"] for r in existing if not r.get("error") and r.get("key")}
     todo = [j for j in jobs if j.key not in done]
@@ -178,11 +183,11 @@ def execute(options: RunOptions) -> RunOutcome:
         if cache is not None:
             cache.put_many((cache_keys[r["key"]], r) for r in new_records if not r.get("error") and r["key"] in cache_keys)
             cache.close()
-        all_records = store.latest_by_job(store.read_records(run_dir)).values()
-        store.write_results_csv(run_dir, list(all_records))
+        rows = store.latest_by_job(store.read_records(run_dir), planned, versions)
+        store.write_results_csv(run_dir, list(rows.values()))
 
-    planned_keys = {j.key for j in jobs}
-    mine = [r for r in store.latest_by_job(store.read_records(run_dir)).values() if r.get("key") in planned_keys]
+    planned_keys = set(planned.values())
+    mine = [r for r in rows.values() if r.get("key") in planned_keys]
     frame = store.records_to_frame(mine)
     failures = [r for r in mine if r.get("error")]
     return RunOutcome(run_dir, frame, len(jobs), len(jobs) - len(todo) - reused, failures, reused)

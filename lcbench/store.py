@@ -11,14 +11,17 @@ import json
 import math
 import os
 import socket
+import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 RESULTS_CSV = "results.csv"
 METADATA_JSON = "run.json"
 RECORDS_DIR = "records"
 FORMAT_VERSION = 1
+# Record field with the write time (ns since the epoch); internal, not a results.csv column.
+WRITTEN_NS = "_written_ns"
 
 # The first columns of results.csv, in order; codec-specific extras follow.
 COLUMNS = (
@@ -60,7 +63,9 @@ class RecordWriter:
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
     def append(self, record: dict[str, Any]) -> None:
-        line = json.dumps({k: _jsonable(v) for k, v in record.items()}, separators=(",", ":")) + "\n"
+        # WRITTEN_NS orders records across shards: shard names (host-pid-id) sort in no time order
+        stamped = {**record, WRITTEN_NS: time.time_ns()}
+        line = json.dumps({k: _jsonable(v) for k, v in stamped.items()}, separators=(",", ":")) + "\n"
         os.write(self._fd, line.encode())
 
     def close(self) -> None:
@@ -107,14 +112,41 @@ def read_records(run_dir: Path) -> list[dict[str, Any]]:
     return out
 
 
-def latest_by_job(records: Iterable[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
-    """One record per (codec, rate_param, quality, image): a success wins over a failure, later over earlier."""
+def slot_of(record: dict[str, Any]) -> tuple:
+    """The row a record fills in results.csv: (codec, rate_param, quality, image)."""
+    return (record.get("codec"), record.get("rate_param"), record.get("quality"), record.get("image"))
+
+
+def latest_by_job(records: Iterable[dict[str, Any]], planned: Mapping[tuple, str] | None = None,
+                  versions: Mapping[str, str] | None = None) -> dict[tuple, dict[str, Any]]:
+    """One record per results.csv row (``slot_of``).
+
+    Several keys can fill one row: the same codec label and rate after a new codec version,
+    an edited image or new metric definitions. A row in ``planned`` (this run's jobs: slot ->
+    key) shows only its planned key's record, and nothing while that job is not done, so a
+    result of an older version never stands in for the current one. Other rows show the key
+    written last among the records of the codec's current version (``versions``: label ->
+    version, from run.json), if it has any. Within one key a success wins over a failure,
+    later over earlier.
+    """
+    by_slot: dict[tuple, list[tuple[int, int, dict[str, Any]]]] = {}
+    for order, rec in enumerate(records):
+        by_slot.setdefault(slot_of(rec), []).append((int(rec.get(WRITTEN_NS) or 0), order, rec))
     best: dict[tuple, dict[str, Any]] = {}
-    for rec in records:
-        k = (rec.get("codec"), rec.get("rate_param"), rec.get("quality"), rec.get("image"))
-        old = best.get(k)
-        if old is None or not rec.get("error") or old.get("error"):
-            best[k] = rec
+    for slot, entries in by_slot.items():
+        entries.sort(key=lambda e: (e[0], e[1]))  # records from before time stamps: read order
+        records_in_order = [e[2] for e in entries]
+        if planned is not None and slot in planned:
+            key = planned[slot]
+        else:
+            current = (versions or {}).get(slot[0])
+            of_current = [r for r in records_in_order if r.get("codec_version") == current]
+            key = (of_current or records_in_order)[-1].get("key")
+        same_key = [r for r in records_in_order if r.get("key") == key]
+        if not same_key:
+            continue
+        ok = [r for r in same_key if not r.get("error")]
+        best[slot] = ok[-1] if ok else same_key[-1]
     return best
 
 
@@ -135,7 +167,7 @@ def records_to_frame(records: list[dict[str, Any]]):
     for col in COLUMNS:
         if col not in df.columns:
             df[col] = None
-    extras = [c for c in df.columns if c not in COLUMNS]
+    extras = [c for c in df.columns if c not in COLUMNS and not str(c).startswith("_")]
     df = df[list(COLUMNS) + extras]
     for col in NUMERIC_COLUMNS:  # JSON null -> NaN, so metric columns are always float
         df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")

@@ -248,3 +248,72 @@ def test_result_cache_serves_another_run_directory(image_folder, tmp_path, monke
     fresh = execute(RunOptions(codecs=["jpeg"], dataset=str(renamed), out=tmp_path / "three", rates=(25.0,), jobs=1,
                                progress=False, use_cache=False))
     assert fresh.from_cache == 0
+
+
+class _Versioned:
+    """State of the ``versioned`` test codec: its version string and whether encode fails."""
+    version, broken = "v1", False
+
+
+def _register_versioned() -> None:
+    from lcbench import Codec, register_codec
+    from lcbench.registry import codecs
+
+    if "versioned" in codecs:
+        return
+
+    @register_codec
+    class Versioned(Codec):
+        name = "versioned"
+        default_rates = (1, 2)
+
+        def version(self):
+            return _Versioned.version
+
+        def encode(self, image, rate):
+            if _Versioned.broken:
+                raise RuntimeError("this version cannot encode")
+            # lossy by an amount that depends on the version: v1 and v2 give different PSNR
+            step = 8 if _Versioned.version == "v1" else 32
+            return (image // step * step).tobytes() + bytes([image.shape[0] >> 8, image.shape[0] & 255])
+
+        def decode(self, data):
+            h = data[-2] << 8 | data[-1]
+            flat = np.frombuffer(data[:-2], np.uint8)
+            return flat.reshape(h, -1, 3).copy()
+
+
+def test_new_codec_version_replaces_old_rows_even_when_it_fails(image_folder, tmp_path):
+    # Before: results.csv kept v1's numbers after v2 failed, and the run reported all jobs ok.
+    _register_versioned()
+    out = tmp_path / "run"
+    try:
+        _Versioned.version, _Versioned.broken = "v1", False
+        df1 = lcbench.run(["versioned"], image_folder, out=out, jobs=1, use_cache=False)
+        assert (df1.error == "").all() and set(df1.codec_version) == {"v1"}
+        _Versioned.version, _Versioned.broken = "v2", True
+        df2 = lcbench.run(["versioned"], image_folder, out=out, jobs=1, use_cache=False)
+        assert len(df2) == 6 and (df2.error.str.contains("cannot encode")).all()
+        on_disk = pd.read_csv(out / "results.csv", keep_default_na=False)
+        assert len(on_disk) == 6 and set(on_disk.codec_version) == {"v2"}
+        assert not any(c.startswith("_") for c in on_disk.columns)
+        assert main(["run", "--codecs", "versioned", "--dataset", str(image_folder), "--out", str(out),
+                     "--jobs", "1", "--no-cache"]) == 1
+        # v3 works: its numbers, not v1's, whatever the shards' names sort like
+        _Versioned.version, _Versioned.broken = "v3", False
+        df3 = lcbench.run(["versioned"], image_folder, out=out, jobs=1, use_cache=False)
+        assert (df3.error == "").all() and set(df3.codec_version) == {"v3"}
+        shards = sorted((out / "records").glob("*.jsonl"))
+        for i, shard in enumerate(shards):  # reverse the name order of the shards
+            shard.rename(shard.with_name(f"zz-{len(shards) - i:04d}.jsonl"))
+        _Versioned.version = "v1"  # a later v1 run plans v1 keys again: v1's old records serve it
+        df4 = lcbench.run(["versioned"], image_folder, out=out, jobs=1, use_cache=False)
+        assert set(df4.codec_version) == {"v1"} and (df4.error == "").all()
+        assert len(read_records(out)) == 6 * 3 + 6  # v1 reused from the run directory, nothing recomputed
+        # another codec run into the same directory keeps the versioned rows at the version run last
+        lcbench.run(["jpeg"], image_folder, out=out, quality=[50], jobs=1, use_cache=False)
+        on_disk = pd.read_csv(out / "results.csv", keep_default_na=False)
+        assert set(on_disk[on_disk.codec == "versioned"].codec_version) == {"v1"}
+        assert len(on_disk) == 6 + 3
+    finally:
+        _Versioned.version, _Versioned.broken = "v1", False
