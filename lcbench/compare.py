@@ -13,11 +13,16 @@ of them). For each codec present on both sides (or each ``--pair old:new``) and 
 The decisive BD-rate is the per-image mean when both sides have per-image rows (it is what the
 interval is about), else the average-curve value. ``fail_on="significant"`` fails a check only
 when the whole interval lies above the threshold (so noise across images cannot flake a
-release), ``"point"`` when the estimate alone does.
+release), ``"point"`` when the estimate alone does. A BD-rate check also fails when any image
+has no per-image BD value (e.g. its curve is not monotonic on one side): a mean over the other
+images would hide exactly that image. Images whose metric is undefined at every point on both
+sides (MS-SSIM of images with a short side of 160 px or less) are left out and named instead.
+A passing check whose worst image exceeds the threshold names that image and its BD-rate.
 
-Inputs that cannot be compared fairly (an image or job missing on one side, different datasets
-or image sizes, fewer than 4 rate points, no codec in common) raise ``CompareInputError`` naming
-what is wrong; the CLI maps it to exit code 2.
+Inputs that cannot be compared fairly (an image or job missing on one side, different rate
+points on the two sides, different datasets or image sizes, fewer than 4 rate points, no codec
+in common, a metric name that is not a quality metric column, a non-positive bootstrap count)
+raise ``CompareInputError`` naming what is wrong; the CLI maps it to exit code 2.
 """
 from __future__ import annotations
 
@@ -170,6 +175,24 @@ class MetricComparison:
     per_image: PerImageBD | None      # None when a side has no per-image data
     points: list[PointDelta]
     n_images: int                     # images in the average curves (NaN-free on both sides)
+    # images left out of the per-image BD because the metric is undefined (NaN) for them at every
+    # rate point on both sides (e.g. MS-SSIM on images with a short side <= 160 px)
+    undefined_images: list[str] = field(default_factory=list)
+
+    @property
+    def images_without_bd(self) -> dict[str, str]:
+        """Images compared per image whose BD-rate could not be computed -> the reason."""
+        if self.per_image is None:
+            return {}
+        return {img: r.reason or "not computable" for img, r in self.per_image.per_image.items() if not r.ok}
+
+    @property
+    def worst_image(self) -> tuple[str, float] | None:
+        """The image with the highest (worst) per-image BD-rate, when per-image values exist."""
+        if self.per_image is None:
+            return None
+        vals = [(img, r.value) for img, r in self.per_image.per_image.items() if r.ok]
+        return max(vals, key=lambda t: t[1]) if vals else None
 
     @property
     def estimate(self) -> float:
@@ -385,6 +408,34 @@ def _check_jobs(side: Side, codec: str, rows: pd.DataFrame) -> None:
                                 f"points have: {_names(missing)}; finish the run (re-run resumes it)")
 
 
+def _check_rate_points(baseline: Side, candidate: Side, b: str, c: str, rb: pd.DataFrame, rc: pd.DataFrame,
+                       notes: list[str]) -> None:
+    """Both sides must measure the same rate points: BD over different sets of points covers a different
+    range of the curves (a baseline with q10..90 against a candidate without q90 is not the same test
+    both ways round)."""
+    pb, pc = set(zip(rb["rate_param"], rb["quality"])), set(zip(rc["rate_param"], rc["quality"]))
+    if pb == pc:
+        return
+    params_b, params_c = {p for p, _ in pb}, {p for p, _ in pc}
+    if not params_b & params_c:  # different parameterisations (e.g. --pair of two codecs): nothing to match
+        notes.append(f"rate points not matched: baseline {b!r} varies {', '.join(sorted(params_b))}, candidate "
+                     f"{c!r} varies {', '.join(sorted(params_c))}; BD-rate over their overlapping quality range")
+        return
+
+    def fmt(points: set) -> str:
+        return _names([f"{p}={q:g}" for p, q in sorted(points)])
+
+    msgs = []
+    if pb - pc:
+        msgs.append(f"candidate {candidate.source} ({c!r}) lacks rate point(s) {fmt(pb - pc)} that baseline "
+                    f"{baseline.source} ({b!r}) has")
+    if pc - pb:
+        msgs.append(f"baseline {baseline.source} ({b!r}) lacks rate point(s) {fmt(pc - pb)} that candidate "
+                    f"{candidate.source} ({c!r}) has")
+    raise CompareInputError("different rate points: " + "; ".join(msgs)
+                            + " (BD-rate over different rate points is not the same comparison; run both on one grid)")
+
+
 def _check_images(baseline: Side, candidate: Side, b: str, c: str, rb: pd.DataFrame, rc: pd.DataFrame) -> list[str]:
     ib, ic = set(rb["image"]), set(rc["image"])
     only_b, only_c = sorted(ib - ic), sorted(ic - ib)
@@ -514,6 +565,8 @@ def compare_pair(baseline: Side, candidate: Side, b: str, c: str, metrics: Seque
     images = _check_images(baseline, candidate, b, c, rb, rc)
     _check_jobs(baseline, b, rb)
     _check_jobs(candidate, c, rc)
+    notes: list[str] = []
+    _check_rate_points(baseline, candidate, b, c, rb, rc, notes)
     both = pd.concat([rb.assign(codec=_BASE), rc.assign(codec=_CAND)], ignore_index=True, sort=False)
     out: dict[str, MetricComparison] = {}
     for metric in metrics:
@@ -524,12 +577,17 @@ def compare_pair(baseline: Side, candidate: Side, b: str, c: str, metrics: Seque
         imgs = complete_images(both, [_BASE, _CAND], metric)
         cb, cc = _curve_of(_side_of(both), _BASE, metric, imgs), _curve_of(_side_of(both), _CAND, metric, imgs)
         args = (cb["bpp"], cb[metric], cc["bpp"], cc[metric])
-        per = bd_per_image(both, _BASE, _CAND, metric, "rate", method, n_boot=n_boot, seed=seed)
+        # An image whose metric is undefined at every point on both sides (MS-SSIM of a small image) says
+        # nothing about the candidate: it is left out of the per-image BD and named; any other image
+        # without a BD value fails the check (see _bd_check).
+        finite = both.loc[both["ok"]].assign(_f=np.isfinite(both[metric])).groupby("image")["_f"].any()
+        undefined = sorted(str(i) for i in finite.index[~finite.to_numpy()])
+        per_frame = both.loc[~both["image"].isin(undefined)] if undefined else both
+        per = bd_per_image(per_frame, _BASE, _CAND, metric, "rate", method, n_boot=n_boot, seed=seed)
         out[metric] = MetricComparison(metric, bd_rate(*args, method=method), bd_metric(*args, method=method), per,
-                                       _points(rb, rc, metric), len(imgs))
+                                       _points(rb, rc, metric), len(imgs), undefined)
     times = {kind: _time_ratio(rb, rc, col, kind, n_boot, seed)
              for col, kind in (("enc_time_s", "encode"), ("dec_time_s", "decode"))}
-    notes = []
     failed_b = int((~rb["ok"]).sum())
     if failed_b:
         notes.append(f"{failed_b} baseline job(s) of {b!r} failed; their images are left out where needed")
@@ -555,10 +613,33 @@ def _bd_check(pair: PairComparison, mc: MetricComparison, th: Thresholds) -> Che
                   data={"metric": mc.metric, "bd_rate_average_curves": mc.bd_rate.value,
                         "overlap": mc.bd_rate.overlap, "baseline_codec": pair.baseline_codec,
                         "candidate_codec": pair.candidate_codec})
+    pi = mc.per_image
+    if pi is not None:
+        common["data"].update({"n_valid": pi.n_valid, "n_images": pi.n_images,
+                               "undefined_images": list(mc.undefined_images)})
     if not math.isfinite(est):
         reason = mc.bd_rate.reason or (mc.per_image.reason if mc.per_image else None) or "not computable"
         return Check(status="error", outcome="not computable",
                      summary=f"BD-rate on {mc.metric} could not be computed: {reason}", details=reason, **common)
+    undefined_note = ""
+    if mc.undefined_images:
+        n_all = (pi.n_images if pi is not None else 0) + len(mc.undefined_images)
+        undefined_note = (f" ({mc.metric} undefined on both sides for {len(mc.undefined_images)} of {n_all} image(s): "
+                          f"{_names(mc.undefined_images, 5)}; left out)")
+    missing = mc.images_without_bd
+    if pi is not None and missing:
+        # A mean over the images that happen to give a value hides exactly the images where something
+        # went wrong (a curve that stopped rising, a point that collapsed): fail, and say which.
+        lo_hi = f" [95% CI {lo:+.2f}, {hi:+.2f}]" if math.isfinite(lo) and math.isfinite(hi) else ""
+        listed = "; ".join(f"{img}: {why}" for img, why in list(missing.items())[:5])
+        more = f" ... ({len(missing)} in all)" if len(missing) > 5 else ""
+        summary = (f"BD-rate {mc.metric} {_fmt_pct(est)}{lo_hi} over only n={pi.n_valid}/{pi.n_images} images: "
+                   f"{len(missing)} image(s) have no per-image BD value ({listed}{more}){undefined_note}")
+        details = (f"{pair.candidate_codec} vs baseline {pair.baseline_codec} on {mc.metric}: {len(missing)} of "
+                   f"{pi.n_images} image(s) have no per-image BD-rate, so the estimate over the other "
+                   f"{pi.n_valid} cannot clear the candidate:\n" + "\n".join(f"{img}: {why}" for img, why in missing.items()))
+        return Check(status="fail", outcome=f"no BD value for {len(missing)}/{pi.n_images} images", summary=summary,
+                     details=details, **common)
     has_ci = math.isfinite(lo) and math.isfinite(hi)
     significant = th.fail_on == "significant" and has_ci
     ci_text = f" [95% CI {lo:+.2f}, {hi:+.2f}]" if has_ci else ""
@@ -581,7 +662,12 @@ def _bd_check(pair: PairComparison, mc: MetricComparison, th: Thresholds) -> Che
         outcome = "better (not significant)"
     else:
         outcome = "within threshold"
-    text = f"BD-rate {mc.metric} {_fmt_pct(est)}{ci_text}{avg}: {outcome}"
+    text = f"BD-rate {mc.metric} {_fmt_pct(est)}{ci_text}{avg}: {outcome}{undefined_note}"
+    worst = mc.worst_image
+    if worst is not None and worst[1] > th.max_bd_rate and pi is not None and pi.n_valid > 1:
+        # the mean (and its interval) may hide one image that got much worse: show it
+        text += f"; worst image {worst[0]} {_fmt_pct(worst[1])}"
+        common["data"]["worst_image"] = {"image": worst[0], "bd_rate": worst[1]}
     if failed:
         rule = ("the whole 95% interval is above" if significant else "the estimate is above")
         details = (f"{pair.candidate_codec} needs {est:+.2f}% rate for the same {mc.metric} as baseline "
@@ -632,11 +718,13 @@ def compare_sides(baseline: Side, candidate: Side, metrics: Sequence[str] | None
     """The full comparison; raises ``CompareInputError`` on inputs that cannot be compared."""
     if method not in ("pchip", "cubic"):
         raise CompareInputError(f"unknown BD method {method!r}; use pchip or cubic")
+    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
+        raise CompareInputError(f"--bootstrap must be a positive number of resamples, got {n_boot!r}")
     check_datasets(baseline, candidate)
     resolved = resolve_pairs(baseline, candidate, pairs)
     v = Verdict(baseline.source, candidate.source, thresholds, method)
     if metrics:
-        metrics = list(metrics)
+        metrics = _check_metrics(metrics, baseline, candidate, resolved)
     else:  # the defaults that both sides measured (MS-SSIM is undefined on images under 161 px)
         metrics, dropped = [], []
         for m in DEFAULT_METRICS:
@@ -654,6 +742,20 @@ def compare_sides(baseline: Side, candidate: Side, metrics: Sequence[str] | None
         v.pairs.append(pair)
         v.checks += verdict_checks(pair, thresholds, candidate)
     return v
+
+
+def _check_metrics(metrics: Sequence[str], baseline: Side, candidate: Side,
+                   pairs: Sequence[tuple[str, str]]) -> list[str]:
+    """The metric names, each a quality metric column on both sides (not bpp, not a text column)."""
+    from .summary import check_metric_names
+
+    for side, codecs in ((baseline, [b for b, _ in pairs]), (candidate, [c for _, c in pairs])):
+        tables = [_rows(side, c) for c in codecs] if side.frame is not None else [side.curves[c] for c in codecs]
+        try:
+            check_metric_names(list(metrics), *tables)
+        except ValueError as exc:
+            raise CompareInputError(f"{exc} ({side.role} {side.source})") from exc
+    return list(metrics)
 
 
 def _has_metric(side: Side, codec: str, metric: str) -> bool:

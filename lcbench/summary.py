@@ -45,6 +45,42 @@ COMPARABLE_RATE_PARAMS = ("target_bpp",)
 LOW_OVERLAP = 0.5  # BD values over less of the joint range than this get a note
 
 
+# Quality metrics a BD-rate / RD curve can be computed on (quality rises with rate).
+QUALITY_METRICS = ("psnr_rgb", "psnr_y", "ssim", "ms_ssim", "ms_ssim_db")
+# Numeric result columns that are not quality metrics: rate, size, distortion (falls with rate), time.
+NON_METRIC_COLUMNS = frozenset({"quality", "width", "height", "bytes", "bpp", "est_bpp", "matched_rate",
+                                "mse_rgb", "mse_y", "enc_time_s", "dec_time_s", "n_images", "ok"})
+
+
+def quality_metric_columns(table: pd.DataFrame) -> list[str]:
+    """Columns of a results frame (or an average curve) usable as a BD/RD quality metric: the
+    standard ``QUALITY_METRICS`` present, then numeric extra metric columns (e.g. a pipeline's
+    ``psnr_y_sr``); rate, size, MSE and time columns are not metrics."""
+    out = [m for m in QUALITY_METRICS if m in table.columns]
+    for col in table.columns:
+        if col in out or col in NON_METRIC_COLUMNS or col.startswith("mse") or col.endswith(("_s", "bpp", "_ci", "_std")):
+            continue
+        v = table[col]
+        if pd.api.types.is_numeric_dtype(v) and not pd.api.types.is_bool_dtype(v) and np.isfinite(v.astype(float)).any():
+            out.append(col)
+    return out
+
+
+def check_metric_names(metrics: Sequence[str], *tables: pd.DataFrame, option: str = "--metric") -> list[str]:
+    """``metrics`` if every name is a quality metric column of at least one of ``tables``; else
+    ``ValueError`` naming the unknown ones and the valid names."""
+    valid: list[str] = []
+    for t in tables:
+        valid += [m for m in quality_metric_columns(t) if m not in valid]
+    unknown = [m for m in metrics if m not in valid]
+    if unknown:
+        raise ValueError(f"{option}: {', '.join(map(repr, unknown))} {'is' if len(unknown) == 1 else 'are'} not "
+                         f"a quality metric of these results; valid: {', '.join(valid) or '(none)'}")
+    if len(set(metrics)) != len(list(metrics)):
+        raise ValueError(f"{option}: a metric is named twice: {list(metrics)}")
+    return list(metrics)
+
+
 def _ensure_validated(df: pd.DataFrame) -> pd.DataFrame:
     if "ok" in df.columns:
         return df

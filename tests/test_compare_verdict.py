@@ -272,3 +272,86 @@ def test_default_metrics_keep_only_those_both_sides_measured(base, tmp_path):
     assert "default metric(s) ['ms_ssim_db'] left out" in v.notes[0]
     with pytest.raises(CompareInputError, match="no 'ms_ssim_db' values"):
         compare(a, b, ["ms_ssim_db"], [("jpeg", "jpeg")])
+
+
+# ---------------------------------------------------------------- audit fixes
+
+def test_different_rate_points_are_bad_input_both_ways(base, tmp_path, capsys):
+    """Candidate without jpeg q90 on every image (each side complete in itself): BD over a shorter curve
+    is a different test, so both directions are refused (exit 2), naming the codec and the point."""
+    a = write(base, tmp_path / "a.csv")
+    c = write(base[~((base["codec"] == "jpeg") & (base["quality"] == 90))], tmp_path / "c.csv")
+    js = tmp_path / "v.json"
+    assert run_cli(a, c, "--json", js) == 2
+    err = capsys.readouterr().err
+    assert "different rate points: candidate" in err and "('jpeg') lacks rate point(s) quality=90" in err
+    assert json.loads(js.read_text())["status"] == "error"
+    assert run_cli(c, a) == 2
+    assert "baseline" in (err := capsys.readouterr().err) and "('jpeg') lacks rate point(s) quality=90" in err
+    # the other codecs alone are still comparable
+    assert run_cli(a, c, "--pair", "webp:webp") == 0
+
+
+def test_image_without_per_image_bd_fails_and_says_n_of_n(base, tmp_path, capsys):
+    """kodim05 at jpeg q90 loses 10 dB in the candidate: its curve is no longer monotonic, so it has
+    no BD value. The other 3 images are identical (BD 0): the old code printed +0.00% "no change"."""
+    cand = base.copy()
+    row = (cand["codec"] == "jpeg") & (cand["image"] == "kodim05") & (cand["quality"] == 90)
+    q75 = float(base.loc[(base["codec"] == "jpeg") & (base["image"] == "kodim05") & (base["quality"] == 75),
+                         "psnr_rgb"].iloc[0])
+    cand.loc[row, "psnr_rgb"] -= 10.0
+    assert float(cand.loc[row, "psnr_rgb"].iloc[0]) < q75  # really not monotonic any more
+    a, c = write(base, tmp_path / "a.csv"), write(cand, tmp_path / "c.csv")
+    js = tmp_path / "v.json"
+    assert run_cli(a, c, "--pair", "jpeg:jpeg", "--metric", "psnr_rgb", "--json", js) == 1
+    out = capsys.readouterr().out
+    assert "FAIL  jpeg: BD-rate psnr_rgb +0.00%" in out
+    assert "over only n=3/4 images: 1 image(s) have no per-image BD value (kodim05: test is not monotonic" in out
+    (chk,) = json.loads(js.read_text())["checks"]
+    assert chk["status"] == "fail" and chk["data"]["n_valid"] == 3 and chk["data"]["n_images"] == 4
+    # the same run against itself: the baseline's own curve is fine, nothing missing, passes
+    assert run_cli(a, a, "--pair", "jpeg:jpeg", "--metric", "psnr_rgb") == 0
+
+
+def test_metric_undefined_on_both_sides_is_left_out_and_named(base, tmp_path, capsys):
+    """MS-SSIM undefined for one image on both sides (a small image) is not the candidate's fault: the
+    check passes on the other 3 images and says so; undefined only on the candidate side fails."""
+    small = base.copy()
+    small.loc[small["image"] == "kodim23", ["ms_ssim", "ms_ssim_db"]] = np.nan
+    a, w = write(small, tmp_path / "a.csv"), write(scaled(small, 1.05), tmp_path / "w.csv")
+    v = compare(a, w, ["ms_ssim_db"], [("jpeg", "jpeg")], n_boot=200)
+    (chk,) = v.checks
+    assert chk.status == "fail" and chk.value == pytest.approx(5.0, abs=1e-6)  # 3 images, each exactly +5%
+    assert v.pairs[0].metrics["ms_ssim_db"].per_image.n_images == 3
+    assert "ms_ssim_db undefined on both sides for 1 of 4 image(s): kodim23; left out" in chk.summary
+    assert compare(a, a, ["ms_ssim_db"], [("jpeg", "jpeg")], n_boot=200).passed
+    v2 = compare(write(base, tmp_path / "b.csv"), a, ["ms_ssim_db"], [("jpeg", "jpeg")], n_boot=200)
+    assert v2.checks[0].status == "fail" and "n=3/4" in v2.checks[0].summary and "kodim23" in v2.checks[0].summary
+
+
+def test_passing_mean_names_the_worst_image(base, tmp_path, capsys):
+    """kodim01 needs 4x the bits (per-image BD exactly +300%), the others are unchanged: the mean +75% is
+    not significant over 4 images (lower bound 0), so it passes by default, but the line names kodim01."""
+    a = write(base, tmp_path / "a.csv")
+    w = write(scaled(base, {"kodim01": 4.0, "kodim05": 1.0, "kodim15": 1.0, "kodim23": 1.0}), tmp_path / "w.csv")
+    assert run_cli(a, w, "--pair", "jpeg:jpeg", "--metric", "psnr_rgb") == 0
+    out = capsys.readouterr().out
+    assert "PASS  jpeg: BD-rate psnr_rgb +75.00% [95% CI +0.00," in out
+    assert "worse (not significant); worst image kodim01 +300.00%" in out
+
+
+@pytest.mark.parametrize("metric, words", [("codec", "'codec' is not a quality metric"),
+                                           ("bpp", "'bpp' is not a quality metric"),
+                                           ("psnr_rgb,nosuch", "'nosuch' is not a quality metric")])
+def test_non_metric_columns_are_bad_input(base, tmp_path, capsys, metric, words):
+    a = write(base, tmp_path / "a.csv")
+    assert run_cli(a, a, "--metric", metric) == 2
+    err = capsys.readouterr().err
+    assert words in err and "valid: psnr_rgb, psnr_y, ssim, ms_ssim, ms_ssim_db" in err
+
+
+@pytest.mark.parametrize("n", ["-5", "0"])
+def test_non_positive_bootstrap_is_bad_input(base, tmp_path, capsys, n):
+    a = write(base, tmp_path / "a.csv")
+    assert run_cli(a, a, "--bootstrap", n) == 2
+    assert f"--bootstrap must be a positive number of resamples, got {n}" in capsys.readouterr().err
