@@ -8,6 +8,7 @@ See docs/ci.md for the format.
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -70,6 +71,14 @@ _SECTIONS: dict[str, set[str]] = {
 }
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def _rates(value: Any, where: str) -> tuple[float, ...]:
     from .rates import parse_rate_list
 
@@ -78,13 +87,38 @@ def _rates(value: Any, where: str) -> tuple[float, ...]:
             return parse_rate_list(value)
         except ValueError as exc:
             raise CheckConfigError(f"{where}: {exc}") from exc
-    if isinstance(value, list) and value and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+    if isinstance(value, list) and value and all(_is_number(v) for v in value):
         return tuple(float(v) for v in value)
     raise CheckConfigError(f"{where}: expected a list of numbers or a string like '5:95:10', got {value!r}")
 
 
+def _codec_names(spec: str) -> set[str]:
+    """The names a ``[rate_points]`` key may use for this codec spec: the spec itself, its codec
+    name without options, and for a pipeline its canonical name (as ``lcbench.jobs`` looks it up)."""
+    from .registry import parse_codec_spec
+
+    names = {spec.strip()}
+    try:
+        names.add(parse_codec_spec(spec)[0])
+    except ValueError:
+        pass
+    if "+" in spec:
+        try:
+            from .pipeline import _canonical, split_pipeline_spec
+
+            steps, (inner, inner_opts) = split_pipeline_spec(spec)
+            names.add("+".join([_canonical(n, o) for n, o in steps] + [_canonical(inner, inner_opts)]))
+        except Exception:  # an invalid pipeline spec is reported when the run plans it
+            pass
+    return names
+
+
 def parse_config(doc: dict[str, Any], base: Path, source: str = "<config>") -> CheckConfig:
-    """A parsed TOML document -> CheckConfig; relative paths resolved against ``base``."""
+    """A parsed TOML document -> CheckConfig; relative paths resolved against ``base``.
+
+    Every key is type-checked: a wrong type or value raises ``CheckConfigError`` naming the file
+    and the key (``FILE: compat.images must be a positive integer, got -3``).
+    """
     def fail(msg: str) -> CheckConfigError:
         return CheckConfigError(f"{source}: {msg}")
 
@@ -93,7 +127,7 @@ def parse_config(doc: dict[str, Any], base: Path, source: str = "<config>") -> C
         if not isinstance(table, dict):
             if section == "baseline" and isinstance(table, str):
                 continue
-            raise fail(f"[{section}] must be a table")
+            raise fail(f"[{section}] must be a table, got {table!r}")
         unknown = sorted(k for k in table if k not in allowed)
         if unknown:
             raise fail(f"unknown key(s) {unknown} in {'[' + section + ']' if section else 'the top level'}; "
@@ -105,11 +139,36 @@ def parse_config(doc: dict[str, Any], base: Path, source: str = "<config>") -> C
         q = Path(p).expanduser()
         return q if q.is_absolute() else base / q
 
-    def typed(table: dict, key: str, kinds: tuple, default: Any, name: str) -> Any:
+    def boolean(table: dict, key: str, default: bool, name: str) -> bool:
         v = table.get(key, default)
-        if v is not default and (not isinstance(v, kinds) or (isinstance(v, bool) and bool not in kinds)):
-            raise fail(f"{name} must be {' or '.join(k.__name__ for k in kinds)}, got {v!r}")
+        if not isinstance(v, bool):
+            raise fail(f"{name} must be true or false, got {v!r}")
         return v
+
+    def integer(table: dict, key: str, default: int | None, name: str, minimum: int | None = None,
+                what: str = "an integer") -> int | None:
+        v = table.get(key, default)
+        if v is None and default is None:
+            return None
+        if not _is_int(v) or (minimum is not None and v < minimum):
+            raise fail(f"{name} must be {what}, got {v!r}")
+        return v
+
+    def number(table: dict, key: str, default: float | None, name: str) -> float | None:
+        v = table.get(key, default)
+        if v is None and default is None:
+            return None
+        if not _is_number(v):
+            raise fail(f"{name} must be a number, got {v!r}")
+        return float(v)
+
+    def string_list(v: Any, name: str, what: str, split_commas: bool) -> list[str]:
+        """A list of non-empty strings; a string is a comma-separated list (``split_commas``) or one item."""
+        if isinstance(v, str):
+            v = [s.strip() for s in v.split(",")] if split_commas else [v]
+        if not isinstance(v, list) or not v or not all(isinstance(s, str) and s.strip() for s in v):
+            raise fail(f"{name} must be a non-empty list of {what} (strings), got {v!r}")
+        return [s.strip() for s in v]
 
     for key in ("dataset", "codecs", "baseline"):
         if key not in doc:
@@ -119,19 +178,26 @@ def parse_config(doc: dict[str, Any], base: Path, source: str = "<config>") -> C
         raise fail(f"dataset must be a name or a folder, got {dataset!r}")
     if (base / dataset).is_dir():
         dataset = str(base / dataset)
-    codecs = doc["codecs"]
-    if isinstance(codecs, str):
-        codecs = [c.strip() for c in codecs.split(",") if c.strip()]
-    if not isinstance(codecs, list) or not codecs or not all(isinstance(c, str) for c in codecs):
-        raise fail(f"codecs must be a non-empty list of codec specs, got {codecs!r}")
-    metrics = doc.get("metrics")
-    if isinstance(metrics, str):
-        metrics = [m.strip() for m in metrics.split(",") if m.strip()]
-    if metrics is not None and (not isinstance(metrics, list) or not metrics):
-        raise fail(f"metrics must be a list of metric columns, got {metrics!r}")
+    codecs = string_list(doc["codecs"], "codecs", "codec specs", split_commas=True)
+    metrics = None
+    if "metrics" in doc:
+        metrics = string_list(doc["metrics"], "metrics", "metric columns", split_commas=True)
+    plugins: list[str] = []
+    if "plugins" in doc:
+        # a single string is one plugin path (never split: a path may contain commas)
+        plugins = [str(path(p, "plugins")) for p in string_list(doc["plugins"], "plugins", "plugin file paths",
+                                                                  split_commas=False)]
+
     rates, codec_rates = None, {}
     rp = doc.get("rate_points")
     if isinstance(rp, dict):
+        if not rp:
+            raise fail("[rate_points] is empty: give rate points per codec (jpeg = [20, 40]) or a top-level list")
+        known = set().union(*(_codec_names(c) for c in codecs))
+        for k in rp:
+            if k not in known:
+                raise fail(f"rate_points.{k}: {k!r} is not one of the configured codecs {codecs}; "
+                           f"a [rate_points] key must be a codec spec or codec name from codecs")
         codec_rates = {k: _rates(v, f"{source}: rate_points.{k}") for k, v in rp.items()}
     elif rp is not None:
         rates = _rates(rp, f"{source}: rate_points")
@@ -141,55 +207,67 @@ def parse_config(doc: dict[str, Any], base: Path, source: str = "<config>") -> C
     if "path" not in bl:
         raise fail("[baseline] needs path = run directory, results.csv or CompressAI JSON")
     pairs_raw = bl.get("pairs", [])
-    if isinstance(pairs_raw, dict):
-        pairs = [(str(k), str(v)) for k, v in pairs_raw.items()]
-    elif isinstance(pairs_raw, list):
-        pairs = [parse_pair(str(p)) for p in pairs_raw]
-    else:
-        raise fail(f"[baseline] pairs must be a list of 'old:new' or a table old = 'new', got {pairs_raw!r}")
+    try:
+        if isinstance(pairs_raw, dict) and all(isinstance(v, str) and v for v in pairs_raw.values()):
+            pairs = [(str(k), v) for k, v in pairs_raw.items()]
+        elif isinstance(pairs_raw, list) and all(isinstance(p, str) for p in pairs_raw):
+            pairs = [parse_pair(p) for p in pairs_raw]
+        else:
+            raise fail(f"baseline.pairs must be a list of 'old:new' strings or a table old = 'new', got {pairs_raw!r}")
+    except CheckConfigError:
+        raise
+    except CompareInputError as exc:
+        raise fail(f"baseline.pairs: {exc}") from exc
 
     th = doc.get("thresholds", {})
-    max_bd = typed(th, "max_bd_rate", (int, float), 0.0, "thresholds.max_bd_rate")
-    slow = typed(th, "max_slowdown", (int, float), None, "thresholds.max_slowdown")
+    max_bd = number(th, "max_bd_rate", 0.0, "thresholds.max_bd_rate")
+    slow = number(th, "max_slowdown", None, "thresholds.max_slowdown")
+    fail_on = th.get("fail_on", "significant")
+    if not isinstance(fail_on, str):
+        raise fail(f"thresholds.fail_on must be \"significant\" or \"point\", got {fail_on!r}")
     try:
-        thresholds = Thresholds(float(max_bd), None if slow is None else float(slow), th.get("fail_on", "significant"))
+        thresholds = Thresholds(max_bd, slow, fail_on)
     except CompareInputError as exc:
-        raise fail(f"[thresholds] {exc}") from exc
+        raise fail(f"thresholds: {exc}") from exc
     method = th.get("method", "pchip")
     if method not in ("pchip", "cubic"):
-        raise fail(f"thresholds.method must be pchip or cubic, got {method!r}")
+        raise fail(f"thresholds.method must be \"pchip\" or \"cubic\", got {method!r}")
+    bootstrap = integer(th, "bootstrap", 2000, "thresholds.bootstrap", 1, "a positive integer (resamples)")
 
     run = doc.get("run", {})
     compat = doc.get("compat", {})
     outputs = doc.get("outputs", {})
+    jobs = run.get("jobs")
+    if jobs is not None and not (_is_int(jobs) and (jobs >= 1 or jobs == -1)):
+        raise fail(f"run.jobs must be a positive integer (or -1: all cores), got {jobs!r}")
+    device = run.get("device")
+    if device is not None and device not in ("cpu", "cuda"):
+        raise fail(f"run.device must be \"cpu\" or \"cuda\", got {device!r}")
     bitstreams = compat.get("bitstreams", "auto")
-    if bitstreams not in (True, False, "auto"):
+    if not (isinstance(bitstreams, bool) or bitstreams == "auto"):
         raise fail(f"compat.bitstreams must be true, false or \"auto\", got {bitstreams!r}")
     determinism = compat.get("determinism", "learned")
-    if not (isinstance(determinism, bool) or determinism == "learned" or
-            (isinstance(determinism, list) and all(isinstance(d, str) for d in determinism))):
+    if isinstance(determinism, list):
+        determinism = string_list(determinism, "compat.determinism", "codec specs", split_commas=False)
+    elif not (isinstance(determinism, bool) or determinism == "learned"):
         raise fail(f"compat.determinism must be true, false, \"learned\" or a list of codecs, got {determinism!r}")
     devices = compat.get("devices")
-    if devices is not None and (not isinstance(devices, list) or not set(devices) <= {"cpu", "cuda"}):
-        raise fail(f"compat.devices must be a list of cpu/cuda, got {devices!r}")
-    device = run.get("device")
-    if device not in (None, "cpu", "cuda"):
-        raise fail(f"run.device must be cpu or cuda, got {device!r}")
-    max_images = typed(doc, "max_images", (int,), None, "max_images")
-    if max_images is not None and max_images < 1:
-        raise fail(f"max_images must be >= 1, got {max_images}")
+    if devices is not None and (not isinstance(devices, list) or not devices
+                                or not all(isinstance(d, str) and d in ("cpu", "cuda") for d in devices)):
+        raise fail(f"compat.devices must be a non-empty list of \"cpu\"/\"cuda\", got {devices!r}")
+    images = integer(compat, "images", 1, "compat.images", 1, "a positive integer (images per determinism check)")
+    max_images = integer(doc, "max_images", None, "max_images", 1, "a positive integer")
+    image_glob = doc.get("images")
+    if image_glob is not None and (not isinstance(image_glob, str) or not image_glob):
+        raise fail(f"images must be a file-name pattern string (e.g. \"kodim0*.png\"), got {image_glob!r}")
     return CheckConfig(
-        dataset=dataset, codecs=list(codecs), baseline=str(path(bl["path"], "baseline.path")), source=source,
-        rates=rates, codec_rates=codec_rates, metrics=metrics, max_images=max_images,
-        image_glob=typed(doc, "images", (str,), None, "images"),
-        plugins=[str(path(p, "plugins")) for p in doc.get("plugins", [])], pairs=pairs, thresholds=thresholds,
-        method=method, bootstrap=typed(th, "bootstrap", (int,), 2000, "thresholds.bootstrap"),
-        run_dir=path(run.get("dir", "lcbench-check/run"), "run.dir"),
-        jobs=typed(run, "jobs", (int,), None, "run.jobs"), device=device,
-        save_bitstreams=typed(run, "save_bitstreams", (bool,), True, "run.save_bitstreams"),
-        save_decoded=typed(run, "save_decoded", (bool,), False, "run.save_decoded"),
-        bitstreams=bitstreams, determinism=determinism, determinism_devices=devices,
-        determinism_images=typed(compat, "images", (int,), 1, "compat.images"),
+        dataset=dataset, codecs=codecs, baseline=str(path(bl["path"], "baseline.path")), source=source,
+        rates=rates, codec_rates=codec_rates, metrics=metrics, max_images=max_images, image_glob=image_glob,
+        plugins=plugins, pairs=pairs, thresholds=thresholds, method=method, bootstrap=bootstrap,
+        run_dir=path(run.get("dir", "lcbench-check/run"), "run.dir"), jobs=jobs, device=device,
+        save_bitstreams=boolean(run, "save_bitstreams", True, "run.save_bitstreams"),
+        save_decoded=boolean(run, "save_decoded", False, "run.save_decoded"),
+        bitstreams=bitstreams, determinism=determinism, determinism_devices=devices, determinism_images=images,
         determinism_rates=_rates(compat["rate_points"], f"{source}: compat.rate_points")
         if "rate_points" in compat else None,
         markdown=path(outputs["markdown"], "outputs.markdown") if "markdown" in outputs else None,
@@ -201,12 +279,54 @@ def parse_config(doc: dict[str, Any], base: Path, source: str = "<config>") -> C
 def load_config(path: str | Path) -> CheckConfig:
     p = Path(path)
     try:
-        doc = tomllib.loads(p.read_text(encoding="utf-8"))
+        text = p.read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise CheckConfigError(f"no check configuration at {p} (see docs/ci.md for an example)") from None
+    except IsADirectoryError:
+        raise CheckConfigError(f"{p} is a folder; expected a TOML check configuration file") from None
+    except UnicodeDecodeError as exc:
+        raise CheckConfigError(f"{p}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+                               "a TOML file must be UTF-8") from None
+    except OSError as exc:
+        raise CheckConfigError(f"{p}: cannot read: {exc.strerror or exc}") from None
+    try:
+        doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise CheckConfigError(f"{p}: not valid TOML: {exc}") from exc
     return parse_config(doc, p.resolve().parent, str(p))
+
+
+def check_output_paths(cfg: CheckConfig) -> None:
+    """Fail before the benchmark runs when a report or the run directory could not be written:
+    a report path that is a folder, or whose folder cannot be created (a file in the way, no
+    write permission). Raises ``CheckConfigError`` naming the option and the path."""
+    def creatable_parent(p: Path, what: str) -> None:
+        ancestor = p.parent
+        while not ancestor.exists() and ancestor != ancestor.parent:
+            ancestor = ancestor.parent
+        if not ancestor.is_dir():
+            raise CheckConfigError(f"{what} {p}: cannot create its folder, {ancestor} is a file")
+        if not os.access(ancestor, os.W_OK | os.X_OK):
+            raise CheckConfigError(f"{what} {p}: cannot write in {ancestor} (permission denied)")
+
+    for key in ("markdown", "junit", "json"):
+        p = getattr(cfg, key)
+        if p is None:
+            continue
+        p = Path(p)
+        what = f"outputs.{key} (--{key})"
+        if p.is_dir():
+            raise CheckConfigError(f"{what} {p} is a folder; expected a file path")
+        if p.exists():
+            if not os.access(p, os.W_OK):
+                raise CheckConfigError(f"{what} {p}: file is not writable")
+        else:
+            creatable_parent(p, what)
+    run_dir = Path(cfg.run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise CheckConfigError(f"run.dir (--run-dir) {run_dir} is a file; expected a folder")
+    if not run_dir.exists():
+        creatable_parent(run_dir, "run.dir (--run-dir)")
 
 
 @dataclass
@@ -232,8 +352,16 @@ def run_check(cfg: CheckConfig) -> CheckResult:
     from .registry import create_codec, load_plugin
     from .runner import RunOptions, execute
 
+    check_output_paths(cfg)  # a report that cannot be written fails now, not after the benchmark
     for plugin in cfg.plugins:
         load_plugin(plugin)
+    if isinstance(cfg.determinism, list):  # an unknown codec fails now, not after the benchmark
+        for spec in cfg.determinism:
+            if spec not in cfg.codecs:
+                try:
+                    create_codec(spec, device="cpu")
+                except (KeyError, ValueError) as exc:
+                    raise CheckConfigError(f"{cfg.source}: compat.determinism: {exc}") from exc
     baseline = load_side(cfg.baseline, "baseline")  # fail fast, before the benchmark runs
     dataset = select_images(resolve_dataset(cfg.dataset), max_images=cfg.max_images, pattern=cfg.image_glob)
     options = RunOptions(codecs=cfg.codecs, dataset=dataset, out=cfg.run_dir, rates=cfg.rates,

@@ -49,9 +49,17 @@ def run(args: argparse.Namespace) -> int:
         # ValueError/OSError: unknown codec, unresolvable dataset, unreadable files: all bad input
         verdict = error_verdict(cfg.baseline if cfg else "?", str(cfg.run_dir) if cfg else "?", str(exc),
                                 cfg.thresholds if cfg else None)
-        if cfg is not None:
-            write_outputs(verdict, cfg.markdown, cfg.junit, cfg.json)
         print(f"lcbench check: error: {exc}", file=sys.stderr)
+        if cfg is not None:  # the reports carry the error too; one that cannot be written is skipped
+            for key in ("markdown", "junit", "json"):
+                target = getattr(cfg, key)
+                if target is None:
+                    continue
+                try:
+                    write_outputs(verdict, **{f"{key}_path": target})
+                except OSError as write_exc:
+                    print(f"lcbench check: could not write the {key} report {target}: "
+                          f"{write_exc.strerror or write_exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     v = result.verdict
     print(f"run {result.run_dir}: {result.jobs_run} job(s) run, {result.jobs_reused} reused")
