@@ -26,7 +26,7 @@ import torch
 
 from lcbench.autoencoder import weights as weights_io
 from lcbench.autoencoder.model import AutoEncoder, ModelConfig, count_parameters
-from lcbench.learned.train import CropSampler, list_images, load_images, lr_at
+from lcbench.learned.train import CropSampler, checkpoint_mismatch, list_images, load_checkpoint, load_images, lr_at
 
 CSV_FIELDS = ["step", "loss", "bpp", "mse", "psnr", "lr", "elapsed_s"]
 
@@ -63,18 +63,21 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict[str, Any
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     ckpt_path, csv_path = cfg.paths()
-    Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
 
     step, ckpt = 0, None
     if cfg.resume:
-        ckpt = torch.load(cfg.resume, map_location="cpu", weights_only=False)  # our own checkpoint format
-        model = AutoEncoder(ModelConfig.from_dict(ckpt["model_config"]))
-        model.load_state_dict(ckpt["model"])
-        step = int(ckpt["step"])
+        ckpt = load_checkpoint(cfg.resume, "autoencoder")
+        try:
+            model = AutoEncoder(ModelConfig.from_dict(ckpt["model_config"]))
+            model.load_state_dict(ckpt["model"])
+            step = int(ckpt["step"])
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+            raise checkpoint_mismatch(cfg.resume, "autoencoder", exc) from exc
     elif cfg.init:
         model, _ = weights_io.load(cfg.init)
     else:
         model = AutoEncoder(ModelConfig(channels=cfg.channels, latent=cfg.latent))
+    Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)  # only once the start point loaded
     model.to(cfg.device).train()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     images = load_images(list_images(cfg.data))

@@ -1,7 +1,7 @@
 """``lcbench train autoencoder``: the autoencoder's entry in lcbench/cli/train.py's TRAINERS table.
 
 The shared options (--data --out --steps --batch --crop --lr --lr-final --device --threads
---seed --resume --log-every --checkpoint-every, and importance_map's --init) come from the
+--seed --resume --init --log-every --checkpoint-every) come from the
 train command; this adds the rate-distortion weight and the network size.
 """
 from __future__ import annotations

@@ -26,7 +26,6 @@ def _importance_map_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--n", type=int, default=128, help="code channels (default 128)")
     g.add_argument("--levels", type=int, default=32, help="importance levels L (default 32)")
     g.add_argument("--width", type=float, default=0.25, help="network width relative to the paper's (default 0.25)")
-    g.add_argument("--init", metavar="WEIGHTS", help="start from these weights (fresh optimizer), e.g. a base model")
 
 
 def _importance_map_run(args: argparse.Namespace) -> int:
@@ -64,19 +63,57 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=8, help="crops per step (default 8)")
     p.add_argument("--crop", type=int, default=128, help="crop side in pixels (default 128)")
     p.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate, cosine-decayed (default 2e-4)")
-    p.add_argument("--lr-final", type=float, default=None, help="learning rate at the last step (default 2e-5)")
+    p.add_argument("--lr-final", type=float, default=None, help="learning rate at the last step (default 2e-5; "
+                   "importance_map, autoencoder)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: shared machines)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resume", metavar="CKPT", help="continue from a checkpoint written by an earlier run")
+    p.add_argument("--resume", metavar="CKPT", help="continue from a checkpoint written by an earlier run "
+                   "(importance_map, autoencoder)")
+    p.add_argument("--init", metavar="WEIGHTS", help="start from these weights (fresh optimizer), e.g. a base model "
+                   "(importance_map, autoencoder)")
     p.add_argument("--log-every", type=int, default=50, help="steps per CSV row (default 50)")
     p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints (default 500)")
-    for add, _ in TRAINERS.values():
+    for model, (add, _) in TRAINERS.items():
+        before = len(p._actions)
         add(p)
+        for action in p._actions[before:]:
+            # Parsed as None so that run() can tell an option given for another model from its
+            # default; run() restores the default for the chosen model.
+            _MODEL_OPTIONS[action.dest] = ({model}, action.option_strings[0], action.default)
+            action.default = None
+
+
+# dest -> (models that use it, option string, default): the options a model's run ignores are
+# errors for it. Filled by add_arguments with each model's own options.
+_MODEL_OPTIONS: dict[str, tuple[set[str], str, object]] = {}
+# Common options not every model uses (their default is None).
+_PARTLY_SHARED = {"resume": ("--resume", {"importance_map", "autoencoder"}),
+                  "init": ("--init", {"importance_map", "autoencoder"}),
+                  "lr_final": ("--lr-final", {"importance_map", "autoencoder"})}
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """Reject an option the chosen model does not use (naming it and the models that do), and fill
+    in the defaults of the chosen model's own options."""
+    unused = []
+    for dest, (models, option, default) in _MODEL_OPTIONS.items():
+        if args.model in models:
+            if getattr(args, dest, None) is None:
+                setattr(args, dest, default)
+        elif getattr(args, dest, None) is not None:
+            unused.append(f"{option} (used by {', '.join(sorted(models))})")
+    for dest, (option, models) in _PARTLY_SHARED.items():
+        if args.model not in models and getattr(args, dest, None) is not None:
+            unused.append(f"{option} (used by {', '.join(sorted(models))})")
+    if unused:
+        raise ValueError(f"lcbench train {args.model} does not use {'; '.join(unused)}: remove "
+                         f"{'it' if len(unused) == 1 else 'them'}")
 
 
 def run(args: argparse.Namespace) -> int:
     _, run_model = TRAINERS[args.model]
+    check_options(args)
     if args.steps <= 0 or args.batch <= 0 or args.crop < 16 or args.crop % 8:
         raise ValueError("--steps and --batch must be positive and --crop a multiple of 8, at least 16")
     return run_model(args)

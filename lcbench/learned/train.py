@@ -25,6 +25,38 @@ from lcbench.learned.model import ImportanceMapNet, ModelConfig, count_parameter
 from lcbench.learned import weights as weights_io
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
+CHECKPOINT_KEYS = ("model", "optimizer", "step", "model_config", "train_config", "sampler_rng", "torch_rng")
+
+
+class CheckpointError(ValueError):
+    """A file given to resume from is not a training checkpoint of this model; names the file."""
+
+
+def load_checkpoint(path: str | Path, model: str) -> dict[str, Any]:
+    """A checkpoint written by ``lcbench train MODEL`` (``FILE.ckpt``), checked for the keys resuming
+    needs. Anything else (missing, a folder, garbage, a weights file) raises CheckpointError."""
+    p = Path(path)
+    hint = f"resume from the .ckpt file an earlier `lcbench train {model}` wrote beside its --out"
+    if not p.exists():
+        raise CheckpointError(f"cannot resume from {p}: no such file")
+    if not p.is_file():
+        raise CheckpointError(f"cannot resume from {p}: not a file; {hint}")
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=False)  # our own checkpoint format
+    except Exception as exc:  # torch raises many types for garbage/truncated files
+        raise CheckpointError(f"cannot resume from {p}: not a training checkpoint "
+                              f"({type(exc).__name__}: {exc}); {hint}") from None
+    missing = [k for k in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise CheckpointError(f"cannot resume from {p}: not a training checkpoint of {model} "
+                              f"(missing {', '.join(missing)}); {hint}")
+    return ckpt
+
+
+def checkpoint_mismatch(path: str | Path, model: str, exc: Exception) -> CheckpointError:
+    """The error for a checkpoint whose network does not build or load: another model's checkpoint."""
+    return CheckpointError(f"cannot resume from {path}: the checkpoint's network is not {model}'s "
+                           f"(another model's checkpoint?) ({type(exc).__name__}: {exc})")
 
 
 @dataclasses.dataclass
@@ -124,17 +156,21 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict[str, Any
     torch.set_num_threads(max(1, cfg.threads))
     _seed_all(cfg.seed)
     ckpt_path, csv_path = cfg.paths()
-    Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
 
     step = 0
     sampler_state = None
     if cfg.resume:
-        ckpt = torch.load(cfg.resume, map_location="cpu", weights_only=False)
+        ckpt = load_checkpoint(cfg.resume, "importance_map")
         saved = ckpt["train_config"]
-        mcfg = ModelConfig.from_dict(ckpt["model_config"])
-        model = ImportanceMapNet(mcfg)
-        model.load_state_dict(ckpt["model"])
-        step = int(ckpt["step"])
+        try:
+            mcfg = ModelConfig.from_dict(ckpt["model_config"])
+            model = ImportanceMapNet(mcfg)
+            model.load_state_dict(ckpt["model"])
+            step = int(ckpt["step"])
+            if not all(key in saved for key in ("n", "levels", "width")):
+                raise KeyError("train_config has no n/levels/width")
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+            raise checkpoint_mismatch(cfg.resume, "importance_map", exc) from exc
         sampler_state = ckpt["sampler_rng"]
         for key in ("n", "levels", "width"):
             if saved[key] != getattr(cfg, key):
@@ -147,6 +183,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict[str, Any
     else:
         mcfg = ModelConfig(n=cfg.n, levels=cfg.levels, width=cfg.width)
         model = ImportanceMapNet(mcfg)
+    Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)  # only once the start point loaded
     model.to(cfg.device).train()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     if cfg.resume:
@@ -232,12 +269,17 @@ def _load_init(path: str) -> ImportanceMapNet:
     try:
         model, _ = weights_io.load_model(path)
         return model
-    except weights_io.WeightsError:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)  # our own checkpoint format
-        if not isinstance(ckpt, dict) or "model" not in ckpt:
-            raise
-        model = ImportanceMapNet(ModelConfig.from_dict(ckpt["model_config"]))
-        model.load_state_dict(ckpt["model"])
+    except weights_io.WeightsError as weights_exc:
+        try:
+            ckpt = load_checkpoint(path, "importance_map")
+        except CheckpointError:
+            raise weights_exc from None  # neither a weights file nor a checkpoint: the weights error says why
+        try:
+            model = ImportanceMapNet(ModelConfig.from_dict(ckpt["model_config"]))
+            model.load_state_dict(ckpt["model"])
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+            raise weights_io.WeightsError(f"--init {path}: an importance_map checkpoint whose network does "
+                                          f"not load ({type(exc).__name__}: {exc})") from exc
         return model
 
 
