@@ -316,10 +316,15 @@ def get_manifest(name: str) -> DatasetManifest:
     raise DatasetError(unknown_name_message(name, manifest_names()))
 
 
-def unknown_name_message(name: str, names: Iterable[str]) -> str:
+def unknown_name_message(name: str, names: Iterable[str], *, option: str | None = "--dataset") -> str:
+    """``option="--dataset"``: for a run's dataset argument (a folder, a name or a manifest file);
+    ``option=None``: for ``lcbench datasets ACTION NAME`` (a name or a manifest file only)."""
     names = list(names)
     close = difflib.get_close_matches(name.lower(), names + ["sample"], n=3, cutoff=0.6)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    return (f"--dataset {name!r}: no such folder and not a known dataset name.{hint} "
+    if option is None:
+        return (f"{name!r} is not a known dataset name.{hint} Known names: {', '.join(names)} "
+                f"(see `lcbench datasets list`), or a manifest file (NAME.json).")
+    return (f"{option} {name!r}: no such folder and not a known dataset name.{hint} "
             f"Known names: sample, {', '.join(names)} (see `lcbench datasets list`); "
             f"or pass a folder of images, or a manifest file (NAME.json).")

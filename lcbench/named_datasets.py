@@ -251,14 +251,23 @@ def _install(staging: Path, final: Path, *, replace: bool) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+class NoLocalCopyError(DatasetError):
+    """``verify`` found no copy of the named set on this machine: nothing to check."""
+
+
 def verify(name: str, *, root: Path | None = None, full: bool = True) -> VerifyReport:
-    """Check a copy of ``name`` (``root``, else the one resolution would use) against its manifest."""
+    """Check a copy of ``name`` (``root``, else the one resolution would use) against its manifest.
+
+    No copy found raises NoLocalCopyError (where it looked, how to get or point at one)."""
     m = _manifest_for(name)
     if root is None:
         loc = locate(m.name)
         if loc is None:
-            raise DatasetError(f"dataset {m.name!r} is not on this machine (searched {_searched(m.name)}); "
-                               f"`lcbench datasets fetch {m.name}` downloads it. {_local_copy_help(m)}")
+            raise NoLocalCopyError(
+                f"no local copy of dataset {m.name!r} to verify (looked in {_searched(m.name)}). "
+                f"`lcbench datasets fetch {m.name}` downloads one; a copy elsewhere is checked with "
+                f"`lcbench datasets verify {m.name} --path DIR` (or found through {cache.DATA_ENV}=PARENT "
+                f"with PARENT/{m.name}/).")
         root = loc.root
     return check_copy(m, Path(root), full=full, records=cache.VerificationRecords(m.name))
 

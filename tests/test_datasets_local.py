@@ -241,8 +241,8 @@ def test_cli_info_verify_and_record(testset, tmp_path: Path, capsys: pytest.Capt
     out = capsys.readouterr().out
     assert "RGB_OR_1200x1200" in out and "none recorded" in out
     assert main(["datasets", "info", "nosuchset"]) == 2
-    assert main(["datasets", "verify", "testset"]) == 1  # no copy anywhere
-    assert "not on this machine" in capsys.readouterr().err
+    assert main(["datasets", "verify", "testset"]) == 2  # no copy anywhere: bad input, nothing to check
+    assert "no local copy of dataset 'testset' to verify" in capsys.readouterr().err
     m, mirror, arrays = testset
     assert main(["datasets", "verify", "testset", "--path", str(mirror / "testset")]) == 0
     assert "4 images checked (pixel checksums): OK" in capsys.readouterr().out
@@ -257,3 +257,51 @@ def test_cli_verify_kodak_from_lcbench_data(monkeypatch: pytest.MonkeyPatch, cap
     monkeypatch.setenv("LCBENCH_DATA", str(SHARED))
     assert main(["datasets", "verify", "kodak"]) == 0
     assert "24 images checked (pixel checksums): OK" in capsys.readouterr().out
+
+
+def test_cli_verify_without_a_local_copy_says_where_it_looked(testset, isolated: Path, capsys) -> None:
+    assert main(["datasets", "verify", "testset"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lcbench datasets verify: error: no local copy of dataset 'testset' to verify "
+                          f"(looked in cache {isolated / 'datasets' / 'testset'}; LCBENCH_DATA mirrors: none")
+    assert "`lcbench datasets fetch testset`" in err and "`lcbench datasets verify testset --path DIR`" in err
+
+
+def test_cli_verify_takes_the_folder_of_a_local_copy(testset, tmp_path: Path, capsys) -> None:
+    m, mirror, arrays = testset
+    assert main(["datasets", "verify", str(mirror / "testset")]) == 0
+    assert f"testset at {mirror / 'testset'}: 4 images checked (pixel checksums): OK" in capsys.readouterr().out
+    # a folder not named after a set: say what verify expects
+    other = tmp_path / "photos"
+    other.mkdir()
+    assert main(["datasets", "verify", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert f"{other} is a folder; verify takes the NAME of a set" in err
+    assert f"`lcbench datasets verify NAME --path {other}`" in err
+
+
+@pytest.mark.skipif(not (SHARED / "set5").is_dir(), reason="shared Set5 copy not present")
+def test_cli_verify_shared_set5_folder(capsys) -> None:
+    assert main(["datasets", "verify", str(SHARED / "set5")]) == 0
+    assert "5 images checked (pixel checksums): OK" in capsys.readouterr().out
+
+
+def test_cli_verify_bad_path_and_missing_manifest_are_bad_input(testset, tmp_path: Path, capsys) -> None:
+    assert main(["datasets", "verify", "testset", "--path", str(tmp_path / "nope")]) == 2
+    assert f"--path {tmp_path / 'nope'}: not a folder" in capsys.readouterr().err
+    assert main(["datasets", "verify", str(tmp_path / "nope.json")]) == 2
+    assert f"no manifest file {tmp_path / 'nope.json'}" in capsys.readouterr().err
+    assert main(["datasets", "verify", "kodk"]) == 2
+    err = capsys.readouterr().err
+    assert "'kodk' is not a known dataset name. Did you mean 'kodak'?" in err and "--dataset" not in err
+
+
+def test_cli_verify_error_message_is_never_empty(testset, monkeypatch, capsys) -> None:
+    import lcbench.named_datasets as nd
+
+    def broken(*a, **k):
+        raise DatasetError("")
+
+    monkeypatch.setattr(nd, "verify", broken)
+    assert main(["datasets", "verify", "testset"]) == 1
+    assert capsys.readouterr().err.strip() == "lcbench datasets verify: error: DatasetError"

@@ -19,8 +19,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     f.add_argument("name", metavar="NAME")
     f.add_argument("--force", action="store_true", help="download again even if a cached copy exists")
     f.add_argument("--no-progress", action="store_true", help="no progress bar")
-    v = sub.add_parser("verify", help="re-check every checksum of a copy and report each mismatch")
-    v.add_argument("name", metavar="NAME")
+    v = sub.add_parser("verify", help="re-check every checksum of a copy and report each mismatch",
+                       description="Re-check every checksum of a local copy of a named set. Exit 0: the copy "
+                                   "matches; 1: a mismatch; 2: bad input (unknown name, no local copy, "
+                                   "--path not a folder).")
+    v.add_argument("name", metavar="NAME", help="a dataset name (kodak, set5 ...), a manifest file NAME.json, "
+                   "or the folder of a local copy named after its set (e.g. /data/set5)")
     v.add_argument("--path", metavar="DIR", help="check this folder instead of the copy lcbench would use")
     i = sub.add_parser("info", help="sources, licence, image count and sizes, checksums, local copy")
     i.add_argument("name", metavar="NAME")
@@ -40,17 +44,28 @@ def _size(n: int | None) -> str:
 
 
 def _known(name: str) -> bool:
+    from pathlib import Path
+
     from lcbench.named_datasets import dataset_names
 
-    return name in dataset_names() or name.endswith(".json")
+    return name in dataset_names() or (name.endswith(".json") and Path(name).expanduser().is_file())
 
 
 def _unknown(name: str) -> int:
     from lcbench.manifest import unknown_name_message
     from lcbench.named_datasets import dataset_names
 
-    print(f"lcbench datasets: error: {unknown_name_message(name, dataset_names())}", file=sys.stderr)
+    if name.endswith(".json"):
+        msg = f"no manifest file {name} (NAME.json must be an existing dataset manifest)"
+    else:
+        msg = unknown_name_message(name, dataset_names(), option=None)
+    print(f"lcbench datasets: error: {msg}", file=sys.stderr)
     return EXIT_BAD_INPUT
+
+
+def _error(action: str, exc: BaseException) -> str:
+    """The message of an error, never empty."""
+    return f"lcbench datasets {action}: error: {str(exc).strip() or type(exc).__name__}"
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -103,7 +118,7 @@ def _fetch(args: argparse.Namespace) -> int:
         else:
             report = fetch(args.name, force=args.force, progress=False if args.no_progress else None)
     except DatasetError as exc:
-        print(f"lcbench datasets fetch: error: {exc}", file=sys.stderr)
+        print(_error("fetch", exc), file=sys.stderr)
         return EXIT_FAILED
     print(report.summary())
     for note in report.notes:
@@ -115,14 +130,31 @@ def _verify(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from lcbench.dataset import DatasetError
-    from lcbench.named_datasets import verify
+    from lcbench.manifest import ManifestError
+    from lcbench.named_datasets import NoLocalCopyError, dataset_names, verify
 
-    if not _known(args.name):
-        return _unknown(args.name)
+    name, root = args.name, Path(args.path).expanduser() if args.path else None
+    if not _known(name):
+        folder = Path(name).expanduser()
+        if not folder.is_dir():
+            return _unknown(name)
+        # a local copy given as NAME: its folder name says which set it is
+        if root is not None or folder.resolve().name not in dataset_names():
+            print(f"lcbench datasets verify: error: {name} is a folder; verify takes the NAME of a set "
+                  f"({', '.join(dataset_names())}) and checks a folder given with --path: "
+                  f"`lcbench datasets verify NAME --path {name}`", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        name, root = folder.resolve().name, folder
+    if root is not None and not root.is_dir():
+        print(f"lcbench datasets verify: error: --path {root}: not a folder", file=sys.stderr)
+        return EXIT_BAD_INPUT
     try:
-        report = verify(args.name, root=Path(args.path) if args.path else None, full=True)
+        report = verify(name, root=root, full=True)
+    except (NoLocalCopyError, ManifestError) as exc:
+        print(_error("verify", exc), file=sys.stderr)
+        return EXIT_BAD_INPUT
     except DatasetError as exc:
-        print(f"lcbench datasets verify: error: {exc}", file=sys.stderr)
+        print(_error("verify", exc), file=sys.stderr)
         return EXIT_FAILED
     for problem in report.problems:
         print(f"  FAIL {problem}")
