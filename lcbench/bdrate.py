@@ -190,18 +190,44 @@ def bd_per_image(df: pd.DataFrame, anchor: str, test: str, metric: str = "psnr_r
     return PerImageBD(float(np.mean(vals)), lo, hi, len(images), len(vals), per)
 
 
+def image_completeness(df: pd.DataFrame, codecs: Sequence[str], metric: str) -> tuple[list[str], dict[str, str]]:
+    """(complete images, {left-out image: why}) over the images any of ``codecs`` has rows for.
+
+    An image is complete when, for every codec given, it has a successful job with a finite
+    ``metric`` at every rate point that codec has for any image. Average curves over anything
+    else would mix image sets across rate points (a rate point measured on 1 of 3 images pulls
+    the curve towards that image)."""
+    sub = df.loc[df["codec"].isin(codecs)]
+    good = sub["ok"] & np.isfinite(sub[metric].astype(float))
+    all_images = sorted(set(map(str, sub["image"])))
+    why: dict[str, str] = {}
+    for codec in codecs:
+        c = sub.loc[sub["codec"] == codec]
+        g = good.loc[c.index]
+        points = sorted(set(zip(c["rate_param"], c["quality"])))
+        have = {(str(i), rp, q) for i, rp, q in zip(c.loc[g, "image"], c.loc[g, "rate_param"], c.loc[g, "quality"])}
+        rows = {(str(i), rp, q) for i, rp, q in zip(c["image"], c["rate_param"], c["quality"])}
+        for img in all_images:
+            if img in why:
+                continue
+            lacking = [(rp, q) for rp, q in points if (img, rp, q) not in have]
+            if not lacking:
+                continue
+            no_row = [f"{rp}={q:g}" for rp, q in lacking if (img, rp, q) not in rows]
+            bad = [f"{rp}={q:g}" for rp, q in lacking if (img, rp, q) in rows]
+            parts = []
+            if no_row:
+                parts.append(f"no {codec!r} job at {', '.join(no_row)}")
+            if bad:
+                parts.append(f"{codec!r} failed or {metric} undefined at {', '.join(bad)}")
+            why[img] = "; ".join(parts)
+    return [img for img in all_images if img not in why], why
+
+
 def complete_images(df: pd.DataFrame, codecs: Sequence[str], metric: str) -> list[str]:
     """Images with a usable value of ``metric`` at every rate point of every codec given, so that
-    average curves compare the codecs on the same images."""
-    sub = df.loc[df["codec"].isin(codecs)]
-    good = sub["ok"] & np.isfinite(sub[metric])
-    images = None
-    for codec in codecs:
-        c = sub["codec"] == codec
-        bad_images = set(sub.loc[c & ~good, "image"])
-        have = set(sub.loc[c, "image"]) - bad_images
-        images = have if images is None else images & have
-    return sorted(images or ())
+    average curves compare the codecs on the same images at every point (see ``image_completeness``)."""
+    return image_completeness(df, codecs, metric)[0]
 
 
 def bd_table(df: pd.DataFrame, anchor: str, metrics: Sequence[str] = DEFAULT_METRICS,
@@ -210,10 +236,11 @@ def bd_table(df: pd.DataFrame, anchor: str, metrics: Sequence[str] = DEFAULT_MET
              n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
     """BD-rate and BD-metric of every codec against ``anchor``, for each metric.
 
-    Average curves use the images complete for both codecs (see ``complete_images``) and the
-    aggregation of ``lcbench.summary.rd_curve``. ``extra_curves`` adds codecs known only by
-    their average curve (published results: columns ``bpp`` and metric names); they get no
-    per-image values. One row per (codec, metric); NaN values carry a ``*_reason``.
+    Average curves use only the images complete for both codecs (a usable value at every rate
+    point of each; see ``image_completeness``), with ``n_images``, ``n_images_left_out`` and
+    ``left_out`` (image: why) in the row, and the aggregation of ``lcbench.summary.rd_curve``.
+    ``extra_curves`` adds codecs known only by their average curve (published results: columns
+    ``bpp`` and metric names); they get no per-image values. One row per (codec, metric); NaN values carry a ``*_reason``.
     """
     from lcbench.results import codecs_in_order
     from lcbench.summary import rd_curve
@@ -226,7 +253,10 @@ def bd_table(df: pd.DataFrame, anchor: str, metrics: Sequence[str] = DEFAULT_MET
     for codec in [c for c in measured + list(extra) if c != anchor]:
         for metric in metrics:
             both_measured = codec in measured and anchor in measured
-            images = complete_images(df, [anchor, codec], metric) if both_measured and metric in df.columns else None
+            images, left_out = None, {}
+            if metric in df.columns:
+                # a measured codec against a published curve: still only its complete images
+                images, left_out = image_completeness(df, [c for c in (anchor, codec) if c in measured], metric)
 
             def curve(name: str) -> tuple[np.ndarray, np.ndarray]:
                 if name in extra:
@@ -241,7 +271,11 @@ def bd_table(df: pd.DataFrame, anchor: str, metrics: Sequence[str] = DEFAULT_MET
                 return c["bpp"].to_numpy(float), c[metric].to_numpy(float)
 
             (ar, am), (tr, tm) = curve(anchor), curve(codec)
-            if am.size == 0 or tm.size == 0:
+            if images is not None and not images:
+                rate_res = metric_res = BDResult.nan(
+                    f"no image has a usable {metric} value at every rate point of "
+                    f"{' and '.join(repr(c) for c in (anchor, codec) if c in measured)}")
+            elif am.size == 0 or tm.size == 0:
                 missing = anchor if am.size == 0 else codec
                 rate_res = metric_res = BDResult.nan(f"no {metric} values for {missing!r}")
             else:
@@ -249,6 +283,8 @@ def bd_table(df: pd.DataFrame, anchor: str, metrics: Sequence[str] = DEFAULT_MET
                 metric_res = bd_metric(ar, am, tr, tm, method)
             row = {"codec": codec, "anchor": anchor, "metric": metric, "method": method, "aggregate": aggregate,
                    "n_images": len(images) if images is not None else math.nan,
+                   "n_images_left_out": len(left_out),
+                   "left_out": "; ".join(f"{img}: {why}" for img, why in left_out.items()),
                    "bd_rate": rate_res.value, "bd_rate_reason": rate_res.reason or "",
                    "bd_rate_overlap": rate_res.overlap,
                    "bd_metric": metric_res.value, "bd_metric_reason": metric_res.reason or "",

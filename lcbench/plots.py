@@ -59,7 +59,10 @@ def plot_rd(df: pd.DataFrame, metric: str, *, codecs: Sequence[str] | None = Non
             styles: Mapping[str, tuple[str, str]] | None = None, style: str = "paper",
             figsize: tuple[float, float] | None = None, title: str | None = None) -> Figure:
     """One RD figure: ``metric`` against mean bpp for each codec of a results frame, plus the
-    published curves that have the metric. ``ci`` draws the confidence band across images."""
+    published curves that have the metric. ``ci`` draws the confidence band across images. Each
+    codec's curve is over the images with a usable value at every one of its rate points (the
+    legend gives n/N when some are left out), so no point averages a different image set."""
+    from lcbench.bdrate import image_completeness
     from lcbench.results import codecs_in_order
     from lcbench.summary import rd_curve
 
@@ -75,12 +78,16 @@ def plot_rd(df: pd.DataFrame, metric: str, *, codecs: Sequence[str] | None = Non
         for codec in codecs:
             if metric not in df.columns:
                 break
-            c = rd_curve(df, codec, metric, aggregate=aggregate, confidence=confidence)
+            # one image set at every rate point: images lacking a usable value at some point are left
+            # out of the curve, and the legend says how many images it is over
+            images, left_out = image_completeness(df, [codec], metric)
+            c = rd_curve(df, codec, metric, aggregate=aggregate, confidence=confidence, images=images)
             if c.empty:
                 continue
+            label = codec + (f" ({len(images)}/{len(images) + len(left_out)} images)" if left_out else "")
             colour, marker = styles.get(codec, ("#333333", "o"))
             x, y = c["bpp"].to_numpy(), c[metric].to_numpy()
-            ax.plot(x, y, color=colour, marker=marker, label=codec, zorder=3)
+            ax.plot(x, y, color=colour, marker=marker, label=label, zorder=3)
             if ci:
                 half = c[f"{metric}_ci"].to_numpy()
                 ok = np.isfinite(half)

@@ -307,6 +307,12 @@ def bd_display_table(bd: pd.DataFrame, kind: Literal["rate", "metric"] = "rate")
                 notes.append(f"{codec}, {METRIC_NAMES.get(m, m)}: the curves overlap on only {overlap:.0%} of their "
                              f"joint {axis} range, so the value describes a narrow part of the curves")
                 text += f" [{len(notes)}]"
+            n_out = int(r.get("n_images_left_out", 0) or 0)
+            if n_out:
+                n_in = int(r["n_images"]) if math.isfinite(float(r.get("n_images", math.nan))) else 0
+                notes.append(f"{codec}, {METRIC_NAMES.get(m, m)} (average curves): over {n_in} of {n_in + n_out} "
+                             f"images; left out, lacking a usable value at some rate point: {r.get('left_out', '')}")
+                text += f" [{len(notes)}]"
             cells.append(Cell(text, v))
             if per_image:
                 pm = float(r[f"bd_{kind}_img_mean"])

@@ -161,3 +161,29 @@ def test_table_nan_reason_for_short_curves(results):
 def test_table_rejects_unknown_anchor(results):
     with pytest.raises(ValueError, match="anchor 'bpg'"):
         bd_table(results, "bpg")
+
+
+def test_rate_point_missing_for_some_images_leaves_them_out_of_average_curves(results):
+    """webp q90 exists only for kodim15 (a run stopped early): the average curves must not mix image sets
+    across rate points. Only kodim15 has every point of both codecs; the reference is computed by hand on
+    kodim15 alone, and the row says 3 images were left out and why."""
+    df = results[~((results.codec == "webp") & (results.quality == 90) & (results.image != "kodim15"))]
+    assert complete_images(df, ["jpeg", "webp"], "psnr_rgb") == ["kodim15"]
+    table = bd_table(df, "jpeg", metrics=["psnr_rgb"], n_boot=100)
+    row = table[table.codec == "webp"].iloc[0]
+    one = df[df.image == "kodim15"]
+    expected = reference(bjontegaard.bd_rate, *mean_curve(one, "jpeg", "psnr_rgb"),
+                         *mean_curve(one, "webp", "psnr_rgb"), "pchip")
+    mixed = reference(bjontegaard.bd_rate, *mean_curve(df, "jpeg", "psnr_rgb"), *mean_curve(df, "webp", "psnr_rgb"),
+                      "pchip")
+    assert abs(expected - mixed) > 5  # the mixed-set curve the old code used is really different
+    assert row.bd_rate == pytest.approx(expected, abs=1e-6)
+    assert row.n_images == 1 and row.n_images_left_out == 3
+    assert "kodim01: no 'webp' job at quality=90" in row.left_out
+    from lcbench.summary import bd_display_table, to_text
+
+    text = to_text(bd_display_table(table, "rate"))
+    assert "webp, PSNR-RGB (average curves): over 1 of 4 images; left out" in text
+    # codecs with every point on every image are untouched
+    assert table[table.codec == "avif"].iloc[0].n_images == 4
+    assert table[table.codec == "avif"].iloc[0].n_images_left_out == 0

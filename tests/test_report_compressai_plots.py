@@ -123,3 +123,19 @@ def test_slides_style_and_figsize(results, tmp_path):
     assert tuple(fig.get_size_inches()) == pytest.approx((7.0, 3.0))
     with pytest.raises(ValueError, match="style"):
         plot_rd(results, "ssim", style="poster")
+
+
+def test_rd_curve_drawn_over_one_image_set(results):
+    """webp q90 measured on kodim15 only: the drawn webp curve is kodim15's (same images at every point,
+    computed by hand here) and the legend says 1/4 images; jpeg keeps all 4 images."""
+    df = results[~((results.codec == "webp") & (results.quality == 90) & (results.image != "kodim15"))]
+    fig = plot_rd(df, "psnr_rgb", codecs=["jpeg", "webp"])
+    lines = {l.get_label(): l.get_data() for l in fig.axes[0].get_lines()}
+    assert set(lines) == {"jpeg", "webp (1/4 images)"}
+    raw = pd.read_csv(DATA)
+    g = raw.query("codec == 'webp' and image == 'kodim15'").groupby("quality")[["bpp", "psnr_rgb"]].mean()
+    g = g.sort_values("bpp")
+    x, y = lines["webp (1/4 images)"]
+    assert np.allclose(x, g.bpp) and np.allclose(y, g.psnr_rgb)
+    j = raw.query("codec == 'jpeg'").groupby("quality")[["bpp", "psnr_rgb"]].mean().sort_values("bpp")
+    assert np.allclose(lines["jpeg"][0], j.bpp)
