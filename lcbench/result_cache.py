@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import sys
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -28,35 +29,86 @@ def content_key(label: str, version: str, rate_param: str, quality: float, pixel
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
+_warned: set[str] = set()  # cache files already warned about in this process
+
+
+def _warn(path: Path, exc: BaseException) -> None:
+    """Once per cache file and process: the cache is not used, the run goes on without it."""
+    key = str(path)
+    if key in _warned:
+        return
+    _warned.add(key)
+    print(f"lcbench: warning: result cache {path} is unusable ({type(exc).__name__}: {exc}); running without "
+          f"it (results are still computed and stored in the run directory). If the file is corrupt, delete it "
+          f"(rm {path}) and a fresh cache is created on the next run.", file=sys.stderr, flush=True)
+
+
 class ResultCache:
+    """The cache is only an accelerator: a file that is not a database (or any other SQLite error,
+    e.g. a lock held too long) disables it for this object with one warning on stderr, never the run.
+    ``enabled`` says whether it is in use."""
+
     def __init__(self, path: Path | None = None) -> None:
         self.path = Path(path) if path else cache_root() / "results.sqlite"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, record TEXT NOT NULL)")
-        self._db.execute("CREATE TABLE IF NOT EXISTS pixel_hashes (path TEXT PRIMARY KEY, stat TEXT, sha256 TEXT)")
-        self._db.commit()
+        self._db: sqlite3.Connection | None = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, record TEXT NOT NULL)")
+            self._db.execute("CREATE TABLE IF NOT EXISTS pixel_hashes (path TEXT PRIMARY KEY, stat TEXT, sha256 TEXT)")
+            self._db.commit()
+        except (sqlite3.Error, OSError) as exc:
+            self._disable(exc)
+
+    @property
+    def enabled(self) -> bool:
+        return self._db is not None
+
+    def _disable(self, exc: BaseException) -> None:
+        _warn(self.path, exc)
+        if self._db is not None:
+            try:
+                self._db.close()
+            except sqlite3.Error:
+                pass
+        self._db = None
 
     def close(self) -> None:
-        self._db.close()
+        if self._db is not None:
+            try:
+                self._db.close()
+            except sqlite3.Error:
+                pass
+            self._db = None
 
     def get_many(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
         keys = list(keys)
         out: dict[str, dict[str, Any]] = {}
-        for start in range(0, len(keys), 500):
-            chunk = keys[start:start + 500]
-            rows = self._db.execute(f"SELECT key, record FROM results WHERE key IN ({','.join('?' * len(chunk))})",
-                                    chunk)
-            out.update((k, json.loads(r)) for k, r in rows)
+        if self._db is None:
+            return out
+        try:
+            for start in range(0, len(keys), 500):
+                chunk = keys[start:start + 500]
+                rows = self._db.execute(
+                    f"SELECT key, record FROM results WHERE key IN ({','.join('?' * len(chunk))})", chunk)
+                out.update((k, json.loads(r)) for k, r in rows)
+        except (sqlite3.Error, ValueError) as exc:  # ValueError: a record that is not JSON
+            self._disable(exc)
+            return {}
         return out
 
     def put_many(self, items: Iterable[tuple[str, dict[str, Any]]]) -> None:
+        if self._db is None:
+            return
         rows = [(k, json.dumps({f: v for f, v in rec.items() if f not in PER_RUN_FIELDS}, default=str))
                 for k, rec in items]
         if rows:
-            self._db.executemany("INSERT OR REPLACE INTO results (key, record) VALUES (?, ?)", rows)
-            self._db.commit()
+            try:
+                self._db.executemany("INSERT OR REPLACE INTO results (key, record) VALUES (?, ?)", rows)
+                self._db.commit()
+            except sqlite3.Error as exc:
+                self._disable(exc)
 
     def pixel_hash(self, path: Path) -> str:
         """The source image's pixel hash, remembered while its size and mtime stay the same."""
@@ -64,11 +116,20 @@ class ResultCache:
 
         st = os.stat(path)
         stat = f"{st.st_size}:{st.st_mtime_ns}"
-        row = self._db.execute("SELECT stat, sha256 FROM pixel_hashes WHERE path = ?", (str(path),)).fetchone()
-        if row and row[0] == stat:
-            return row[1]
+        if self._db is not None:
+            try:
+                row = self._db.execute("SELECT stat, sha256 FROM pixel_hashes WHERE path = ?", (str(path),)).fetchone()
+            except sqlite3.Error as exc:
+                self._disable(exc)
+                row = None
+            if row and row[0] == stat:
+                return row[1]
         sha = pixel_hash(load_image(path).pixels)
-        self._db.execute("INSERT OR REPLACE INTO pixel_hashes (path, stat, sha256) VALUES (?, ?, ?)",
-                         (str(path), stat, sha))
-        self._db.commit()
+        if self._db is not None:
+            try:
+                self._db.execute("INSERT OR REPLACE INTO pixel_hashes (path, stat, sha256) VALUES (?, ?, ?)",
+                                 (str(path), stat, sha))
+                self._db.commit()
+            except sqlite3.Error as exc:
+                self._disable(exc)
         return sha

@@ -150,3 +150,45 @@ def test_unknown_determinism_codec_fails_before_the_run(repo, capsys):
     err = capsys.readouterr().err
     assert "c.toml: compat.determinism: unknown codec 'nosuch'" in err
     assert not (repo / "run").exists()
+
+
+# ------------------------------------------------------- a corrupt result cache (lcbench.result_cache)
+
+@pytest.fixture
+def fresh_warnings(monkeypatch):
+    import lcbench.result_cache as rc
+
+    monkeypatch.setattr(rc, "_warned", set(), raising=False)
+
+
+def test_garbage_result_cache_warns_once_and_is_bypassed(tmp_path, capsys, fresh_warnings):
+    from lcbench.result_cache import ResultCache
+
+    db = tmp_path / "results.sqlite"
+    db.write_text("junk\n")
+    cache = ResultCache(db)
+    assert not cache.enabled
+    assert cache.get_many(["k"]) == {}
+    cache.put_many([("k", {"bpp": 1.0})])
+    img = tmp_path / "a.png"
+    Image.fromarray(photo("astronaut", (16, 16))).save(img)
+    assert len(cache.pixel_hash(img)) == 64  # still computed, just not remembered
+    cache.close()
+    ResultCache(db).close()  # a second open in the same process: no second warning
+    err = capsys.readouterr().err
+    assert err.count("warning") == 1
+    assert f"result cache {db} is unusable (DatabaseError: file is not a database)" in err
+    assert f"rm {db}" in err
+    assert db.read_text() == "junk\n"  # left as it is
+
+
+def test_run_with_a_garbage_result_cache_completes(repo, capsys, fresh_warnings):
+    (repo / "cache").mkdir(exist_ok=True)
+    (repo / "cache" / "results.sqlite").write_text("junk\n")
+    out = repo / "r"
+    assert main(["run", "--codecs", "jpeg", "-q", "50", "--dataset", str(repo / "imgs"), "--out", str(out),
+                 "--jobs", "1", "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert "1/1 jobs ok" in captured.out
+    assert captured.err.count("result cache") == 1 and "Traceback" not in captured.err
+    assert (out / "results.csv").read_text().count("\n") == 2  # header and the one job
