@@ -86,3 +86,12 @@ def test_chosen_model_keeps_its_defaults_and_values():
     args = build_parser().parse_args(["train", "comcnn", "--data", "d", "--out", "o.pt"])
     check_options(args)
     assert (args.codec, args.rounds, args.com_lr, args.channels, args.rec_layers) == ("jpeg", 3, 1e-4, 32, 10)
+
+
+def test_init_from_a_file_that_is_neither_weights_nor_checkpoint(tmp_path, capsys):
+    junk = tmp_path / "base.pt"
+    junk.write_text("not weights\n")
+    assert main(_train(tmp_path, "importance_map", "--init", str(junk))) == 2
+    err = capsys.readouterr().err
+    assert f"importance_map weights file {junk} is corrupt or not a torch file" in err
+    assert "Traceback" not in err
