@@ -219,7 +219,7 @@ def image_completeness(df: pd.DataFrame, codecs: Sequence[str], metric: str) -> 
             if no_row:
                 parts.append(f"no {codec!r} job at {', '.join(no_row)}")
             if bad:
-                parts.append(f"{codec!r} failed or {metric} undefined at {', '.join(bad)}")
+                parts.append(f"{codec!r} failed or {metric} not finite (NaN/inf) at {', '.join(bad)}")
             why[img] = "; ".join(parts)
     return [img for img in all_images if img not in why], why
 

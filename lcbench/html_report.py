@@ -71,7 +71,7 @@ def table_html(table: Table, sortable: bool = False, table_id: str = "") -> str:
         out.append("<tr>")
         for c, a in zip(row, align):
             classes = " ".join(k for k, on in (("num", a == "r"), ("best", c.bold)) if on)
-            text = f"{c.text} ± {c.spread}" if c.spread else c.text
+            text = c.display()
             v = f' data-v="{float(c.value)!r}"' if math.isfinite(c.value) else ""
             out.append(f'<td class="{classes}"{v}>{_e(text)}</td>')
         out.append("</tr>")

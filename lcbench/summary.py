@@ -126,10 +126,22 @@ def _pooled(values: pd.DataFrame, metric: str, aggregate: str) -> float:
     return float(v.mean()) if not v.empty else math.nan
 
 
+def _count(values: pd.DataFrame, metric: str, aggregate: str) -> int:
+    """How many images (rows) the aggregate of ``metric`` is over: those with a value (not NaN)."""
+    col = metric
+    if aggregate == "mse" and metric in _MSE_OF and _MSE_OF[metric] in values.columns:
+        col = _MSE_OF[metric]
+    elif aggregate == "mse" and metric == "ms_ssim_db" and "ms_ssim" in values.columns:
+        col = "ms_ssim"
+    return int(values[col].notna().sum())
+
+
 def _spread(v: pd.Series, confidence: float) -> tuple[float, float]:
+    """(standard deviation, CI half width) over the values the mean is over (NaN dropped, as the
+    mean does); NaN when fewer than 2 values or when a value is infinite (the mean is then
+    infinite too: a spread beside it would describe other numbers)."""
     v = v.dropna()
-    v = v[np.isfinite(v)]
-    if len(v) < 2:
+    if len(v) < 2 or not np.isfinite(v.to_numpy(dtype=float)).all():
         return math.nan, math.nan
     sd = float(v.std(ddof=1))
     from scipy.special import stdtrit  # Student-t quantile; scipy.stats would cost ~1 s at start-up
@@ -141,8 +153,11 @@ def _spread(v: pd.Series, confidence: float) -> tuple[float, float]:
 def summarize(df: pd.DataFrame, metrics: Sequence[str] = SUMMARY_METRICS, aggregate: Aggregate = "mean",
               confidence: float = 0.95, spread: bool = True) -> pd.DataFrame:
     """One row per codec and rate point: ``n_images``, ``n_failed``, and for each metric ``m``
-    the aggregate ``m``, ``m_std`` and ``m_ci`` (half width of the CI of the mean; both left
-    out with ``spread=False``, which skips scipy's import, e.g. for the end-of-run table).
+    the aggregate ``m``, ``m_n`` (the images it is over: fewer than ``n_images`` where the metric
+    is NaN, e.g. MS-SSIM of images with a short side of 160 px or less), ``m_std`` and ``m_ci``
+    (half width of the CI of the mean; both left out with ``spread=False``, which skips scipy's
+    import, e.g. for the end-of-run table). A metric with an infinite value (PSNR of a lossless
+    decode) has an infinite mean and no spread (NaN).
 
     Failed jobs are counted in ``n_failed`` and left out of every value. Rows are ordered by
     codec (order of appearance) and mean bpp.
@@ -161,6 +176,7 @@ def summarize(df: pd.DataFrame, metrics: Sequence[str] = SUMMARY_METRICS, aggreg
                    "n_failed": int(len(g) - len(ok))}
             for m in metrics:
                 row[m] = _pooled(ok, m, aggregate)
+                row[f"{m}_n"] = _count(ok, m, aggregate)
                 if spread:
                     row[f"{m}_std"], row[f"{m}_ci"] = _spread(ok[m], confidence)
             rows.append(row)
@@ -199,6 +215,12 @@ class Cell:
     value: float = math.nan  # for finding the best value; NaN for text cells
     bold: bool = False
     spread: str = ""  # "1.23" shown as "text ± spread"
+    suffix: str = ""  # shown after value and spread, e.g. "(n=7)"
+
+    def display(self) -> str:
+        """The cell as plain text: value, ± spread, suffix."""
+        text = f"{self.text} ± {self.spread}" if self.spread else self.text
+        return f"{text} {self.suffix}" if self.suffix else text
 
 
 @dataclass
@@ -244,6 +266,7 @@ def summary_table(summary: pd.DataFrame, metrics: Sequence[str] = SUMMARY_METRIC
     metrics = [m for m in metrics if m in summary.columns]
     header = ["Codec", "Rate point", "N"] + [DISPLAY.get(m, (m, 4, 1.0))[0] for m in metrics]
     rows = []
+    fewer: dict[str, list[str]] = {}  # metric -> "codec rate point: n of N" where the mean is over fewer images
     for _, r in summary.iterrows():
         n = f"{int(r['n_images'])}" + (f" ({int(r['n_failed'])} failed)" if r.get("n_failed", 0) else "")
         cells = [Cell(str(r["codec"])), Cell(f"{r['rate_param']}={r['quality']:g}"), Cell(n)]
@@ -253,7 +276,13 @@ def summary_table(summary: pd.DataFrame, metrics: Sequence[str] = SUMMARY_METRIC
             if spread in ("std", "ci") and m != "bpp":
                 s = r.get(f"{m}_{spread}", math.nan)
                 sp = _fmt(s, dec, scale) if math.isfinite(s) else ""
-            cells.append(Cell(_fmt(r[m], dec, scale), float(r[m]), spread=sp))
+            suffix = ""
+            n_m = r.get(f"{m}_n", math.nan)
+            if math.isfinite(n_m) and int(n_m) < int(r["n_images"]):
+                suffix = f"(n={int(n_m)})"
+                fewer.setdefault(m, []).append(f"{r['codec']} {r['rate_param']}={r['quality']:g}: "
+                                               f"{int(n_m)} of {int(r['n_images'])}")
+            cells.append(Cell(_fmt(r[m], dec, scale), float(r[m]), spread=sp, suffix=suffix))
         rows.append(cells)
     table = Table(header, rows, align="llr" + "r" * len(metrics))
     # Only rate points that mean the same rate for every codec are comparable: quality=50 of
@@ -272,6 +301,12 @@ def summary_table(summary: pd.DataFrame, metrics: Sequence[str] = SUMMARY_METRIC
                      + (" Bold: best among codecs at the same rate point." if shared else ""))
     if (summary.get("n_failed", pd.Series(dtype=float)) > 0).any():
         table.notes.append("Failed jobs are excluded from the values; N counts the images used.")
+    for m, where in fewer.items():
+        why = (" (MS-SSIM is undefined, NaN, on images with a short side of 160 px or less)"
+               if m in ("ms_ssim", "ms_ssim_db") else " (the others have no value, NaN)")
+        shown = "; ".join(where[:4]) + (f"; ... ({len(where)} rate points in all)" if len(where) > 4 else "")
+        table.notes.append(f"{DISPLAY.get(m, (m,))[0]}: mean over fewer images than N where marked (n=...): "
+                           f"{shown}{why}.")
     return table
 
 
@@ -342,8 +377,7 @@ def bd_display_table(bd: pd.DataFrame, kind: Literal["rate", "metric"] = "rate")
 # ---------------------------------------------------------------- renderers
 
 def _cell_md(c: Cell) -> str:
-    text = f"{c.text} ± {c.spread}" if c.spread else c.text
-    text = text.replace("|", "\\|")
+    text = c.display().replace("|", "\\|")
     return f"**{text}**" if c.bold else text
 
 
@@ -384,8 +418,9 @@ def _cell_latex(c: Cell) -> str:
         body = rf"\mathbf{{{main}}}" if c.bold else main
         if c.spread:
             body += rf" \pm {c.spread}"
-        return f"${body}$"
-    text = latex_escape(main) + (rf" $\pm$ {c.spread}" if c.spread else "")
+        return f"${body}$" + (f" {latex_escape(c.suffix)}" if c.suffix else "")
+    text = latex_escape(main) + (rf" $\pm$ {c.spread}" if c.spread else "") + (
+        f" {latex_escape(c.suffix)}" if c.suffix else "")
     return rf"\textbf{{{text}}}" if c.bold else text
 
 
@@ -413,7 +448,7 @@ def to_latex(table: Table, label: str = "", wide: bool | None = None) -> str:
 
 def to_text(table: Table) -> str:
     """Plain aligned text for the terminal (no bold)."""
-    cells = [table.header] + [[f"{c.text} ± {c.spread}" if c.spread else c.text for c in row] for row in table.rows]
+    cells = [table.header] + [[c.display() for c in row] for row in table.rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(table.header))]
     align = table.align or "l" * len(widths)
 

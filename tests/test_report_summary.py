@@ -178,3 +178,41 @@ def test_end_of_run_table_caption_does_not_promise_a_spread_it_does_not_show(res
     text = format_terminal_table(results)
     assert "Aggregation: mean over images of each per-image value." in text
     assert "spread" not in text.lower() and "±" not in text
+
+
+def test_metric_over_fewer_images_than_n_is_marked_and_explained(results):
+    """MS-SSIM NaN for kodim23 (as for a small image): the mean is over 3 images while N says 4; the
+    per-metric count and a note make that visible in every format, and the value is the 3-image mean."""
+    df = results.copy()
+    df.loc[df.image == "kodim23", ["ms_ssim", "ms_ssim_db"]] = np.nan
+    s = summarize(df)
+    row = s.query("codec == 'jpeg' and quality == 10").iloc[0]
+    raw = pd.read_csv(DATA).query("codec == 'jpeg' and quality == 10 and image != 'kodim23'")
+    assert row.n_images == 4 and row.ms_ssim_db_n == 3 and row.psnr_rgb_n == 4
+    assert row.ms_ssim_db == pytest.approx(raw.ms_ssim_db.mean())
+    assert row.ms_ssim_db_std == pytest.approx(np.std(raw.ms_ssim_db.to_numpy(), ddof=1))
+    cell = f"{raw.ms_ssim_db.mean():.2f} ± {np.std(raw.ms_ssim_db.to_numpy(), ddof=1):.2f} (n=3)"
+    t = summary_table(s)
+    md, tex, txt = to_markdown(t), to_latex(t), to_text(t)
+    assert cell in md and cell in txt
+    assert "(n=3)" in tex
+    for text in (md, txt):
+        assert "MS-SSIM [dB]: mean over fewer images than N where marked (n=...): jpeg quality=10: 3 of 4" in text
+        assert "short side of 160 px or less" in text
+    assert "PSNR-RGB [dB]: mean over fewer" not in md
+    term = format_terminal_table(df)
+    assert f"{raw.ms_ssim_db.mean():.2f} (n=3)" in term and "MS-SSIM [dB]: mean over fewer images" in term
+    # nothing marked when every image has the metric
+    assert "(n=" not in to_markdown(summary_table(summarize(results)))
+
+
+def test_infinite_value_gives_inf_without_a_spread(results):
+    """A lossless decode (PSNR inf) makes the mean inf; a spread over the other images beside it is
+    meaningless, so none is shown (NaN in the CSV)."""
+    df = results.copy()
+    df.loc[(df.codec == "jpeg") & (df.quality == 90) & (df.image == "kodim01"), "psnr_rgb"] = np.inf
+    s = summarize(df)
+    row = s.query("codec == 'jpeg' and quality == 90").iloc[0]
+    assert math.isinf(row.psnr_rgb) and math.isnan(row.psnr_rgb_std) and math.isnan(row.psnr_rgb_ci)
+    line = next(l for l in to_markdown(summary_table(s)).splitlines() if "| jpeg | quality=90 |" in l)
+    assert "| inf |" in line and "inf ±" not in line
