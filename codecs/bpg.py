@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lcbench.codec import int_option
 from lcbench.registry import register_codec
 from lcbench.tools import CommandLineCodec, tool_version
 
@@ -27,7 +28,7 @@ class BPG(CommandLineCodec):
 
     def __init__(self, chroma: int = 420, **tool_paths: str) -> None:
         super().__init__(**tool_paths)
-        self.chroma = int(chroma)
+        self.chroma = int_option("bpg", "chroma", chroma)
         if self.chroma not in (420, 444):
             raise ValueError(f"bpg: chroma must be 420 or 444, got {chroma!r}")
         if self.chroma != 420:

@@ -8,8 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lcbench.codec import int_option
 from lcbench.registry import register_codec
 from lcbench.tools import CommandLineCodec, tool_lines, tool_version
+
+
+X265_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
+                "veryslow", "placebo")
 
 
 @register_codec
@@ -25,11 +30,13 @@ class HEVC(CommandLineCodec):
 
     def __init__(self, chroma: int = 420, preset: str = "slow", **tool_paths: str) -> None:
         super().__init__(**tool_paths)
-        self.chroma, self.preset = int(chroma), str(preset)
+        self.chroma, self.preset = int_option("hevc", "chroma", chroma), str(preset)
         if self.chroma not in (420, 422, 444):
             raise ValueError(f"hevc: chroma must be 420, 422 or 444, got {chroma!r}")
         if self.chroma != 420:
             self.options["chroma"] = self.chroma
+        if self.preset not in X265_PRESETS:
+            raise ValueError(f"hevc: preset must be one of {', '.join(X265_PRESETS)}, got {preset!r}")
         if self.preset != "slow":
             self.options["preset"] = self.preset
 

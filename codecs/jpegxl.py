@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lcbench.codec import int_option
 from lcbench.registry import register_codec
 from lcbench.tools import CommandLineCodec, tool_version
 
@@ -20,7 +21,7 @@ class JPEGXL(CommandLineCodec):
 
     def __init__(self, effort: int = 7, **tool_paths: str) -> None:
         super().__init__(**tool_paths)
-        self.effort = int(effort)
+        self.effort = int_option("jpegxl", "effort", effort, 1, 10)
         if self.effort != 7:
             self.options["effort"] = self.effort
 

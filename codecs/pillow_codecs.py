@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import numpy as np
 from PIL import Image, features
 
-from lcbench.codec import Availability, Codec, CodecError, check_image
+from lcbench.codec import Availability, Codec, CodecError, check_image, int_option
 from lcbench.registry import register_codec
 
 QUALITY_5_TO_95 = tuple(float(q) for q in range(5, 100, 5))
@@ -69,7 +69,7 @@ class JPEG(PillowCodec):
 
     def __init__(self, subsampling: int | str = 420, optimize: bool = False) -> None:
         super().__init__()
-        sub = int(str(subsampling).replace(":", ""))
+        sub = int_option("jpeg", "subsampling", str(subsampling).replace(":", ""))
         if sub not in self._SUBSAMPLING:
             raise ValueError(f"jpeg: subsampling must be one of 420, 422, 444, got {subsampling!r}")
         self.subsampling, self.optimize = sub, bool(optimize)
@@ -101,7 +101,7 @@ class WebP(PillowCodec):
 
     def __init__(self, method: int = 6) -> None:
         super().__init__()
-        self.method = int(method)
+        self.method = int_option("webp", "method", method, 0, 6)
         if self.method != 6:
             self.options["method"] = self.method
 
@@ -179,7 +179,10 @@ class AVIF(PillowCodec):
 
     def __init__(self, speed: int = 6, subsampling: str = "4:2:0", threads: int = 1) -> None:
         super().__init__()
-        self.speed, self.subsampling, self.threads = int(speed), str(subsampling), int(threads)
+        self.speed, self.subsampling = int_option("avif", "speed", speed, 0, 10), str(subsampling)
+        self.threads = int_option("avif", "threads", threads)
+        if self.subsampling not in ("4:2:0", "4:2:2", "4:4:4", "4:0:0"):
+            raise ValueError(f"avif: subsampling must be 4:2:0, 4:2:2, 4:4:4 or 4:0:0, got {subsampling!r}")
         if self.speed != 6:
             self.options["speed"] = self.speed
         if self.subsampling != "4:2:0":

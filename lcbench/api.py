@@ -9,7 +9,7 @@ from .runner import RunOptions, execute
 
 
 def run(codecs: Sequence[str] | str, dataset: str | Path | Dataset = "sample", *, out: str | Path | None = None,
-        quality: Sequence[float] | Mapping[str, Sequence[float]] | None = None, jobs: int | None = None, device: str | None = None,
+        quality: float | str | Sequence[float] | Mapping[str, Sequence[float]] | None = None, jobs: int | None = None, device: str | None = None,
         max_images: int | None = None, image_glob: str | None = None, save_bitstreams: bool = False,
         save_decoded: bool = False, progress: bool = False, raise_on_failure: bool = False,
         target_bpp: Sequence[float] | None = None, backend: str = "loky", scheduler: str | None = None,
@@ -23,11 +23,20 @@ def run(codecs: Sequence[str] | str, dataset: str | Path | Dataset = "sample", *
     ``reports/<dataset>``), and a repeated call resumes from what is stored there.
     """
     if isinstance(codecs, str):
-        codecs = [c for c in codecs.split(",") if c.strip()]
-    per_codec = {k: tuple(float(q) for q in v) for k, v in quality.items()} if isinstance(quality, Mapping) else {}
-    every = tuple(float(q) for q in quality) if quality is not None and not per_codec else None
+        codecs = [c.strip() for c in codecs.split(",") if c.strip()]
+    codecs = list(codecs)
+    if not codecs:
+        raise ValueError("codecs: no codec given")
+    per_codec: dict[str, tuple[float, ...]] = {}
+    every = None
+    if isinstance(quality, Mapping):
+        if not quality:
+            raise ValueError("quality: an empty mapping (leave it out for the codecs' default grids)")
+        per_codec = {str(k): _grid(v, f"quality[{k!r}]") for k, v in quality.items()}
+    elif quality is not None:
+        every = _grid(quality, "quality")
     options = RunOptions(
-        codecs=list(codecs), dataset=dataset if isinstance(dataset, Dataset) else str(dataset),
+        codecs=codecs, dataset=dataset if isinstance(dataset, Dataset) else str(dataset),
         out=Path(out) if out else None, rates=every, codec_rates=per_codec, jobs=jobs,
         device=device, max_images=max_images, image_glob=image_glob, save_bitstreams=save_bitstreams,
         save_decoded=save_decoded, progress=progress, backend=backend, scheduler=scheduler, use_cache=use_cache,
@@ -39,3 +48,20 @@ def run(codecs: Sequence[str] | str, dataset: str | Path | Dataset = "sample", *
         first = outcome.failures[0]["error"]
         raise RuntimeError(f"{len(outcome.failures)} job(s) failed; first: {first}")
     return outcome.frame
+
+
+def _grid(value, what: str) -> tuple[float, ...]:
+    """A rate grid given as a number, a sequence of numbers, or the CLI's text ("5:95:5")."""
+    from .rates import parse_rate_list
+
+    if isinstance(value, str):
+        return parse_rate_list(value)
+    if isinstance(value, (int, float)):
+        return (float(value),)
+    try:
+        grid = tuple(float(q) for q in value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what}: expected numbers, got {value!r}") from exc
+    if not grid:
+        raise ValueError(f"{what}: an empty rate grid (leave it out for the codec's default grid)")
+    return grid

@@ -13,6 +13,7 @@ from typing import Any, Iterator
 
 from . import store
 from .jobs import Job
+from .registry import loaded_plugins
 from .worker import base_record, error_text, run_cpu_task
 
 
@@ -44,8 +45,9 @@ def run_cpu_jobs(run_dir: Path, dataset: str, device: str, jobs: list[Job], *, n
         return
     from joblib import Parallel, delayed
 
+    plugins = loaded_plugins()  # workers are fresh processes: they load the same plugin code
     parallel = Parallel(n_jobs=n, return_as="generator_unordered", backend="loky", batch_size=1)
-    yield from parallel(delayed(run_cpu_task)(*a) for a in args)
+    yield from parallel(delayed(run_cpu_task)(*a, plugins=plugins) for a in args)
 
 
 def _run_dask(run_dir: Path, args: list[tuple], scheduler: str | None, n_workers: int
@@ -65,7 +67,9 @@ def _run_dask(run_dir: Path, args: list[tuple], scheduler: str | None, n_workers
         client = Client(cluster)
     writer = store.writer_for(run_dir)
     try:
-        futures = {client.submit(run_cpu_task, *a[:6], write_records=False, pure=False): a for a in args}
+        plugins = loaded_plugins()
+        futures = {client.submit(run_cpu_task, *a[:6], write_records=False, plugins=plugins, pure=False): a
+                   for a in args}
         for fut in as_completed(futures):
             try:
                 records = fut.result()

@@ -41,6 +41,24 @@ class Availability:
         return self.ok
 
 
+def int_option(codec: str, option: str, value: Any, lo: int | None = None, hi: int | None = None) -> int:
+    """A whole-number codec option from the command line or a config, checked: ``webp:method=abc``
+    or ``avif:threads=1.5`` is an error naming the codec and option, never truncated."""
+    what = f"codec {codec!r}: option {option}={value!r}"
+    if isinstance(value, bool):
+        raise ValueError(f"{what} must be a whole number")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a whole number") from None
+    if not number.is_integer():
+        raise ValueError(f"{what} must be a whole number")
+    n = int(number)
+    if (lo is not None and n < lo) or (hi is not None and n > hi):
+        raise ValueError(f"{what} must be in {lo}..{hi}")
+    return n
+
+
 class Codec(abc.ABC):
     """Base class of every codec.
 
@@ -78,6 +96,10 @@ class Codec(abc.ABC):
     def availability(cls) -> Availability:
         """Whether this codec can run here. Never raises."""
         return Availability.yes()
+
+    def availability_here(self) -> Availability:
+        """Whether this configured codec can run (its options may point at tools); default: the class's."""
+        return type(self).availability()
 
     @abc.abstractmethod
     def version(self) -> str:

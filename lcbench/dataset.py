@@ -32,6 +32,9 @@ class Dataset:
     name: str
     root: Path
     images: list[ImageRef] = field(default_factory=list)
+    # files under a folder dataset's root that are not benchmarked (other extensions, lcbench
+    # run directories): reported to the user, never skipped silently
+    ignored: list[Path] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -51,17 +54,60 @@ def sample_dataset() -> Dataset:
     return Dataset("sample", root, images)
 
 
+def is_run_directory(path: Path) -> bool:
+    """An lcbench run directory (run.json + records/): its decoded PNGs are outputs, not sources."""
+    return (path / "run.json").is_file() and (path / "records").is_dir()
+
+
+def _walk(root: Path) -> tuple[list[Path], list[Path]]:
+    """(image files, other files and skipped run directories) under root, following symlinked
+    folders once; hidden files and folders are not listed at all."""
+    images: list[Path] = []
+    ignored: list[Path] = []
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        here = Path(dirpath)
+        real = os.path.realpath(here)
+        if real in seen:  # a symlink loop or a second link to a folder already listed
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        keep = []
+        for d in sorted(dirnames):
+            if d.startswith("."):
+                continue
+            if is_run_directory(here / d):
+                ignored.append(here / d)
+            else:
+                keep.append(d)
+        dirnames[:] = keep
+        for f in filenames:
+            if f.startswith("."):
+                continue
+            p = here / f
+            (images if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() else ignored).append(p)
+    return sorted(images), sorted(ignored)
+
+
 def folder_dataset(root: Path, name: str | None = None) -> Dataset:
-    """Every image file under ``root`` (recursive), sorted by relative path; ids are those paths."""
+    """Every image file under ``root`` (recursive, symlinked folders followed), sorted by
+    relative path; ids are those paths without extension, and must be unique."""
     root = Path(root)
-    files = sorted(
-        p for p in root.rglob("*")
-        if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    )
+    if is_run_directory(root):
+        raise DatasetError(f"--dataset {root} is an lcbench run directory (results, not source images)")
+    files, ignored = _walk(root)
     images = [ImageRef(_image_id(p.relative_to(root)), p) for p in files]
     if not images:
         raise DatasetError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {root}")
-    return Dataset(name or root.name, root, images)
+    by_id: dict[str, list[Path]] = {}
+    for im in images:
+        by_id.setdefault(im.id, []).append(im.path)
+    clashes = {i: ps for i, ps in by_id.items() if len(ps) > 1}
+    if clashes:
+        shown = "; ".join(f"{i}: {', '.join(p.name for p in ps)}" for i, ps in sorted(clashes.items())[:5])
+        raise DatasetError(f"dataset {root}: {len(clashes)} image id(s) name more than one file ({shown}); "
+                           "an image's id is its path without extension, so rename or move one of each")
+    return Dataset(name or root.resolve().name, root, images, ignored)
 
 
 def _image_id(rel: Path) -> str:
@@ -71,6 +117,8 @@ def _image_id(rel: Path) -> str:
 
 def resolve_dataset(name_or_path: str, *, download: bool = True) -> Dataset:
     """Resolve ``--dataset``: folder path, ``sample``, or a registered name."""
+    if not name_or_path.strip():
+        raise DatasetError("--dataset is empty: give a folder, 'sample' or a dataset name")
     path = Path(os.path.expanduser(name_or_path))
     if path.is_dir():
         return folder_dataset(path)
@@ -98,4 +146,4 @@ def select_images(dataset: Dataset, *, max_images: int | None = None, pattern: s
         if max_images < 1:
             raise DatasetError(f"--max-images must be >= 1, got {max_images}")
         images = images[:max_images]
-    return Dataset(dataset.name, dataset.root, list(images))
+    return Dataset(dataset.name, dataset.root, list(images), dataset.ignored)

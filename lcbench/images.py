@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".pnm", ".tif", ".tiff", ".webp")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".pnm", ".tif", ".tiff", ".webp", ".gif", ".tga")
 
 
 class ImageReadError(RuntimeError):
@@ -39,11 +39,30 @@ class SourceImage:
         return int(self.pixels.shape[1])
 
 
-def _to_rgb8(im: Image.Image, notes: list[str]) -> np.ndarray:
+def _pnm_maxval(path: Path) -> int | None:
+    """The maxval field of a binary or ASCII PNM header (P2/P3/P5/P6), None if unparsable."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    tokens: list[bytes] = []
+    for line in head.split(b"\n"):
+        tokens += line.split(b"#", 1)[0].split()
+        if len(tokens) >= 4:
+            break
+    try:
+        return int(tokens[3]) if tokens[0] in (b"P2", b"P3", b"P5", b"P6") else None
+    except (IndexError, ValueError):
+        return None
+
+
+def _to_rgb8(im: Image.Image, notes: list[str], path: Path | None = None) -> np.ndarray:
     mode = im.mode
     if mode.startswith("I") or mode == "F":  # 16/32-bit integer or float greyscale
         arr = np.asarray(im).astype(np.float64)
-        peak = 65535.0 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
+        # The file says its bit depth: a dark 16-bit PGM/PNG (every value <= 255) is still 16-bit.
+        # Pillow stores PNM greyscale with maxval > 255 in 0..65535 (it rescales other maxvals).
+        # Only formats without a declared range (32-bit TIFF) fall back to the data.
+        declared = mode.startswith("I;16") or im.format in ("PNG", "PPM")
+        peak = 65535.0 if declared or arr.max(initial=0) > 255 else 255.0
         notes.append(f"{mode} greyscale reduced to 8 bits (round(v*255/{peak:g})) and replicated to RGB")
         grey = np.clip(np.rint(arr * 255.0 / peak), 0, 255).astype(np.uint8)
         return np.repeat(grey[:, :, None], 3, axis=2)
@@ -51,6 +70,16 @@ def _to_rgb8(im: Image.Image, notes: list[str]) -> np.ndarray:
         notes.append("alpha channel dropped (colour channels used as stored)")
     if mode in ("L", "LA", "1"):
         notes.append("greyscale replicated to RGB")
+    if mode in ("P", "PA"):
+        notes.append("palette expanded to RGB")
+    if mode == "CMYK":
+        notes.append("CMYK converted to RGB (Pillow's naive conversion, no colour profile)")
+    elif mode not in ("RGB", "RGBA", "L", "LA", "1", "P", "PA"):
+        notes.append(f"{mode} converted to RGB")
+    if mode == "RGB" and im.format == "PPM" and path is not None and (_pnm_maxval(path) or 255) > 255:
+        notes.append(f"{_pnm_maxval(path)}-maxval RGB reduced to 8 bits by Pillow (round(v*255/maxval))")
+    if getattr(im, "n_frames", 1) > 1:
+        notes.append(f"first frame of {im.n_frames} used")
     if mode != "RGB":
         im = im.convert("RGBA" if mode in ("P", "PA") else mode).convert("RGB")
     return np.ascontiguousarray(np.asarray(im))
@@ -93,7 +122,7 @@ def load_image(path: str | Path) -> SourceImage:
             if _is_16bit_colour(im, path):
                 pixels = _read_16bit_colour(path, notes)
             else:
-                pixels = _to_rgb8(im, notes)
+                pixels = _to_rgb8(im, notes, path)
     except ImageReadError:
         raise
     except Exception as exc:

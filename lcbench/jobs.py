@@ -49,6 +49,11 @@ def plan_jobs(codecs: Sequence[tuple[str, Codec]], dataset: Dataset, *, rates: S
     """Every job of a run: each codec's grid (per-codec override, then one for all, then the
     codec's default), or the rate-matching targets, over every image."""
     codec_rates = codec_rates or {}
+    known = {spec for spec, _ in codecs} | {codec.name for _, codec in codecs} | {codec.label() for _, codec in codecs}
+    unknown = [k for k in codec_rates if k not in known]
+    if unknown:  # a typo (-q jpg=50) would otherwise run the default grid without a word
+        raise ValueError(f"rate grid for {', '.join(map(repr, unknown))}: no such codec in this run "
+                         f"(codecs: {', '.join(spec for spec, _ in codecs)})")
     jobs = []
     for spec, codec in codecs:
         version = codec.version()
@@ -62,6 +67,8 @@ def plan_jobs(codecs: Sequence[tuple[str, Codec]], dataset: Dataset, *, rates: S
                                     job_key(codec.label(), version, target, image, "target_bpp"), float(target)))
             continue
         grid = codec_rates.get(spec) or codec_rates.get(codec.name) or rates or codec.default_rates
+        if not grid:
+            raise ValueError(f"codec {codec.label()!r} has no default rate grid: give one with -q/--quality")
         for quality in grid:
             codec.check_rate(float(quality))
         for quality in grid:

@@ -197,7 +197,9 @@ class Pipeline(TorchCodec):
         kwargs = {"device": device, **inner_opts} if getattr(self.inner_class, "uses_device", False) else dict(inner_opts)
         try:
             self.inner: Codec = self.inner_class(**kwargs)
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, ValueError) and inner_name in str(exc):
+                raise
             raise ValueError(f"bad options for codec {inner_name!r}: {exc}") from exc
         for step in self.steps:
             step.bind(self.inner)
@@ -212,6 +214,14 @@ class Pipeline(TorchCodec):
             if not avail:
                 return Availability.no(f"{part.name}: {avail.reason}", avail.fix)
         return Availability.yes()
+
+    def availability_here(self) -> Availability:
+        for part in self.step_classes:
+            avail = part.availability()
+            if not avail:
+                return Availability.no(f"{part.name}: {avail.reason}", avail.fix)
+        avail = self.inner.availability_here()  # the inner codec's tool-path options count
+        return avail if avail else Availability.no(f"{self.inner.name}: {avail.reason}", avail.fix)
 
     def label(self) -> str:
         return "+".join([s.label() for s in self.steps] + [self.inner.label()])

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+# A range that expands to more points than this is a typo (5:95:1e-7), not a benchmark.
+MAX_RANGE_POINTS = 10_000
+
 
 def parse_rate_list(text: str) -> tuple[float, ...]:
     """``"5,10,20"`` or ``"5:95:5"`` (inclusive range) or a mix ``"1,5:95:10"``."""
@@ -19,8 +22,14 @@ def parse_rate_list(text: str) -> tuple[float, ...]:
                 start, stop, step = (Decimal(b) for b in bits)
             except Exception:
                 raise ValueError(f"bad rate range {part!r}: not numbers") from None
+            if not all(d.is_finite() for d in (start, stop, step)):
+                raise ValueError(f"bad rate range {part!r}: START, STOP and STEP must be finite numbers")
             if step == 0 or (stop - start) * step < 0:
                 raise ValueError(f"bad rate range {part!r}: step must move from START towards STOP")
+            count = int((stop - start) / step) + 1
+            if count > MAX_RANGE_POINTS:
+                raise ValueError(f"bad rate range {part!r}: {count} points (at most {MAX_RANGE_POINTS}; "
+                                 "a larger STEP?)")
             v = start
             while (v <= stop) if step > 0 else (v >= stop):
                 values.append(float(v))

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import hashlib
 import importlib
 import importlib.util
 import inspect
 import sys
+import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Generic, Iterator, TypeVar
@@ -155,11 +157,23 @@ def register_codec(cls: type | None = None, *, name: str | None = None) -> Calla
     """Class decorator: ``@register_codec`` registers under ``cls.name``."""
 
     def wrap(c: type) -> type:
-        key = name or c.name
+        from .codec import Codec
+
+        if not (isinstance(c, type) and issubclass(c, Codec)):
+            raise TypeError(f"@register_codec: {c!r} is not a subclass of lcbench.Codec")
+        key = name or getattr(c, "name", None)
+        if not isinstance(key, str) or not key or any(ch in key for ch in ":+,=* \t"):
+            raise ValueError(f"@register_codec: codec name {key!r} of {c.__name__} must be a non-empty string "
+                             "without ':', '+', ',', '=', '*' or spaces (they separate codec specs)")
         codecs.register(key, c, origin=_origin_of(c))
         return c
 
     return wrap(cls) if cls is not None else wrap
+
+
+# Plugins loaded in this process, in order: resolved path -> source text. Worker processes
+# (loky, Dask) get this list with each task and load the same code before building codecs.
+_plugins: dict[str, str] = {}
 
 
 def load_plugin(path: str | Path) -> None:
@@ -167,15 +181,44 @@ def load_plugin(path: str | Path) -> None:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"plugin file not found: {path}")
-    module_name = f"lcbench_plugin_{path.stem}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load plugin {path}")
-    module = importlib.util.module_from_spec(spec)
+    if path.suffix != ".py":
+        raise ImportError(f"cannot load plugin {path}: not a .py file")
+    key = str(path.resolve())
+    if key in _plugins:
+        return
+    try:
+        source = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ImportError(f"cannot read plugin {path}: {exc}") from exc
+    _exec_plugin(key, source)
+    _plugins[key] = source
+
+
+def loaded_plugins() -> tuple[tuple[str, str], ...]:
+    """(path, source) of every plugin loaded here, for worker processes (``ensure_plugins``)."""
+    return tuple(_plugins.items())
+
+
+def ensure_plugins(plugins: tuple[tuple[str, str], ...]) -> None:
+    """Load the main process's plugins into this (worker) process, from their source text, so a
+    remote worker needs no copy of the file; each once per process."""
+    for key, source in plugins:
+        if key not in _plugins:
+            _exec_plugin(key, source)
+            _plugins[key] = source
+
+
+def _exec_plugin(path: str, source: str) -> None:
+    # built-ins first: a plugin that reuses a built-in name then fails here, naming both,
+    # instead of taking the name and making the built-in module fail to load later
+    codecs._ensure_loaded()
+    module_name = f"lcbench_plugin_{Path(path).stem}_{hashlib.sha256(path.encode()).hexdigest()[:8]}"
+    module = types.ModuleType(module_name)
+    module.__file__ = path
     sys.modules[module_name] = module
     try:
-        spec.loader.exec_module(module)
-    except Exception as exc:
+        exec(compile(source, path, "exec"), module.__dict__)
+    except (Exception, SystemExit) as exc:  # SystemExit: a plugin calling sys.exit() must not end the run
         del sys.modules[module_name]
         raise ImportError(f"plugin {path} failed to import: {type(exc).__name__}: {exc}") from exc
 
@@ -221,5 +264,7 @@ def create_codec(spec: str, **runtime: Any) -> Any:
         options = {**runtime, **options}
     try:
         return cls(**options)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, ValueError) and name in str(exc):
+            raise  # already names the codec
         raise ValueError(f"bad options for codec {name!r}: {exc}") from exc

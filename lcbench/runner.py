@@ -55,6 +55,7 @@ class RunOutcome:
     skipped: int                    # already done in the run directory before this invocation
     failures: list[dict[str, Any]]
     from_cache: int = 0             # served from the machine-wide result cache
+    ignored: list[str] = field(default_factory=list)  # files under the dataset folder not benchmarked
 
     @property
     def ok(self) -> bool:
@@ -71,6 +72,40 @@ def default_device() -> str:
         return "cpu"
 
 
+def _check_output_names(dataset: Dataset) -> None:
+    """Saved files are named after image ids with / as __: two ids must not share a name."""
+    from .worker import output_stem
+
+    seen: dict[str, str] = {}
+    for im in dataset.images:
+        stem = output_stem(im.id, 0)
+        if stem in seen:
+            raise ValueError(f"images {seen[stem]!r} and {im.id!r} would save their bitstreams/decoded images "
+                             f"under the same file name ({stem.split('@')[0]}@...): rename one, or run without "
+                             "--save-bitstreams/--save-decoded")
+        seen[stem] = im.id
+
+
+def check_device(device: str) -> None:
+    """Reject a --device torch cannot use here before anything runs (and before cached results,
+    which carry no device, could make a run on a missing GPU look like it worked)."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError) as exc:
+        raise ValueError(f"--device {device!r}: not a torch device (use cpu, cuda or cuda:N)") from exc
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise ValueError(f"--device {device}: no CUDA GPU is available here (torch {torch.__version__}, "
+                             f"torch.cuda.is_available() is False); use --device cpu")
+        if dev.index is not None and dev.index >= n:
+            raise ValueError(f"--device {device}: this machine has {n} CUDA device(s)")
+    elif dev.type not in ("cpu", "mps"):
+        raise ValueError(f"--device {device!r}: lcbench runs learned codecs on cpu or cuda")
+
+
 def default_out(dataset: Dataset) -> Path:
     return Path("reports") / dataset.name
 
@@ -80,7 +115,13 @@ def build_codecs(specs: Sequence[str], device: str) -> list[Codec]:
     codecs = []
     for spec in specs:
         codec = create_codec(spec, device=device)
-        avail = type(codec).availability()
+        try:
+            avail = codec.availability_here()
+            codec.version()
+        except CodecUnavailable:
+            raise
+        except Exception as exc:  # a plugin's availability() or version() is still that codec's error
+            raise CodecUnavailable(f"codec {spec!r}: {type(exc).__name__}: {exc}") from exc
         if not avail:
             raise CodecUnavailable(f"codec {spec!r} is unavailable: {avail.reason}. {avail.fix}".strip())
         codecs.append(codec)
@@ -89,6 +130,13 @@ def build_codecs(specs: Sequence[str], device: str) -> list[Codec]:
     if dup:
         raise ValueError(f"codec listed twice: {', '.join(sorted(dup))}")
     return codecs
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def _metadata(options: RunOptions, dataset: Dataset, codecs: Sequence[tuple[str, Codec]], device: str,
@@ -103,7 +151,8 @@ def _metadata(options: RunOptions, dataset: Dataset, codecs: Sequence[tuple[str,
         "created": (previous or {}).get("created", now),
         "updated": now,
         "command_line": options.command_line or " ".join(shlex.quote(a) for a in sys.argv),
-        "dataset": {"name": dataset.name, "root": str(dataset.root), "images": len(dataset.images)},
+        "dataset": {"name": dataset.name, "root": str(dataset.root), "images": len(dataset.images),
+                    "ignored_files": [_relative(p, dataset.root) for p in dataset.ignored]},
         "device": device,
         "metrics": {"names": list(METRIC_NAMES), "version": METRICS_VERSION,
                     "learned_codecs_backend": metrics_backend_for(device, options.metrics_backend),
@@ -122,23 +171,54 @@ def _metadata(options: RunOptions, dataset: Dataset, codecs: Sequence[tuple[str,
     return meta
 
 
+def _previous_metadata(meta_path: Path) -> dict[str, Any] | None:
+    if not meta_path.is_file():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{meta_path} is not valid JSON ({exc}): fix or remove it, or use another --out") from exc
+    if not isinstance(meta, dict):
+        raise ValueError(f"{meta_path} is not an lcbench run.json (not a JSON object): use another --out")
+    return meta
+
+
+def _check_same_dataset(previous: dict[str, Any] | None, dataset: Dataset, run_dir: Path) -> None:
+    """One run directory holds one dataset: another one's images would replace rows of the same
+    id in results.csv and mix two test sets in one table. A named set (checksummed images) may
+    move between folders; a folder dataset is identified by its folder."""
+    if not previous or not isinstance(previous.get("dataset"), dict):
+        return
+    name, root = previous["dataset"].get("name"), previous["dataset"].get("root")
+    named = any(im.pixels_sha256 for im in dataset.images)
+    same_root = root is None or named or Path(root).resolve() == Path(dataset.root).resolve()
+    if name != dataset.name or not same_root:
+        raise ValueError(f"--out {run_dir} holds a run on dataset {name!r} ({root}); this run is on "
+                         f"{dataset.name!r} ({dataset.root}): use another --out for another dataset")
+
+
 def execute(options: RunOptions) -> RunOutcome:
     """Resolve, plan, run what is not done yet, and write results.csv and run.json."""
     dataset = options.dataset if isinstance(options.dataset, Dataset) else resolve_dataset(options.dataset)
     dataset = select_images(dataset, max_images=options.max_images, pattern=options.image_glob)
     needs_device = any(getattr(codecs_registry.get(parse_codec_spec(s)[0]), "uses_device", False)
                        for s in options.codecs)
+    if options.device:
+        check_device(options.device)
     device = options.device or (default_device() if needs_device else "cpu")
     codec_objs = build_codecs(options.codecs, device)
     codecs = list(zip(options.codecs, codec_objs))
     # planned before anything is written: a bad rate grid leaves an existing run directory as it was
     jobs = plan_jobs(codecs, dataset, rates=options.rates, codec_rates=options.codec_rates,
                      target_bpp=options.target_bpp)
+    if options.save_bitstreams or options.save_decoded:
+        _check_output_names(dataset)
     run_dir = Path(options.out) if options.out else default_out(dataset)
     run_dir.mkdir(parents=True, exist_ok=True)
 
     meta_path = run_dir / store.METADATA_JSON
-    previous = json.loads(meta_path.read_text()) if meta_path.is_file() else None
+    previous = _previous_metadata(meta_path)
+    _check_same_dataset(previous, dataset, run_dir)
     meta = _metadata(options, dataset, codecs, device, previous)
     write_json_atomic(meta_path, meta)
     versions = {label: c.get("version") for label, c in meta["codecs"].items()}
@@ -190,7 +270,8 @@ def execute(options: RunOptions) -> RunOutcome:
     mine = [r for r in rows.values() if r.get("key") in planned_keys]
     frame = store.records_to_frame(mine)
     failures = [r for r in mine if r.get("error")]
-    return RunOutcome(run_dir, frame, len(jobs), len(jobs) - len(todo) - reused, failures, reused)
+    return RunOutcome(run_dir, frame, len(jobs), len(jobs) - len(todo) - reused, failures, reused,
+                      [_relative(p, dataset.root) for p in dataset.ignored])
 
 
 def _open_cache(jobs: list[Job]):

@@ -154,9 +154,13 @@ def write_results_csv(run_dir: Path, records: list[dict[str, Any]]) -> Path:
     """Rewrite results.csv atomically from records (sorted for stable diffs)."""
     df = records_to_frame(records)
     path = Path(run_dir) / RESULTS_CSV
-    tmp = path.with_suffix(".csv.tmp")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    # a temp name of this process's own: two runs into one directory must not rename each other's file
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        df.to_csv(tmp, index=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -120,6 +120,10 @@ class CommandLineCodec(Codec):
         found = {exe: find_tool(exe, env_var=env) for exe, env in cls.tools.values()}
         return tool_availability(found, cls.install_hint)
 
+    def availability_here(self) -> Availability:
+        # the constructor found every tool (option, environment or PATH) or raised
+        return Availability.yes()
+
     def encode_args(self, src: Path, dst: Path, rate: float) -> list[str]:
         raise NotImplementedError
 

@@ -23,7 +23,7 @@ from .dataset import ImageRef
 from .images import ImageReadError, SourceImage, load_image, pixel_hash
 from .jobs import Job, file_identity
 from .metrics import METRIC_NAMES, Reference, compute_metrics
-from .registry import create_codec
+from .registry import create_codec, ensure_plugins
 
 _codec_cache: dict[tuple[str, str], Codec] = {}
 _image_cache: "OrderedDict[str, tuple[SourceImage | None, Reference | None, str | None]]" = OrderedDict()
@@ -89,9 +89,11 @@ def output_folder(label: str) -> str:
     return label.replace("/", "_").replace(":", "_")
 
 
-def output_stem(image_id: str, quality: float) -> str:
-    """File stem of a job's saved outputs: ``<image id, / as __>@<rate>``."""
-    return f"{image_id.replace('/', '__')}@{quality:g}"
+def output_stem(image_id: str, quality: float, rate_param: str = "") -> str:
+    """File stem of a job's saved outputs: ``<image id, / as __>@<rate>`` (``@bpp<target>`` for
+    rate-matched jobs, so they never overwrite a grid job's files with the same number)."""
+    at = "bpp" if rate_param == "target_bpp" else ""
+    return f"{image_id.replace('/', '__')}@{at}{quality:g}"
 
 
 def _save_outputs(run_dir: Path, job: Job, bitstream: bytes, decoded: np.ndarray, save_bitstreams: bool,
@@ -99,13 +101,13 @@ def _save_outputs(run_dir: Path, job: Job, bitstream: bytes, decoded: np.ndarray
     if save_bitstreams:
         d = run_dir / "bitstreams" / output_folder(job.label)
         d.mkdir(parents=True, exist_ok=True)
-        (d / f"{output_stem(job.image.id, job.quality)}.bin").write_bytes(bitstream)
+        (d / f"{output_stem(job.image.id, job.quality, job.rate_param)}.bin").write_bytes(bitstream)
     if save_decoded:
         from PIL import Image
 
         d = run_dir / "decoded" / output_folder(job.label)
         d.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(decoded).save(d / f"{output_stem(job.image.id, job.quality)}.png")
+        Image.fromarray(decoded).save(d / f"{output_stem(job.image.id, job.quality, job.rate_param)}.png")
 
 
 def encode_job(codec: Codec, pixels: np.ndarray, job: Job) -> tuple[bytes, float, dict[str, Any]]:
@@ -131,6 +133,10 @@ def encode_job(codec: Codec, pixels: np.ndarray, job: Job) -> tuple[bytes, float
     return bitstream, enc_s, {**codec.extra_columns(), **extra}
 
 
+# A rate-matched job further than this from its target (relative) says so in its notes.
+OFF_TARGET = 0.10
+
+
 def finish_record(rec: dict[str, Any], codec: Codec, src: SourceImage, ref: Reference, bitstream: bytes,
                   decoded: np.ndarray, enc_s: float, dec_s: float, notes: Sequence[str] = (),
                   measured: tuple[dict[str, float], list[str]] | None = None) -> None:
@@ -147,7 +153,13 @@ def finish_record(rec: dict[str, Any], codec: Codec, src: SourceImage, ref: Refe
     values, metric_notes = measured if measured is not None else compute_metrics(ref, decoded)
     rec.update(values)
     rec.update(codec.extra_metrics(src.pixels, decoded))
-    rec["notes"] = "; ".join(dict.fromkeys([*src.notes, *notes, *metric_notes]))
+    off_target = []
+    if rec.get("rate_param") == "target_bpp" and rec["bpp"] > 0:
+        target = float(rec["quality"])
+        if abs(rec["bpp"] - target) > OFF_TARGET * target:  # e.g. png at 0.5 bpp, jpeg at 100 bpp
+            off_target.append(f"target {target:g} bpp not reached: {rec['bpp']:.4g} bpp is the closest "
+                              f"({100 * (rec['bpp'] / target - 1):+.0f}%)")
+    rec["notes"] = "; ".join(dict.fromkeys([*src.notes, *notes, *metric_notes, *off_target]))
 
 
 def run_job(codec: Codec, job: Job, dataset: str, run_dir: Path, save_bitstreams: bool = False,
@@ -173,12 +185,15 @@ def run_job(codec: Codec, job: Job, dataset: str, run_dir: Path, save_bitstreams
 
 
 def run_cpu_task(run_dir: str, dataset: str, device: str, jobs: list[Job], save_bitstreams: bool = False,
-                 save_decoded: bool = False, write_records: bool = True) -> list[dict[str, Any]]:
+                 save_decoded: bool = False, write_records: bool = True,
+                 plugins: tuple[tuple[str, str], ...] = ()) -> list[dict[str, Any]]:
     """All rate points of one codec on one image; each finished job is stored at once.
 
     With ``write_records=False`` (remote workers without the run directory) the caller stores them.
+    ``plugins``: the main process's plugin files (``registry.loaded_plugins``), loaded here first.
     """
     _worker_setup()
+    ensure_plugins(plugins)
     writer = store.writer_for(Path(run_dir)) if write_records else None
     records = []
     for job in jobs:

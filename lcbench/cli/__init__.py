@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import pkgutil
+import signal
 import sys
 from typing import Sequence
 
@@ -46,8 +47,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return EXIT_BAD_INPUT
+    previous = _terminate_like_interrupt()
     try:
         return int(args._run(args) or 0)
+    except _Terminated:
+        print("terminated; finished jobs are saved, run the same command again to resume", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("interrupted; finished jobs are saved, run the same command again to resume", file=sys.stderr)
         return 130
@@ -56,6 +61,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, KeyError, FileNotFoundError, ImportError, RuntimeError, OSError) as exc:
         print(f"lcbench {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so the same clean-up runs: results.csv is written from the
+    records and the worker processes are stopped instead of being left computing as orphans."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise _Terminated()
+
+
+def _terminate_like_interrupt():
+    """Install the SIGTERM handler (main thread only); returns the previous handler."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_terminated)
 
 
 if __name__ == "__main__":

@@ -79,6 +79,12 @@ def run(args: argparse.Namespace) -> int:
     done = outcome.planned - len(outcome.failures)
     print(f"\n{done}/{outcome.planned} jobs ok ({outcome.skipped} reused from {outcome.run_dir}, "
           f"{outcome.from_cache} from the result cache); results: {outcome.run_dir / 'results.csv'}")
+    if outcome.ignored:
+        names = ", ".join(outcome.ignored[:8])
+        more = f" and {len(outcome.ignored) - 8} more" if len(outcome.ignored) > 8 else ""
+        print(f"note: {len(outcome.ignored)} file(s)/run folder(s) under the dataset folder are not benchmarked "
+              f"(not an image type lcbench reads, or an lcbench run directory): {names}{more}; "
+              f"listed in run.json", file=sys.stderr)
     if outcome.failures:
         print(f"{len(outcome.failures)} job(s) FAILED:", file=sys.stderr)
         shown = {}
@@ -89,3 +95,4 @@ def run(args: argparse.Namespace) -> int:
             print(f"  [{count}x] {err}", file=sys.stderr)
         return 1
     return 0
+

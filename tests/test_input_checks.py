@@ -1,0 +1,278 @@
+"""Bad or surprising input is refused or reported, never silently dropped or mixed in.
+
+Each case here was a bug: an image lost to a duplicate id, files skipped without a word, two
+datasets mixed in one run directory, a typo'd per-codec grid ignored, a rate range that hung.
+"""
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+import lcbench
+from lcbench.cli import main
+from lcbench.dataset import DatasetError, folder_dataset, resolve_dataset
+from lcbench.images import load_image
+from lcbench.rates import parse_rate_list
+from lcbench.registry import create_codec, load_plugin
+
+from support import photo
+
+
+def _save(path: Path, img: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(img).save(path)
+
+
+# --- datasets -------------------------------------------------------------------------------
+
+def test_two_files_with_one_id_are_refused_naming_both(tmp_path):
+    _save(tmp_path / "a.png", photo("astronaut", (64, 64)))
+    _save(tmp_path / "a.jpg", photo("coffee", (64, 64)))
+    _save(tmp_path / "b.png", photo("chelsea", (64, 64)))
+    with pytest.raises(DatasetError, match=r"a: a\.jpg, a\.png"):
+        folder_dataset(tmp_path)
+
+
+def test_other_files_and_run_directories_are_listed_not_benchmarked(tmp_path, capsys):
+    data = tmp_path / "data"
+    _save(data / "a.png", photo("astronaut", (64, 64)))
+    (data / "README.txt").write_text("not an image")
+    (data / "c.jxl").write_bytes(b"\xff\x0a")
+    (data / ".hidden.png").write_bytes(b"")
+    frames = [Image.fromarray(photo(n, (48, 48))) for n in ("coffee", "chelsea")]
+    frames[0].save(data / "anim.gif", save_all=True, append_images=frames[1:])
+    # a run directory saved inside the dataset folder: its decoded PNGs are not sources
+    assert main(["run", "--codecs", "png", "--dataset", str(data), "--out", str(data / "run"), "--jobs", "1",
+                 "--save-decoded", "--no-progress"]) == 0
+    capsys.readouterr()
+    ds = folder_dataset(data)
+    assert [im.id for im in ds.images] == ["a", "anim"]
+    assert sorted(p.name for p in ds.ignored) == ["README.txt", "c.jxl", "run"]
+    assert main(["run", "--codecs", "png", "--dataset", str(data), "--out", str(data / "run"), "--jobs", "1",
+                 "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "3 file(s)/run folder(s)" in err and "c.jxl" in err and "README.txt" in err
+    df = pd.read_csv(data / "run" / "results.csv", keep_default_na=False).set_index("image")
+    assert list(df.index) == ["a", "anim"]
+    assert "first frame of 2" in df.loc["anim", "notes"]
+
+
+def test_symlinked_subfolder_is_followed(tmp_path):
+    real = tmp_path / "elsewhere"
+    _save(real / "x.png", photo("coffee", (40, 40)))
+    data = tmp_path / "data"
+    _save(data / "a.png", photo("astronaut", (40, 40)))
+    os.symlink(real, data / "linked")
+    os.symlink(data, data / "loop")  # a loop must not recurse forever
+    assert [im.id for im in folder_dataset(data).images] == ["a", "linked/x"]
+
+
+def test_empty_dataset_argument_and_run_directory_as_dataset(tmp_path, image_folder):
+    with pytest.raises(DatasetError, match="empty"):
+        resolve_dataset("")
+    out = tmp_path / "run"
+    lcbench.run(["png"], image_folder, out=out, jobs=1, max_images=1)
+    with pytest.raises(DatasetError, match="run directory"):
+        folder_dataset(out)
+
+
+def test_another_dataset_into_the_same_run_directory_is_refused(tmp_path, image_folder, capsys):
+    other = tmp_path / "other"
+    _save(other / "a.png", photo("coffee", (80, 80)))
+    out = tmp_path / "run"
+    lcbench.run(["png"], image_folder, out=out, jobs=1)
+    before = (out / "results.csv").read_bytes()
+    assert main(["run", "--codecs", "png", "--dataset", str(other), "--out", str(out), "--no-progress"]) == 2
+    assert "use another --out" in capsys.readouterr().err
+    assert (out / "results.csv").read_bytes() == before
+    # the same folder again resumes as before
+    assert len(lcbench.run(["png"], image_folder, out=out, jobs=1)) == 3
+
+
+def test_saved_file_names_may_not_collide(tmp_path):
+    data = tmp_path / "data"
+    _save(data / "s1" / "b.png", photo("astronaut", (40, 40)))
+    _save(data / "s1__b.png", photo("coffee", (40, 40)))
+    with pytest.raises(ValueError, match="same file name"):
+        lcbench.run(["png"], data, out=tmp_path / "run", save_bitstreams=True)
+    assert len(lcbench.run(["png"], data, out=tmp_path / "run2", jobs=1)) == 2  # not saving: fine
+
+
+# --- rate grids -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, message", [("1:NaN:1", "finite"), ("1:Infinity:1", "finite"),
+                                           ("5:95:1e-7", "points")])
+def test_rate_ranges_that_cannot_be_a_grid(text, message):
+    with pytest.raises(ValueError, match=message):
+        parse_rate_list(text)
+
+
+def test_grid_for_a_codec_not_in_the_run_is_an_error(image_folder, tmp_path, capsys):
+    assert main(["run", "--codecs", "jpeg", "-q", "jpg=50", "--dataset", str(image_folder),
+                 "--out", str(tmp_path / "r")]) == 2
+    assert "'jpg'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="no such codec"):
+        lcbench.run(["jpeg"], image_folder, out=tmp_path / "r", quality={"webp": [50]})
+    assert not (tmp_path / "r").exists()
+
+
+def test_api_rate_grids_and_codec_list(image_folder, tmp_path):
+    df = lcbench.run("jpeg", image_folder, out=tmp_path / "a", quality=50, jobs=1)
+    assert sorted(set(df.quality)) == [50]
+    df = lcbench.run("jpeg", image_folder, out=tmp_path / "b", quality="40:60:10", jobs=1, max_images=1)
+    assert sorted(set(df.quality)) == [40, 50, 60]
+    for bad in ([], {}):
+        with pytest.raises(ValueError, match="empty"):
+            lcbench.run("jpeg", image_folder, out=tmp_path / "c", quality=bad)
+    with pytest.raises(ValueError, match="no codec"):
+        lcbench.run([], image_folder, out=tmp_path / "c")
+
+
+def test_target_bpp_out_of_reach_is_noted(image_folder, tmp_path):
+    df = lcbench.run(["png", "jpeg"], image_folder, out=tmp_path / "r", target_bpp=[0.5], jobs=1, max_images=1)
+    notes = dict(zip(df.codec, df.notes))
+    assert "target 0.5 bpp not reached" in notes["png"]
+    assert notes["jpeg"] == ""  # JPEG gets within a few per cent of 0.5 bpp
+
+
+# --- codecs and plugins ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("spec, message", [
+    ("webp:method=abc", "codec 'webp': option method='abc' must be a whole number"),
+    ("webp:method=9", "must be in 0..6"),
+    ("avif:threads=1.5", "codec 'avif': option threads=1.5 must be a whole number"),
+    ("avif:subsampling=4:2:1", "bad option"),
+    ("jpegxl:effort=0", "codec 'jpegxl': option effort=0 must be in 1..10"),
+])
+def test_codec_options_are_checked_naming_codec_and_option(spec, message):
+    with pytest.raises(ValueError, match=message.replace(".", r"\.").replace("(", r"\(")):
+        create_codec(spec)
+
+
+@pytest.mark.skipif(shutil.which("cjxl") is None or shutil.which("djxl") is None, reason="libjxl tools not installed")
+def test_tool_paths_given_as_options_make_the_codec_available(image_folder, tmp_path, monkeypatch):
+    cjxl, djxl = shutil.which("cjxl"), shutil.which("djxl")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # the tools are not on PATH any more
+    with pytest.raises(lcbench.codec.CodecUnavailable):
+        lcbench.run(["jpegxl"], image_folder, out=tmp_path / "r0", quality=[50], jobs=1)
+    df = lcbench.run([f"jpegxl:cjxl={cjxl}:djxl={djxl}"], image_folder, out=tmp_path / "r", quality=[50],
+                     jobs=1, max_images=1)
+    assert (df.error == "").all() and df.bytes.iloc[0] > 0
+
+
+PLUGINS = {
+    "dup_builtin": ("from lcbench import Codec, register_codec\n"
+                    "@register_codec\nclass J(Codec):\n    name = 'jpeg'\n"
+                    "    def version(self): return '1'\n    def encode(self, i, r): return b''\n"
+                    "    def decode(self, b): return None\n", "registered twice"),
+    "not_a_codec": ("from lcbench import register_codec\n@register_codec\nclass X:\n    name = 'x'\n",
+                    "not a subclass of lcbench.Codec"),
+    "bad_name": ("from lcbench import Codec, register_codec\n"
+                 "@register_codec\nclass J(Codec):\n    name = 'a:b'\n", "must be a non-empty string"),
+    "exits": ("import sys\nsys.exit(0)\n", "SystemExit"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PLUGINS))
+def test_bad_plugins_are_errors_naming_the_file(tmp_path, name):
+    source, message = PLUGINS[name]
+    path = tmp_path / f"{name}.py"
+    path.write_text(source)
+    with pytest.raises(ImportError, match=message) as info:
+        load_plugin(path)
+    assert str(path) in str(info.value)
+    assert "webp" in lcbench.registry.codecs  # the built-ins are still all there
+
+
+def test_cuda_without_a_gpu_names_the_option(image_folder, tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    assert main(["run", "--codecs", "jpeg", "--device", "cuda", "--dataset", str(image_folder),
+                 "--out", str(tmp_path / "r")]) == 2
+    assert "--device cuda: no CUDA GPU" in capsys.readouterr().err
+
+
+# --- image policy ---------------------------------------------------------------------------
+
+def _pnm(magic: str, maxval: int, arr: np.ndarray) -> bytes:
+    h, w = arr.shape[:2]
+    return f"{magic}\n{w} {h}\n{maxval}\n".encode() + arr.astype(">u2" if maxval > 255 else "u1").tobytes()
+
+
+def test_dark_16bit_pgm_is_scaled_as_16bit(tmp_path):
+    # every value <= 255, but the file says 16 bits: 200 means 200/65535 of white, i.e. 1
+    values = np.array([[0, 100, 200], [255, 128, 129]], np.uint16)
+    (tmp_path / "dark.pgm").write_bytes(_pnm("P5", 65535, values))
+    src = load_image(tmp_path / "dark.pgm")
+    assert src.pixels[..., 0].tolist() == np.rint(values * 255 / 65535).astype(int).tolist()
+    assert "65535" in src.notes[0]
+
+
+def test_palette_cmyk_and_16bit_ppm_conversions_are_noted(tmp_path):
+    img = photo("astronaut", (32, 32))
+    Image.fromarray(img).convert("P").save(tmp_path / "p.png")
+    Image.fromarray(img).convert("CMYK").save(tmp_path / "cmyk.jpg")
+    (tmp_path / "deep.ppm").write_bytes(_pnm("P6", 65535, img.astype(np.uint32) * 257))
+    assert any("palette" in n for n in load_image(tmp_path / "p.png").notes)
+    assert any("CMYK" in n for n in load_image(tmp_path / "cmyk.jpg").notes)
+    deep = load_image(tmp_path / "deep.ppm")
+    assert np.array_equal(deep.pixels, img) and any("8 bits" in n for n in deep.notes)
+
+
+# --- interruption ---------------------------------------------------------------------------
+
+SLOW_PLUGIN = """
+import time
+from lcbench import Codec, register_codec
+
+@register_codec
+class Slow(Codec):
+    name = "slow"
+    default_rates = (1, 2, 3, 4, 5, 6)
+    def version(self): return "1"
+    def encode(self, image, rate):
+        time.sleep(0.4)
+        return image.tobytes() + image.shape[0].to_bytes(4, "big")
+    def decode(self, data):
+        import numpy as np
+        h = int.from_bytes(data[-4:], "big")
+        return np.frombuffer(data[:-4], np.uint8).reshape(h, -1, 3).copy()
+"""
+
+
+def test_sigterm_stops_workers_and_writes_results(image_folder, tmp_path):
+    plugin = tmp_path / "slow.py"
+    plugin.write_text(SLOW_PLUGIN)
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "lcbench", "run", "--plugin", str(plugin), "--codecs", "slow", "--dataset",
+           str(image_folder), "--out", str(out), "--jobs", "2", "--no-progress", "--no-cache"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not any((out / "records").glob("*.jsonl")):
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "terminated" in err
+    records = lambda: sum(len(p.read_text().splitlines()) for p in (out / "records").glob("*.jsonl"))  # noqa: E731
+    n = records()
+    assert 0 < n < 18 and (out / "results.csv").is_file()
+    time.sleep(1.5)
+    assert records() == n  # no orphaned worker goes on computing
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert len(pd.read_csv(out / "results.csv")) == 18
