@@ -147,3 +147,38 @@ def test_html_report_script_is_valid_javascript(run_dir, tmp_path):
     (tmp_path / "report.js").write_text(script)
     check = subprocess.run(["node", "--check", str(tmp_path / "report.js")], capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["bd", "{run}", "--metric", "codec"], "--metric: 'codec' is not a quality metric"),
+    (["bd", "{run}", "--metric", "psnr_rgb,bpp"], "--metric: 'bpp' is not a quality metric"),
+    (["report", "{run}", "--metrics", "nosuch", "--no-figures", "--no-html"], "--metrics: 'nosuch' is not"),
+    (["report", "{run}", "--metrics", "codec", "--no-figures", "--no-html"], "--metrics: 'codec' is not"),
+])
+def test_metric_names_are_checked_up_front(run_dir, capsys, argv, words):
+    """A text column gave a TypeError traceback, an unknown name was silently dropped by report: now
+    exit 2 with the valid names, before anything is written."""
+    argv = [a.replace("{run}", str(run_dir)) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert words in err and "valid: psnr_rgb, psnr_y, ssim, ms_ssim, ms_ssim_db" in err
+    assert not (run_dir / "report").exists()
+
+
+def test_extra_numeric_metric_column_is_accepted(run_dir, tmp_path, capsys):
+    """A codec's extra metric (e.g. a pipeline's psnr_y_sr) is a valid metric; rate/size/time columns are not."""
+    raw = pd.read_csv(run_dir / "results.csv")
+    raw["psnr_y_sr"] = raw["psnr_y"] - 0.5
+    raw.to_csv(run_dir / "results.csv", index=False)
+    assert main(["bd", str(run_dir), "--metric", "psnr_y_sr", "--no-per-image", "--format", "csv",
+                 "--bootstrap", "10"]) == 0
+    assert "psnr_y_sr" in capsys.readouterr().out
+    for col in ("bytes", "enc_time_s", "mse_rgb", "quality"):
+        assert main(["bd", str(run_dir), "--metric", col]) == 2
+
+
+@pytest.mark.parametrize("cmd", [["bd"], ["report", "--no-figures", "--no-html"]])
+@pytest.mark.parametrize("n", ["-5", "0"])
+def test_non_positive_bootstrap_is_rejected(run_dir, capsys, cmd, n):
+    assert main([cmd[0], str(run_dir), *cmd[1:], "--bootstrap", n]) == 2
+    assert f"--bootstrap must be a positive number of resamples, got {n}" in capsys.readouterr().err

@@ -26,14 +26,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lcbench.bdrate import DEFAULT_METRICS, bd_table
-    from lcbench.cli.report import load
+    from lcbench.cli.report import load, metrics_to_use
     from lcbench.summary import bd_display_table, to_json, to_latex, to_markdown, to_text
 
     df, published, anchor = load(args)
-    metrics = args.metrics or [m for m in DEFAULT_METRICS if m in df.columns]
-    unknown = [m for m in metrics if m not in df.columns and not any(m in p.curve.columns for p in published)]
-    if unknown:
-        raise ValueError(f"metric(s) {unknown} not in the results; columns are {list(df.columns)}")
+    metrics = metrics_to_use(args.metrics, df, published, DEFAULT_METRICS, "--metric")
     bd = bd_table(df, anchor, metrics=metrics, method=args.method, aggregate=args.aggregate,
                   per_image=not args.no_per_image, extra_curves={p.name: p.curve for p in published},
                   n_boot=args.bootstrap)

@@ -8,6 +8,7 @@ from pathlib import Path
 COMMAND = "report"
 HELP = "summary tables (md/csv/json/tex), RD figures (pdf/png/svg), BD-rates and an HTML report from runs"
 
+REPORT_METRICS = ("psnr_rgb", "psnr_y", "ms_ssim_db", "ssim")
 FIGSIZES = {"single": (3.5, 2.6), "double": (7.16, 3.2)}  # IEEE/CVPR column widths in inches
 
 
@@ -47,8 +48,8 @@ def add_common(p: argparse.ArgumentParser) -> None:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_common(p)
     p.add_argument("--out", type=Path, help="output directory (default: RUN_DIR/report of the first run)")
-    p.add_argument("--metrics", type=csv_list, default=["psnr_rgb", "psnr_y", "ms_ssim_db", "ssim"],
-                   help="metrics for figures and BD tables (default: psnr_rgb,psnr_y,ms_ssim_db,ssim)")
+    p.add_argument("--metrics", type=csv_list, default=None,
+                   help="metrics for figures and BD tables (default: psnr_rgb,psnr_y,ms_ssim_db,ssim, those present)")
     p.add_argument("--figsize", type=parse_figsize, help="figure size WIDTH,HEIGHT in inches, or single|double")
     p.add_argument("--style", choices=("paper", "slides"), default="paper", help="figure style (default: paper)")
     p.add_argument("--ci", action="store_true", help="draw 95%% confidence bands across images on the RD curves")
@@ -60,11 +61,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bootstrap", type=int, default=2000, metavar="N", help="bootstrap resamples (default 2000)")
 
 
+def positive_bootstrap(n: int) -> int:
+    """``--bootstrap N``: a positive number of resamples; ValueError (exit 2) otherwise."""
+    if n < 1:
+        raise ValueError(f"--bootstrap must be a positive number of resamples, got {n}")
+    return n
+
+
+def metrics_to_use(requested, df, published, defaults, option: str) -> list[str]:
+    """The metrics asked for, each checked to be a quality metric column of the results or of a published
+    curve (ValueError naming the valid ones: exit 2); without a request, the defaults present."""
+    from lcbench.summary import check_metric_names
+
+    tables = [df] + [p.curve for p in published]
+    if requested:
+        return check_metric_names(list(requested), *tables, option=option)
+    return [m for m in defaults if any(m in t.columns for t in tables)]
+
+
 def load(args: argparse.Namespace):
     """Results frame and published curves from the common arguments; raises ValueError on bad input."""
     from lcbench.compressai_json import read_compressai_json
     from lcbench.results import codecs_in_order, datasets, load_results, select_codecs
 
+    positive_bootstrap(args.bootstrap)
     df = load_results(args.runs, on_duplicate=args.on_duplicate)
     names = datasets(df)
     if len(names) > 1:
@@ -89,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
                                  to_json, to_latex, to_markdown, to_text)
 
     df, published, anchor = load(args)
+    metrics = metrics_to_use(args.metrics, df, published, REPORT_METRICS, "--metrics")
     out = args.out or Path(args.runs[0] if Path(args.runs[0]).is_dir() else Path(args.runs[0]).parent) / "report"
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
@@ -106,7 +127,6 @@ def run(args: argparse.Namespace) -> int:
     write("summary.tex", to_latex(table, label="tab:rd-summary"))
     write("summary.json", to_json(summ, aggregate=args.aggregate, runs=[str(r) for r in args.runs]))
 
-    metrics = [m for m in args.metrics if m in df.columns or any(m in p.curve.columns for p in published)]
     extra = {p.name: p.curve for p in published}
     bd_tables, bd = [], None
     if len(codecs_in_order(df)) + len(published) > 1 and metrics:
