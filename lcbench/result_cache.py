@@ -111,11 +111,11 @@ class ResultCache:
                 self._disable(exc)
 
     def pixel_hash(self, path: Path) -> str:
-        """The source image's pixel hash, remembered while its size and mtime stay the same."""
+        """The source image's shape and pixel hash, remembered while its size and mtime stay the same."""
         from .images import load_image, pixel_hash
 
         st = os.stat(path)
-        stat = f"{st.st_size}:{st.st_mtime_ns}"
+        stat = f"shape+pixels:{st.st_size}:{st.st_mtime_ns}"  # rows from before the shape was hashed never match
         if self._db is not None:
             try:
                 row = self._db.execute("SELECT stat, sha256 FROM pixel_hashes WHERE path = ?", (str(path),)).fetchone()
@@ -124,7 +124,9 @@ class ResultCache:
                 row = None
             if row and row[0] == stat:
                 return row[1]
-        sha = pixel_hash(load_image(path).pixels)
+        pixels = load_image(path).pixels
+        # the shape too: a flat 170x180 and 180x170 image have the same bytes, not the same results
+        sha = f"{pixels.shape[0]}x{pixels.shape[1]}:{pixel_hash(pixels)}"
         if self._db is not None:
             try:
                 self._db.execute("INSERT OR REPLACE INTO pixel_hashes (path, stat, sha256) VALUES (?, ?, ?)",

@@ -250,6 +250,22 @@ def test_result_cache_serves_another_run_directory(image_folder, tmp_path, monke
     assert fresh.from_cache == 0
 
 
+def test_result_cache_tells_transposed_flat_images_apart(tmp_path, monkeypatch):
+    # same pixel bytes, different shapes: the cache used to serve the 170x180 result for 180x170
+    monkeypatch.setenv("LCBENCH_CACHE", str(tmp_path / "cache"))
+    for name, shape in (("a", (170, 180, 3)), ("b", (180, 170, 3))):
+        (tmp_path / name).mkdir()
+        Image.fromarray(np.full(shape, 77, np.uint8)).save(tmp_path / name / "flat.png")
+    lcbench.run(["jpeg"], tmp_path / "a", out=tmp_path / "ra", quality=[50], jobs=1)
+    from lcbench.runner import RunOptions, execute
+
+    outcome = execute(RunOptions(codecs=["jpeg"], dataset=str(tmp_path / "b"), out=tmp_path / "rb", rates=(50.0,),
+                                 jobs=1, progress=False))
+    assert outcome.from_cache == 0
+    row = outcome.frame.iloc[0]
+    assert (row.width, row.height) == (170, 180)
+
+
 class _Versioned:
     """State of the ``versioned`` test codec: its version string and whether encode fails."""
     version, broken = "v1", False
