@@ -239,3 +239,35 @@ def test_documented_examples_are_valid_and_in_sync():
     # the workflow publishes the files the config writes
     assert any(s.get("with", {}).get("report_paths") == "lcbench-check/junit.xml" for s in steps)
     assert any(s.get("with", {}).get("path") == "lcbench-check/summary.md" for s in steps)
+
+
+def test_metric_reference_tolerates_ssim_kernel_noise_but_not_pixel_changes(workspace, tmp_path):
+    """No decoded images stored: the recorded metrics are the reference. A baseline SSIM off by 2e-9 (what
+    METRICS_VERSION 3 -> 4 did to SSIM, with the same bytes and MSE) is the same decode; SSIM off by 1e-4,
+    or one more unit of squared error in the MSE, is not."""
+    base = workspace / "baseline"
+    frame = read_results(base)
+    images = {p.stem: p for p in (workspace / "imgs").glob("*.png")}
+    run = tmp_path / "nodecoded"
+    shutil.copytree(base, run)
+    shutil.rmtree(run / "decoded")
+    old_kernel = frame.copy()
+    old_kernel["ssim"] = old_kernel["ssim"] + 2e-9
+    rep = check_bitstreams(run, old_kernel, "jpeg", "jpeg", images)
+    assert rep.count("same") == 12 and rep.count("differs") == 0, [o.detail for o in rep.outcomes]
+    assert rep.to_check("jpeg").status == "pass"
+
+    moved = frame.copy()
+    row = (moved["image"] == "a") & (moved["quality"] == 20)
+    moved.loc[row, "ssim"] += 1e-4
+    rep = check_bitstreams(run, moved, "jpeg", "jpeg", images)
+    (bad,) = [o for o in rep.outcomes if o.status == "differs"]
+    assert (bad.image, bad.quality) == ("a", 20.0) and bad.detail.startswith("ssim ")
+    assert "differs by more than 1e-06" in bad.detail
+
+    one_unit = old_kernel.copy()  # SSIM noise everywhere, plus one squared-error unit on one job
+    row = (one_unit["image"] == "b") & (one_unit["quality"] == 80)
+    one_unit.loc[row, "mse_y"] += 1 / (180 * 200)  # b is 180 x 200 px
+    rep = check_bitstreams(run, one_unit, "jpeg", "jpeg", images)
+    (bad,) = [o for o in rep.outcomes if o.status == "differs"]
+    assert (bad.image, bad.quality) == ("b", 80.0) and bad.detail.startswith("mse_y ")
