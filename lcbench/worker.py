@@ -180,8 +180,21 @@ def run_job(codec: Codec, job: Job, dataset: str, run_dir: Path, save_bitstreams
         if save_bitstreams or save_decoded:
             _save_outputs(run_dir, job, bitstream, decoded, save_bitstreams, save_decoded)
     except Exception as exc:
+        _reraise_interrupt(exc)
         rec["error"] = error_text(job, exc)
     return rec
+
+
+def _reraise_interrupt(exc: BaseException) -> None:
+    """Ctrl-C inside compiled code (numba, a C extension) surfaces as SystemError "returned a
+    result with an exception set" chained to the KeyboardInterrupt: that is the user stopping
+    the run, not the job failing, so it must not be recorded as the job's error."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, KeyboardInterrupt):
+            raise KeyboardInterrupt from None
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
 
 
 def run_cpu_task(run_dir: str, dataset: str, device: str, jobs: list[Job], save_bitstreams: bool = False,
