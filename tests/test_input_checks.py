@@ -259,16 +259,15 @@ def test_sigterm_stops_workers_and_writes_results(image_folder, tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "lcbench", "run", "--plugin", str(plugin), "--codecs", "slow", "--dataset",
            str(image_folder), "--out", str(out), "--jobs", "2", "--no-progress", "--no-cache"]
+    records = lambda: sum(len(p.read_text().splitlines()) for p in (out / "records").glob("*.jsonl"))  # noqa: E731
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 60
-    while time.time() < deadline and not any((out / "records").glob("*.jsonl")):
-        time.sleep(0.2)
-    time.sleep(1.0)
+    deadline = time.time() + 120
+    while time.time() < deadline and not ((out / "records").is_dir() and records() > 0):
+        time.sleep(0.1)  # terminate once the first job is stored and the others are in flight
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "terminated" in err
-    records = lambda: sum(len(p.read_text().splitlines()) for p in (out / "records").glob("*.jsonl"))  # noqa: E731
     n = records()
     assert 0 < n < 18 and (out / "results.csv").is_file()
     time.sleep(1.5)
