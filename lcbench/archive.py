@@ -37,20 +37,42 @@ def _inside(rel_target: str) -> bool:
     return not (norm == ".." or norm.startswith("../") or norm.startswith("/"))
 
 
+def _through_link(path: str, links: set[str]) -> str | None:
+    """The first proper prefix of ``path`` (relative, before any '..' is collapsed: in 'a/../x'
+    the link 'a' is passed through) that is a symlink member, else None."""
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    for i in range(1, len(parts)):
+        prefix = posixpath.normpath("/".join(parts[:i]))
+        if prefix in links:
+            return prefix
+    return None
+
+
 def _check_tar(tf: tarfile.TarFile, archive: Path) -> list[tarfile.TarInfo]:
     members = []
+    links: set[str] = set()  # symlink members so far: a path through one is judged as a string no more
     for m in tf.getmembers():
         rel = _member_path(m.name, archive)
+        via = _through_link(rel, links) if rel else None
+        if via is not None:  # d/x -> .. then d/x/y -> ../..: each looks inside, together they escape
+            raise UnsafeArchiveError(
+                f"archive {archive} refused: member {m.name!r} lies under the symlink {via!r}")
         if m.issym():
             link = m.linkname.replace("\\", "/")
-            if link.startswith("/") or not _inside(posixpath.join(posixpath.dirname(rel), link)):
+            target = posixpath.join(posixpath.dirname(rel), link)
+            if link.startswith("/") or not _inside(target):
                 raise UnsafeArchiveError(
                     f"archive {archive} refused: symlink {m.name!r} -> {m.linkname!r} points outside the dataset folder")
+            if _through_link(target, links) is not None:
+                raise UnsafeArchiveError(
+                    f"archive {archive} refused: symlink {m.name!r} -> {m.linkname!r} points through another symlink")
+            links.add(posixpath.normpath(rel))
         elif m.islnk():
             link = m.linkname.replace("\\", "/")
-            if link.startswith("/") or not _inside(link):
+            if link.startswith("/") or not _inside(link) or _through_link(link, links) is not None:
                 raise UnsafeArchiveError(
-                    f"archive {archive} refused: hard link {m.name!r} -> {m.linkname!r} points outside the dataset folder")
+                    f"archive {archive} refused: hard link {m.name!r} -> {m.linkname!r} points outside the dataset "
+                    "folder or through a symlink")
         elif not (m.isfile() or m.isdir()):
             raise UnsafeArchiveError(f"archive {archive} refused: member {m.name!r} is a device or FIFO")
         if rel:

@@ -57,6 +57,11 @@ def test_plain_tar_and_zip_extract(tmp_path: Path) -> None:
     ([("dir", "d", b""), ("sym", "d/up", "../..")], "points outside"),
     ([("hard", "hl", "/etc/passwd")], "points outside"),
     ([("fifo", "pipe", b"")], "device or FIFO"),
+    # chained links: each looks inside as a string, together they leave the folder
+    ([("dir", "d", b""), ("sym", "d/x", ".."), ("sym", "d/x/y", "../.."), ("file", "d/x/y/evil.txt", b"x")],
+     "under the symlink 'd/x'"),
+    ([("sym", "a", "."), ("sym", "b", "a/../evil")], "through another symlink"),
+    ([("sym", "a", "."), ("hard", "h", "a/../evil")], "through a symlink"),
 ])
 def test_hostile_tar_is_refused_and_writes_nothing(tmp_path: Path, members, why: str) -> None:
     # A harmless member first: refusing must happen before anything is written.
