@@ -3,6 +3,12 @@
 Bytes go to ``<dest>.part`` and the file is renamed to ``dest`` only once it is complete and,
 when a checksum is known, verified; an interrupted download leaves only the ``.part`` file,
 which the next attempt (in this process or a later one) continues from where it stopped.
+
+A ``.part`` is continued only when the first response named its version of the file (ETag or
+Last-Modified, kept in ``<dest>.part.validator``): the Range request then carries If-Range, so a
+server whose file changed sends the whole new file instead of the rest of another one. A .part
+without a validator (a server that sends neither, a leftover from elsewhere) is downloaded again
+from zero: a splice of two versions would pass a size check and be installed corrupted.
 """
 from __future__ import annotations
 
@@ -65,19 +71,41 @@ def _content_range_start(value: str | None) -> int | None:
         return None
 
 
+def _validator_path(part: Path) -> Path:
+    return part.with_name(part.name + ".validator")
+
+
+class _UnexpectedRange(http.client.HTTPException):
+    """A 206 for a range we did not ask for: the .part is dropped and the next attempt starts over."""
+
+
 def _fetch_once(url: str, part: Path, *, timeout: float, progress: bool, desc: str) -> None:
-    """One HTTP attempt, appending to ``part`` when the server honours a Range request."""
-    have = part.stat().st_size if part.exists() else 0
+    """One HTTP attempt, appending to ``part`` when the server honours a Range request for the
+    same version of the file (If-Range), else writing it from zero."""
+    validator_file = _validator_path(part)
+    validator = validator_file.read_text().strip() if validator_file.is_file() else ""
+    have = part.stat().st_size if part.exists() and validator else 0
     headers = {"User-Agent": _user_agent()}
     if have:
         headers["Range"] = f"bytes={have}-"
+        headers["If-Range"] = validator
     req = urllib.request.Request(url, headers=headers)
     with urllib.request.urlopen(req, timeout=timeout) as resp:
         status = getattr(resp, "status", None) or 200  # file:// responses carry no status
-        if have and status == 206 and _content_range_start(resp.headers.get("Content-Range")) == have:
+        if status == 206:
+            start = _content_range_start(resp.headers.get("Content-Range"))
+            if not have or start != have:
+                part.unlink(missing_ok=True)
+                validator_file.unlink(missing_ok=True)
+                raise _UnexpectedRange(f"server sent a range starting at byte {start}, asked for {have}; restarting")
             mode = "ab"
-        else:  # server ignored the Range (or none was sent): start over
+        else:  # a whole file (Range ignored, or the file changed): start over and note its version
             have, mode = 0, "wb"
+            new_validator = resp.headers.get("ETag") or resp.headers.get("Last-Modified") or ""
+            if new_validator and not new_validator.startswith("W/"):  # weak ETags may not be used in If-Range
+                validator_file.write_text(new_validator)
+            else:
+                validator_file.unlink(missing_ok=True)
         length = resp.headers.get("Content-Length")
         expected = int(length) if length and length.isdigit() else None
         total = have + expected if expected is not None else None
@@ -127,7 +155,7 @@ def download(
     spliced = False  # did the bytes come from more than one transfer?
     attempt = 0
     while attempt <= retries:
-        spliced = spliced or (part.exists() and part.stat().st_size > 0)
+        spliced = spliced or (part.exists() and part.stat().st_size > 0 and _validator_path(part).is_file())
         try:
             _fetch_once(url, part, timeout=timeout, progress=progress, desc=desc)
         except urllib.error.HTTPError as exc:
@@ -152,8 +180,10 @@ def download(
                     problem = f"checksum mismatch: expected sha256 {sha256}, got {digest}"
             if problem is None:
                 os.replace(part, dest)
+                _validator_path(part).unlink(missing_ok=True)
                 return dest
             part.unlink()  # a wrong file must not be resumed from
+            _validator_path(part).unlink(missing_ok=True)
             if not spliced:
                 raise DownloadError(url, problem)
             # A resumed file can be wrong because the server's file changed between transfers;
@@ -164,5 +194,6 @@ def download(
         attempt += 1
         if attempt <= retries:
             time.sleep(backoff * (2 ** (attempt - 1)))
-    kept = f" (partial download kept in {part} and resumed next time)" if part.exists() else ""
+    resumable = part.exists() and _validator_path(part).is_file()
+    kept = f" (partial download kept in {part} and resumed next time)" if resumable else ""
     raise DownloadError(url, f"failed after {retries + 1} attempts: {last_error}{kept}")

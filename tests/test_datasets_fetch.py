@@ -35,6 +35,8 @@ class Server:
         self.files: dict[str, bytes] = {}
         self.cut: dict[str, int] = {}
         self.ignore_range = False
+        self.send_validator = True  # an ETag, honoured in If-Range, as real file servers do
+        self.range_shift = 0  # answer a Range request with a range starting this many bytes earlier
         self.requests: list[tuple[str, str | None]] = []  # (path, Range header)
         self.bytes_sent = 0
         server = self
@@ -51,12 +53,16 @@ class Server:
                     self.send_error(404)
                     return
                 start = 0
-                if rng and not server.ignore_range:
-                    start = int(rng.split("=")[1].split("-")[0])
+                etag = '"' + hashlib.sha256(data).hexdigest()[:16] + '"'
+                if_range = self.headers.get("If-Range")
+                if rng and not server.ignore_range and (if_range is None or if_range == etag):
+                    start = max(0, int(rng.split("=")[1].split("-")[0]) - server.range_shift)
                     self.send_response(206)
                     self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
                 else:
                     self.send_response(200)
+                if server.send_validator:
+                    self.send_header("ETag", etag)
                 body = data[start:]
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -205,6 +211,53 @@ def test_resume_across_calls_and_restart_when_range_ignored(server: Server, tmp_
     download(server.url + "/blob", dest2, sha256=hashlib.sha256(data).hexdigest(), retries=1, backoff=0.01,
              progress=False)
     assert dest2.read_bytes() == data
+
+
+def test_changed_file_on_the_server_is_downloaded_whole_not_spliced(server: Server, tmp_path: Path) -> None:
+    # Without a checksum only the size could catch a splice of two versions of the file: the
+    # If-Range validator makes the server send the new version whole.
+    old, new = bytes(range(256)) * 40, bytes(reversed(range(256))) * 40
+    server.files["/f"] = old
+    server.cut["/f"] = 3000
+    dest = tmp_path / "f"
+    with pytest.raises(DownloadError, match="partial download kept"):
+        download(server.url + "/f", dest, retries=0, progress=False)
+    server.files["/f"] = new
+    download(server.url + "/f", dest, size=len(new), retries=0, progress=False)
+    assert dest.read_bytes() == new
+    assert server.requests[-1] == ("/f", "bytes=3000-")  # asked to resume, got the whole new file
+    assert not (tmp_path / "f.part.validator").exists()
+
+
+def test_part_file_without_validator_is_not_resumed(server: Server, tmp_path: Path) -> None:
+    data = bytes(range(256)) * 40
+    server.files["/g"] = data
+    dest = tmp_path / "g"
+    (tmp_path / "g.part").write_bytes(b"\x00" * 5000)  # a leftover of unknown origin
+    download(server.url + "/g", dest, size=len(data), retries=0, progress=False)
+    assert dest.read_bytes() == data and server.requests[-1] == ("/g", None)
+    # a server without ETag/Last-Modified: an interrupted download is restarted, not spliced
+    server.send_validator = False
+    server.cut["/g"] = 1000
+    dest2 = tmp_path / "g2"
+    with pytest.raises(DownloadError) as info:
+        download(server.url + "/g", dest2, retries=0, progress=False)
+    assert "resumed next time" not in str(info.value)
+    download(server.url + "/g", dest2, size=len(data), retries=0, progress=False)
+    assert dest2.read_bytes() == data and server.requests[-1] == ("/g", None)
+
+
+def test_range_answer_at_another_offset_restarts(server: Server, tmp_path: Path) -> None:
+    data = bytes(range(256)) * 40
+    server.files["/h"] = data
+    server.cut["/h"] = 2000
+    dest = tmp_path / "h"
+    with pytest.raises(DownloadError):
+        download(server.url + "/h", dest, retries=0, progress=False)
+    server.range_shift = 990
+    download(server.url + "/h", dest, retries=2, backoff=0.01, progress=False)  # no size, no checksum
+    assert dest.read_bytes() == data
+    assert [r for _, r in server.requests[-2:]] == ["bytes=2000-", None]
 
 
 def test_single_file_sources(server: Server, manifest) -> None:
