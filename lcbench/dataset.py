@@ -136,10 +136,13 @@ def resolve_dataset(name_or_path: str, *, download: bool = True) -> Dataset:
 
 
 def select_images(dataset: Dataset, *, max_images: int | None = None, pattern: str | None = None) -> Dataset:
-    """Subset for quick runs: ids matching a glob, then the first ``max_images``."""
+    """Subset for quick runs: ids matching a glob (several separated by commas), then the first
+    ``max_images``."""
     images = dataset.images
     if pattern:
-        images = [im for im in images if fnmatch.fnmatch(im.id, pattern) or fnmatch.fnmatch(im.path.name, pattern)]
+        globs = [g.strip() for g in pattern.split(",") if g.strip()]
+        images = [im for im in images
+                  if any(fnmatch.fnmatch(im.id, g) or fnmatch.fnmatch(im.path.name, g) for g in globs)]
         if not images:
             raise DatasetError(f"no image of dataset {dataset.name!r} matches {pattern!r}")
     if max_images is not None:

@@ -275,3 +275,10 @@ def test_sigterm_stops_workers_and_writes_results(image_folder, tmp_path):
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert len(pd.read_csv(out / "results.csv")) == 18
+
+
+def test_images_option_repeated_selects_the_union(image_folder, tmp_path):
+    # --images given twice used to keep only the last glob
+    assert main(["run", "--codecs", "png", "--dataset", str(image_folder), "--images", "a", "--images", "c*",
+                 "--out", str(tmp_path / "r"), "--no-progress", "--jobs", "1"]) == 0
+    assert sorted(pd.read_csv(tmp_path / "r" / "results.csv").image) == ["a", "c"]

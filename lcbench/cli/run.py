@@ -33,7 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="where learned codecs' metrics run: torch (on --device, float64) or cpu "
                         "(lcbench.metrics); auto (default): torch on cuda, cpu otherwise")
     p.add_argument("--max-images", type=int, default=None, help="use only the first N images")
-    p.add_argument("--images", dest="image_glob", default=None, help="glob over image ids or file names")
+    p.add_argument("--images", dest="image_glob", action="append", default=None,
+                   help="glob over image ids or file names; repeat it or separate globs with commas for several")
     p.add_argument("--plugin", action="append", default=[], metavar="FILE.py", help="load a one-file codec plugin")
     p.add_argument("--save-bitstreams", action="store_true", help="keep every bitstream under RUN_DIR/bitstreams")
     p.add_argument("--save-decoded", action="store_true", help="keep every decoded image under RUN_DIR/decoded")
@@ -66,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
     if targets and (every or per_codec):
         raise ValueError("--target-bpp replaces the rate grid: do not combine it with -q/--quality")
     options = RunOptions(codecs=codecs, dataset=args.dataset, out=args.out, rates=every, codec_rates=per_codec,
-                         target_bpp=targets, jobs=args.jobs, device=args.device, max_images=args.max_images, image_glob=args.image_glob,
+                         target_bpp=targets, jobs=args.jobs, device=args.device, max_images=args.max_images,
+                         image_glob=",".join(args.image_glob) if args.image_glob else None,
                          save_bitstreams=args.save_bitstreams, save_decoded=args.save_decoded,
                          progress=False if args.no_progress else None, use_cache=not args.no_cache, backend=args.backend,
                          scheduler=args.scheduler, metrics_backend=args.metrics_backend)
