@@ -16,6 +16,7 @@ Differences from the papers' scripts, stated so that numbers are compared knowin
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -56,22 +57,68 @@ def get_preset(name: str, rescalers: Sequence[str] = ("bicubic",)) -> Preset:
     return _rescale_preset(name, PRESET_CODECS[name], rescalers)
 
 
+def _step_scale(name: str) -> int | None:
+    """The registered step's scale (``comcnn`` -> 2); for a step not registered in this Python,
+    the ``-xS`` suffix of its name, else None (unknown)."""
+    try:
+        from .pipeline import steps
+
+        return int(steps.get(name).scale)
+    except Exception:  # unknown step (plugin not loaded here) or one that fails to import
+        base, dash, s = name.rpartition("-x")
+        return int(s) if dash and base and s.isdigit() else None
+
+
 def split_rescale_label(label: str) -> tuple[str, int | None, str]:
-    """``"bicubic-x2+jpeg"`` -> ("bicubic", 2, "jpeg"); other labels -> (label, None, "")."""
+    """``"bicubic-x2+jpeg"`` -> ("bicubic", 2, "jpeg"); ``"comcnn+jpeg"`` -> ("comcnn", 2, "jpeg").
+
+    The scale is the product of the steps' scales, i.e. the border S the pipeline's
+    ``psnr_y_sr``/``ssim_y_sr`` were computed with (``Pipeline.multiple``); None when a step is
+    not registered here and its name has no ``-xS`` suffix. Labels without steps ->
+    (label, None, "")."""
     head, plus, codec = label.rpartition("+")
     if not plus:
         return label, None, ""
-    method, dash, scale = head.rpartition("-x")
-    if dash and scale.isdigit() and "+" not in method:
-        return method, int(scale), codec
-    return head, None, codec
+    names = [part.split(":", 1)[0].strip() for part in head.split("+")]
+    scales = [_step_scale(n) for n in names]
+    scale = math.prod(scales) if all(s is not None for s in scales) else None  # type: ignore[arg-type]
+    method, dash, suffix = head.rpartition("-x")
+    if dash and suffix.isdigit() and "+" not in method and ":" not in suffix:
+        return method, scale, codec
+    return head, scale, codec
+
+
+def _left_out_reason(row, metric: str, metrics: Sequence[str], scale: int | None) -> str:
+    """Why one job's ``metric`` is not in its cell's mean."""
+    err = str(row.get("error") or "")
+    if err and err.lower() != "nan":
+        return f"failed job ({err.splitlines()[0][:80]})"
+    if all(_isnan(row.get(m)) for m in metrics):
+        border = f"{scale}-pixel" if scale else "scale-pixel"
+        return f"no SR metrics (image too small for the {border} border crop)"
+    if metric.startswith("ssim"):
+        return "SSIM undefined: region under 11 px after the border crop"
+    return f"{metric} undefined (NaN)"
+
+
+def _isnan(v) -> bool:
+    try:
+        return math.isnan(float(v))
+    except (TypeError, ValueError):
+        return v is None
 
 
 def sr_table(frame, metrics: Sequence[str] = SR_METRICS):
     """Mean PSNR/SSIM per (dataset, method, scale, codec) x quality: the papers' layout.
 
-    ``frame``: lcbench results (one row per job). Failed jobs and rows without the SR
-    columns are left out; ``n_images`` says how many images each row averages.
+    ``frame``: lcbench results (one row per job) of rescaling pipelines (other codecs are
+    ignored). Each metric is averaged over the jobs that have a value for it, so a NaN SSIM
+    (region under 11 px) does not drop the image's PSNR. Columns: the means, ``<metric>_n``
+    (how many images each mean is over), ``n_images`` (N: the images of the table row, i.e.
+    of that dataset/method/scale/codec at any quality), ``left_out`` (``image: why`` for each
+    image of the row missing from a mean: failed job, undefined metric, no result) and ``bpp``
+    (mean over the successful jobs). ``scale`` is the border S the metrics were computed with
+    (0 when unknown: a step not registered here).
     """
     import pandas as pd
 
@@ -79,51 +126,114 @@ def sr_table(frame, metrics: Sequence[str] = SR_METRICS):
     if missing:
         raise ValueError(f"results have no {', '.join(missing)} column(s): run rescaling pipelines "
                          f"(e.g. --preset rescale-jpeg) to get the SR-convention metrics")
-    ok = frame[(frame["error"].fillna("") == "") & frame[list(metrics)].notna().all(axis=1)].copy()
-    if ok.empty:
+    df = frame.copy()
+    parts = {c: split_rescale_label(str(c)) for c in df["codec"].unique()}
+    has_value = df[list(metrics)].notna().any(axis=1)
+    with_values = set(df.loc[has_value, "codec"])
+    # rescaling pipelines only: a border S > 1 (pipelines with S = 1 and plain codecs record no SR metrics)
+    keep = {c for c, (_, s, inner) in parts.items() if inner and (s is None and c in with_values or (s or 0) > 1)}
+    df = df[df["codec"].isin(keep)].copy()
+    if df.empty or not (df[list(metrics)].notna().any(axis=1)).any():
         raise ValueError("no successful rescaling jobs with SR metrics in the results")
-    parts = ok["codec"].map(split_rescale_label)
-    ok["method"] = [p[0] for p in parts]
-    ok["scale"] = [p[1] if p[1] is not None else 0 for p in parts]
-    ok["inner"] = [p[2] for p in parts]
-    if "dataset" not in ok.columns:
-        ok["dataset"] = ""
-    keys = ["dataset", "method", "scale", "inner", "quality"]
-    agg = ok.groupby(keys, sort=False).agg(**{m: (m, "mean") for m in metrics}, n_images=("image", "nunique"),
-                                           bpp=("bpp", "mean")).reset_index()
+    df["method"] = [parts[c][0] for c in df["codec"]]
+    df["scale"] = [parts[c][1] or 0 for c in df["codec"]]
+    df["inner"] = [parts[c][2] for c in df["codec"]]
+    if "dataset" not in df.columns:
+        df["dataset"] = ""
+    df["dataset"] = df["dataset"].fillna("")
+    err = df["error"].fillna("").astype(str) if "error" in df.columns else pd.Series("", index=df.index)
+    failed = err != ""
+    for m in metrics:  # a failed job's value (if any) is not a measurement
+        df.loc[failed, m] = float("nan")
+    row_keys = ["dataset", "method", "scale", "inner"]
+    row_images = {k: sorted(set(map(str, g["image"]))) for k, g in df.groupby(row_keys, sort=False)}
+    out = []
+    for key, g in df.groupby(row_keys + ["quality"], sort=False):
+        n_row = len(row_images[key[:4]])
+        rec = dict(zip(row_keys + ["quality"], key))
+        why: dict[str, list[str]] = {}
+        present = set(map(str, g["image"]))
+        for img in row_images[key[:4]]:
+            if img not in present:
+                why.setdefault(img, []).append("no result at this quality")
+        for m in metrics:
+            v = g[m].astype(float)
+            rec[m] = float(v.mean()) if v.notna().any() else float("nan")
+            rec[f"{m}_n"] = int(v.notna().sum())
+            for _, r in g.loc[v.isna()].iterrows():
+                reason = _left_out_reason(r, m, metrics, key[2] or None)
+                lst = why.setdefault(str(r["image"]), [])
+                if reason.startswith(("failed", "no SR")):
+                    if reason not in lst:
+                        lst.append(reason)
+                else:
+                    lst.append(f"{m}: {reason}")
+        rec["n_images"] = n_row
+        ok_bpp = g.loc[~failed.loc[g.index], "bpp"] if "bpp" in g.columns else pd.Series(dtype=float)
+        rec["bpp"] = float(ok_bpp.mean()) if ok_bpp.notna().any() else float("nan")
+        rec["left_out"] = "; ".join(f"{img}: {', '.join(w)}" for img, w in why.items())
+        out.append(rec)
+    agg = pd.DataFrame(out)
     # datasets in the order the results list them (e.g. set5 before set14, as in the papers)
-    order = {d: i for i, d in enumerate(dict.fromkeys(ok["dataset"]))}
+    order = {d: i for i, d in enumerate(dict.fromkeys(df["dataset"]))}
     agg["_order"] = agg["dataset"].map(order)
     agg = agg.sort_values(["_order", "inner", "method", "scale", "quality"]).drop(columns="_order")
-    return agg.reset_index(drop=True)
+    cols = row_keys + ["quality"] + [c for m in metrics for c in (m, f"{m}_n")] + ["n_images", "bpp", "left_out"]
+    return agg[cols].reset_index(drop=True)
 
 
 def format_sr_table(frame, metrics: Sequence[str] = SR_METRICS, style: str = "markdown") -> str:
-    """The papers' table: one row per dataset/method/scale, one column per quality, cells PSNR/SSIM."""
+    """The papers' table: one row per dataset/method/scale, one column per quality, cells PSNR/SSIM.
+
+    ``images`` is the row's N; a cell whose mean is over fewer images says so, ``(n=2)`` (or
+    ``(n=3/2)``: PSNR over 3, SSIM over 2), and a note below names the images left out and why."""
     table = sr_table(frame, metrics)
     qualities = sorted(table["quality"].unique())
     header = ["dataset", "method", "scale", "codec"] + [f"q={q:g}" for q in qualities] + ["images"]
-    rows = []
+    rows, notes, unknown_scale = [], [], []
     for (dataset, method, scale, inner), g in table.groupby(["dataset", "method", "scale", "inner"], sort=False):
-        by_q = {q: r for q, r in zip(g["quality"], g.itertuples())}
+        by_q = {q: r for q, r in zip(g["quality"], g.to_dict("records"))}
+        n_row = int(g["n_images"].iloc[0])
+        scale_text = f"x{scale}" if scale else "?"
+        if not scale:
+            unknown_scale.append(f"{method}+{inner}")
         cells = []
         for q in qualities:
             r = by_q.get(q)
             if r is None:
                 cells.append("-")
                 continue
-            psnr, ssim = getattr(r, metrics[0]), getattr(r, metrics[1]) if len(metrics) > 1 else None
-            ssim_text = f"/{ssim:.4f}".replace("/0.", "/.") if ssim is not None else ""
-            cells.append(f"{psnr:.2f}{ssim_text}")
-        rows.append([str(dataset), str(method), f"x{scale}" if scale else "-", str(inner)] + cells
-                    + [str(int(g["n_images"].max()))])
+            texts = []
+            for i, m in enumerate(metrics):
+                v = r[m]
+                if math.isnan(v):
+                    t = "n/a"
+                else:
+                    t = f"{v:.2f}" if i == 0 else f"{v:.4f}".replace("0.", ".", 1) if 0 <= v < 1 else f"{v:.4f}"
+                texts.append(t)
+            cell = "/".join(texts)
+            ns = [int(r[f"{m}_n"]) for m in metrics]
+            if any(n != n_row for n in ns):
+                cell += f" (n={ns[0]})" if len(set(ns)) == 1 else f" (n={'/'.join(map(str, ns))})"
+                notes.append(f"{dataset or '-'} {method} {scale_text} {inner} q={q:g}: {r['left_out']}")
+            cells.append(cell)
+        rows.append([str(dataset), str(method), scale_text, str(inner)] + cells + [str(n_row)])
     title = f"{' / '.join(metrics)} (mean over images; Y = BT.601, border = scale)"
+    foot = []
+    if notes:
+        foot.append(f"(n=...): the cell's mean is over fewer images than the row's N (images column)"
+                    + (f"; n=a/b: {metrics[0]} over a images, {' / '.join(metrics[1:])} over b" if len(metrics) > 1
+                       else "") + ". Left out:")
+        foot += [f"- {n}" for n in notes]
+    if unknown_scale:
+        foot.append(f"scale ?: border unknown for {', '.join(dict.fromkeys(unknown_scale))} "
+                    f"(a step not registered here; load its plugin)")
     if style == "markdown":
         lines = [f"| {' | '.join(header)} |", "|" + "|".join("---" for _ in header) + "|"]
         lines += [f"| {' | '.join(r)} |" for r in rows]
-        return title + "\n\n" + "\n".join(lines)
+        return title + "\n\n" + "\n".join(lines) + ("\n\n" + "\n".join(foot) if foot else "")
     if style == "text":
         widths = [max(len(str(x[i])) for x in [header] + rows) for i in range(len(header))]
         fmt = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths))  # noqa: E731
-        return "\n".join([title, fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows])
+        return "\n".join([title, fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows] + foot)
     raise ValueError(f"unknown table style {style!r} (markdown or text)")

@@ -58,7 +58,11 @@ def test_presets() -> None:
 def test_split_rescale_label() -> None:
     assert split_rescale_label("bicubic-x2+jpeg") == ("bicubic", 2, "jpeg")
     assert split_rescale_label("lanczos-x4+webp:method=4") == ("lanczos", 4, "webp:method=4")
-    assert split_rescale_label("comcnn+jpeg") == ("comcnn", None, "jpeg")
+    # comcnn halves the size: its psnr_y_sr/ssim_y_sr use a 2-pixel border (Pipeline.multiple)
+    assert split_rescale_label("comcnn+jpeg") == ("comcnn", 2, "jpeg")
+    assert split_rescale_label("comcnn:weights=w.pt+jpeg") == ("comcnn:weights=w.pt", 2, "jpeg")
+    assert split_rescale_label("bicubic-x2+lanczos-x2+jpeg") == ("bicubic-x2+lanczos-x2", 4, "jpeg")
+    assert split_rescale_label("unregistered-step+jpeg") == ("unregistered-step", None, "jpeg")
     assert split_rescale_label("jpeg") == ("jpeg", None, "")
 
 
@@ -79,10 +83,16 @@ def test_sr_table_means_and_layout() -> None:
     t = sr_table(_rows())
     r = t[(t.dataset == "set14") & (t.scale == 4) & (t.quality == 90)].iloc[0]
     assert r.psnr_y_sr == pytest.approx(26.0 - 2.0 + 2.0) and r.ssim_y_sr == pytest.approx(0.82) and r.n_images == 2
+    assert r.psnr_y_sr_n == 2 and r.ssim_y_sr_n == 2 and r.left_out == ""
+    # set5 x2: image c failed at q=30 (and has no q=90 job): both cells are over 2 of the row's 3 images
+    r = t[(t.dataset == "set5") & (t.scale == 2) & (t.quality == 30)].iloc[0]
+    assert (r.n_images, r.psnr_y_sr_n, r.ssim_y_sr_n) == (3, 2, 2) and r.left_out == "c: failed job (boom)"
     text = format_sr_table(_rows())
     lines = text.splitlines()
     assert lines[2] == "| dataset | method | scale | codec | q=30 | q=90 | images |"
-    assert "| set5 | bicubic | x2 | jpeg | 30.00/.8000 | 32.00/.8200 | 2 |" in lines
+    assert "| set5 | bicubic | x2 | jpeg | 30.00/.8000 (n=2) | 32.00/.8200 (n=2) | 3 |" in lines
+    assert "- set5 bicubic x2 jpeg q=30: c: failed job (boom)" in lines
+    assert "- set5 bicubic x2 jpeg q=90: c: no result at this quality" in lines
     assert "| set14 | bicubic | x4 | jpeg | 24.00/.8000 | 26.00/.8200 | 2 |" in lines
     with pytest.raises(ValueError, match="no psnr_y_sr"):
         sr_table(_rows().drop(columns=["psnr_y_sr"]))
@@ -96,9 +106,65 @@ def test_rescale_table_cli(tmp_path, capsys) -> None:
         part.to_csv(tmp_path / ds / "results.csv", index=False)
     assert cli_main(["rescale-table", str(tmp_path / "set5"), str(tmp_path / "set14"), "--style", "text"]) == 0
     out = capsys.readouterr().out
-    assert "set5     bicubic  x2     jpeg   30.00/.8000  32.00/.8200  2" in out
-    assert "set14    bicubic  x4     jpeg   24.00/.8000  26.00/.8200  2" in out
+    assert "set5     bicubic  x2     jpeg   30.00/.8000 (n=2)  32.00/.8200 (n=2)  3" in out
+    assert "set14    bicubic  x4     jpeg   24.00/.8000        26.00/.8200        2" in out
+    assert "- set5 bicubic x2 jpeg q=30: set5/c: failed job (boom)" in out
     assert cli_main(["rescale-table", str(tmp_path / "missing")]) == 2
+
+
+def _cell_rows(codec: str = "bicubic-x2+jpeg") -> list[dict]:
+    """3 images x q=30, 70 with hand-picked values."""
+    psnr = {("a", 30.0): 30.0, ("b", 30.0): 31.0, ("c", 30.0): 35.0, ("a", 70.0): 33.0, ("b", 70.0): 34.0,
+            ("c", 70.0): 38.0}
+    return [{"codec": codec, "quality": q, "image": img, "dataset": "set14", "bpp": 0.5, "error": "",
+             "psnr_y_sr": v, "ssim_y_sr": v / 100} for (img, q), v in psnr.items()]
+
+
+def test_sr_table_failed_job_is_counted_and_named() -> None:
+    """The audit's repro: one image failed at q=70, so that cell is a mean over 2 of 3 images."""
+    rows = _cell_rows()
+    rows[5].update(error="RuntimeError: boom", psnr_y_sr=math.nan, ssim_y_sr=math.nan, bpp=math.nan)  # c @ q70
+    t = sr_table(pd.DataFrame(rows))
+    q70 = t[t.quality == 70].iloc[0]
+    assert q70.psnr_y_sr == pytest.approx((33.0 + 34.0) / 2) and q70.psnr_y_sr_n == 2 and q70.n_images == 3
+    lines = format_sr_table(pd.DataFrame(rows)).splitlines()
+    assert "| set14 | bicubic | x2 | jpeg | 32.00/.3200 | 33.50/.3350 (n=2) | 3 |" in lines
+    assert "- set14 bicubic x2 jpeg q=70: c: failed job (RuntimeError: boom)" in lines
+
+
+def test_sr_table_keeps_psnr_when_only_ssim_is_nan() -> None:
+    """ssim_plane is NaN on a region under 11 px; the image's PSNR still counts."""
+    rows = _cell_rows()
+    rows[2]["ssim_y_sr"] = math.nan  # c @ q30
+    t = sr_table(pd.DataFrame(rows))
+    q30 = t[t.quality == 30].iloc[0]
+    assert q30.psnr_y_sr == pytest.approx((30.0 + 31.0 + 35.0) / 3) and q30.psnr_y_sr_n == 3
+    assert q30.ssim_y_sr == pytest.approx((0.30 + 0.31) / 2) and q30.ssim_y_sr_n == 2
+    lines = format_sr_table(pd.DataFrame(rows)).splitlines()
+    assert "| set14 | bicubic | x2 | jpeg | 32.00/.3050 (n=3/2) | 35.00/.3500 | 3 |" in lines
+    assert ("- set14 bicubic x2 jpeg q=30: c: ssim_y_sr: SSIM undefined: region under 11 px after the border crop"
+            in lines)
+
+
+def test_sr_metrics_on_tiny_image_feed_the_table() -> None:
+    """End to end: 14x14 with a 2-pixel border leaves 10x10, too small for the 11x11 SSIM window."""
+    img = photo("coffee", (14, 14))
+    dec = create_codec("bicubic-x2+jpeg").decode(create_codec("bicubic-x2+jpeg").encode(img, 50))
+    m = sr_metrics(img, dec, 2)
+    assert math.isfinite(m["psnr_y_sr"]) and math.isnan(m["ssim_y_sr"])
+    rows = _cell_rows()
+    rows[0].update(psnr_y_sr=m["psnr_y_sr"], ssim_y_sr=m["ssim_y_sr"])  # a @ q30
+    q30 = sr_table(pd.DataFrame(rows)).iloc[0]
+    assert q30.psnr_y_sr == pytest.approx((m["psnr_y_sr"] + 31.0 + 35.0) / 3) and q30.ssim_y_sr_n == 2
+
+
+def test_sr_table_comcnn_shows_its_border() -> None:
+    t = format_sr_table(pd.DataFrame(_cell_rows("comcnn+jpeg")))
+    assert "| set14 | comcnn | x2 | jpeg | 32.00/.3200 | 35.00/.3500 | 3 |" in t.splitlines()
+    # a step not registered here: border unknown, said so rather than "-"
+    t = format_sr_table(pd.DataFrame(_cell_rows("mystep+jpeg")))
+    assert "| set14 | mystep | ? | jpeg | 32.00/.3200 | 35.00/.3500 | 3 |" in t.splitlines()
+    assert "scale ?: border unknown for mystep+jpeg" in t
 
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
