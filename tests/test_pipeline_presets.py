@@ -110,6 +110,13 @@ def test_rescale_table_cli(tmp_path, capsys) -> None:
     assert "set14    bicubic  x4     jpeg   24.00/.8000        26.00/.8200        2" in out
     assert "- set5 bicubic x2 jpeg q=30: set5/c: failed job (boom)" in out
     assert cli_main(["rescale-table", str(tmp_path / "missing")]) == 2
+    capsys.readouterr()
+    plain = tmp_path / "plain"  # a run without rescaling pipelines: exit 2 naming the run
+    plain.mkdir()
+    rows[(rows.dataset == "set5") & (rows.codec == "bicubic-x2+jpeg")].assign(codec="jpeg").to_csv(
+        plain / "results.csv", index=False)
+    assert cli_main(["rescale-table", str(plain)]) == 2
+    assert f"{plain}: no successful rescaling jobs" in capsys.readouterr().err
 
 
 def _cell_rows(codec: str = "bicubic-x2+jpeg") -> list[dict]:

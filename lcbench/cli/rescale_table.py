@@ -19,7 +19,10 @@ def run(args: argparse.Namespace) -> int:
     from lcbench.results import load_results
 
     df = load_results(args.runs)
-    text = sr_table(df).to_csv(index=False) if args.style == "csv" else format_sr_table(df, style=args.style)
+    try:
+        text = sr_table(df).to_csv(index=False) if args.style == "csv" else format_sr_table(df, style=args.style)
+    except ValueError as exc:  # exit 2, naming the runs the table was asked of
+        raise ValueError(f"{', '.join(map(str, args.runs))}: {exc}") from exc
     if args.output:
         args.output.write_text(text + ("" if text.endswith("\n") else "\n"))
     else:
