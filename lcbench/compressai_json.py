@@ -41,6 +41,7 @@ class PublishedCurve:
     description: str
     curve: pd.DataFrame
     extra: dict[str, list[Any]] = field(default_factory=dict)  # keys lcbench does not know, kept verbatim
+    source: str = ""  # the file it was read from ("" when built in memory)
 
 
 def _ms_ssim_db(ms: pd.Series) -> pd.Series:
@@ -48,33 +49,66 @@ def _ms_ssim_db(ms: pd.Series) -> pd.Series:
         return -10 * np.log10(1 - ms.astype(float))
 
 
+def _number(v: Any) -> float:
+    """A JSON number (null -> NaN); booleans and strings are not numbers."""
+    if v is None:
+        return math.nan
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise TypeError(f"{v!r} ({type(v).__name__}) is not a number")
+    return float(v)
+
+
 def from_compressai_dict(doc: Any, source: str = "CompressAI JSON") -> PublishedCurve:
-    """Parse an already loaded CompressAI results document."""
+    """Parse an already loaded CompressAI results document; ``CompressAIFormatError`` (naming
+    ``source``) for anything that is not a well-formed curve: lists of unequal length, values
+    that are not JSON numbers (``true``, ``"0.5"``), two keys for one metric (``psnr`` and
+    ``psnr-rgb``: which one was meant is unknown), MS-SSIM outside [0, 1] (dB given)."""
     if not isinstance(doc, dict) or not isinstance(doc.get("results"), dict):
         raise CompressAIFormatError(f"{source}: expected an object with a 'results' object "
                                     '({"name", "description", "results": {"bpp": [...], ...}})')
     results = doc["results"]
     if "bpp" not in results:
         raise CompressAIFormatError(f"{source}: 'results' has no 'bpp' list (keys: {sorted(results)})")
-    n = len(results["bpp"]) if isinstance(results["bpp"], list) else -1
+    if not isinstance(results["bpp"], list):
+        raise CompressAIFormatError(f"{source}: results['bpp'] must be a list of values, one per rate point "
+                                    f"(got {type(results['bpp']).__name__})")
+    n = len(results["bpp"])
+    by_col: dict[str, list[str]] = {}
+    for key in results:
+        if key in FROM_COMPRESSAI:
+            by_col.setdefault(FROM_COMPRESSAI[key], []).append(key)
+    ambiguous = {col: keys for col, keys in by_col.items() if len(keys) > 1}
+    if ambiguous:
+        col, keys = next(iter(ambiguous.items()))
+        raise CompressAIFormatError(f"{source}: results has both {' and '.join(map(repr, keys))}, which are the same "
+                                    f"metric ({col}); ambiguous, keep only one")
     columns: dict[str, list[float]] = {}
     extra: dict[str, list[Any]] = {}
     for key, values in results.items():
-        if not isinstance(values, list) or len(values) != n:
-            raise CompressAIFormatError(f"{source}: results[{key!r}] must be a list of {n} values like 'bpp'")
+        if not isinstance(values, list):
+            raise CompressAIFormatError(f"{source}: results[{key!r}] must be a list of {n} values like 'bpp' "
+                                        f"(got {type(values).__name__})")
+        if len(values) != n:
+            raise CompressAIFormatError(f"{source}: results[{key!r}] must be a list of {n} values like 'bpp' "
+                                        f"(has {len(values)})")
         col = FROM_COMPRESSAI.get(key)
-        if col is None or col in columns:
+        if col is None:
             extra[key] = values
             continue
         try:
-            columns[col] = [math.nan if v is None else float(v) for v in values]
-        except (TypeError, ValueError) as exc:
+            columns[col] = [_number(v) for v in values]
+        except TypeError as exc:
             raise CompressAIFormatError(f"{source}: results[{key!r}] has a non-numeric value: {exc}") from exc
+        if col == "ms_ssim":
+            bad = [v for v in columns[col] if math.isfinite(v) and not 0.0 <= v <= 1.0]
+            if bad:
+                raise CompressAIFormatError(f"{source}: results[{key!r}]: MS-SSIM values must be in [0, 1] "
+                                            f"(dB given?), got {bad[0]:g}")
     curve = pd.DataFrame(columns)
     if "ms_ssim" in curve.columns:
         curve["ms_ssim_db"] = _ms_ssim_db(curve["ms_ssim"])
     name = str(doc.get("name") or Path(source).stem)
-    return PublishedCurve(name, str(doc.get("description", "")), curve, extra)
+    return PublishedCurve(name, str(doc.get("description", "")), curve, extra, source)
 
 
 def read_compressai_json(path: str | Path) -> PublishedCurve:

@@ -182,3 +182,22 @@ def test_extra_numeric_metric_column_is_accepted(run_dir, tmp_path, capsys):
 def test_non_positive_bootstrap_is_rejected(run_dir, capsys, cmd, n):
     assert main([cmd[0], str(run_dir), *cmd[1:], "--bootstrap", n]) == 2
     assert f"--bootstrap must be a positive number of resamples, got {n}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["jpeg", "JPEG", "Jpeg"])
+def test_published_name_clash_ignores_case(run_dir, tmp_path, capsys, name):
+    """A published "JPEG" beside the run's measured "jpeg" is refused (exit 2) naming the file."""
+    pub = tmp_path / "pub.json"
+    pub.write_text(json.dumps({**PUBLISHED, "name": name}))
+    assert main(["bd", str(run_dir), "--with", str(pub), "--metric", "psnr_rgb", "--no-per-image"]) == 2
+    err = capsys.readouterr().err
+    assert f"{pub}: published curve name {name!r} clashes with measured codec 'jpeg'" in err
+    assert "ignoring case" in err
+
+
+def test_two_published_curves_with_one_name_are_refused(run_dir, tmp_path, capsys):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps(PUBLISHED))
+    b.write_text(json.dumps({**PUBLISHED, "name": PUBLISHED["name"].upper()}))
+    assert main(["bd", str(run_dir), "--with", str(a), "--with", str(b), "--metric", "psnr_rgb"]) == 2
+    assert f"{b}: published curve name 'JPEG (PUBLISHED)' clashes with the published curve" in capsys.readouterr().err

@@ -73,6 +73,39 @@ def test_malformed_compressai_json(tmp_path, doc, fragment):
         read_compressai_json(f)
 
 
+@pytest.mark.parametrize("res,fragment", [
+    # MS-SSIM in dB under the [0, 1] keys: refused, not turned into a nonsense dB curve
+    ({"bpp": [0.2, 0.4], "ms-ssim-rgb": [10.0, 13.0]}, r"ms-ssim-rgb'\]: MS-SSIM values must be in \[0, 1\] \(dB given\?\)"),
+    ({"bpp": [0.2, 0.4], "ms-ssim": [0.9, 13.0]}, r"MS-SSIM values must be in \[0, 1\] \(dB given\?\), got 13"),
+    # two keys for one metric: ambiguous, whichever came first used to win silently
+    ({"bpp": [0.2, 0.4], "psnr": [1, 2], "psnr-rgb": [27, 30]}, "both 'psnr' and 'psnr-rgb'.*ambiguous"),
+    ({"bpp": [0.2, 0.4], "ms-ssim": [0.9, 0.95], "ms-ssim-rgb": [0.9, 0.95]}, "both 'ms-ssim' and 'ms-ssim-rgb'"),
+    ({"bpp": [0.2, 0.4], "ssim": [0.9, 0.95], "ssim-rgb": [0.9, 0.95]}, "both 'ssim' and 'ssim-rgb'"),
+    # booleans and strings are not JSON numbers (float(True) == 1.0 made true a bpp of 1)
+    ({"bpp": [True, 0.4], "psnr-rgb": [27, 30]}, r"results\['bpp'\] has a non-numeric value: True \(bool\)"),
+    ({"bpp": [0.2, 0.4], "psnr-rgb": [27, "30"]}, r"non-numeric value: '30' \(str\)"),
+    # not a list: no "list of -1 values"
+    ({"bpp": 0.5, "psnr-rgb": 30}, r"results\['bpp'\] must be a list of values, one per rate point \(got float\)"),
+    ({"bpp": [0.2, 0.4], "psnr-rgb": 30}, r"results\['psnr-rgb'\] must be a list of 2 values like 'bpp' \(got int\)"),
+])
+def test_compressai_values_checked(tmp_path, res, fragment):
+    f = tmp_path / "pub.json"
+    f.write_text(json.dumps({"name": "x", "results": res}))
+    with pytest.raises(CompressAIFormatError, match=fragment) as info:
+        read_compressai_json(f)
+    assert str(info.value).startswith(f"{f}: ")
+    assert "list of -1" not in str(info.value)
+
+
+def test_compressai_source_and_valid_bounds(tmp_path):
+    f = tmp_path / "pub.json"
+    f.write_text(json.dumps({"name": "x", "results": {"bpp": [0.2, 0.4], "ms-ssim-rgb": [0.0, 1.0],
+                                                      "psnr": [27, None]}}))
+    c = read_compressai_json(f)
+    assert c.source == str(f) and c.curve.ms_ssim.tolist() == [0.0, 1.0]
+    assert c.curve.psnr_rgb.iloc[0] == 27.0 and np.isnan(c.curve.psnr_rgb.iloc[1])
+
+
 def fonts_in_pdf(data: bytes) -> tuple[int, int]:
     """(embedded TrueType font programs, Type 3 fonts) in a PDF's bytes."""
     return len(re.findall(rb"/FontFile2", data)), len(re.findall(rb"/Subtype\s*/Type3", data))

@@ -92,9 +92,15 @@ def load(args: argparse.Namespace):
     df = select_codecs(df, args.codecs)
     published = [read_compressai_json(p) for p in args.published]
     codecs = codecs_in_order(df)
-    clash = [p.name for p in published if p.name in codecs]
-    if clash:
-        raise ValueError(f"published curve name(s) {clash} equal measured codec labels; rename them in the JSON")
+    # names compared ignoring case: "JPEG" beside a measured "jpeg" reads as the same codec
+    seen = {c.casefold(): f"measured codec {c!r}" for c in codecs}
+    for p in published:
+        other = seen.get(p.name.casefold())
+        if other:
+            raise ValueError(f"{p.source or 'published curve'}: published curve name {p.name!r} clashes with {other} "
+                             f"(names are compared ignoring case); give it another \"name\" in the JSON, "
+                             f"e.g. \"{p.name} (published)\"")
+        seen[p.name.casefold()] = f"the published curve {p.name!r} of {p.source or '?'}"
     anchor = args.anchor or ("jpeg" if "jpeg" in codecs else codecs[0])
     if anchor not in codecs and anchor not in [p.name for p in published]:
         raise ValueError(f"--anchor {anchor!r} is not among the codecs {codecs + [p.name for p in published]}")
