@@ -95,7 +95,8 @@ class Autoencoder(TorchCodec):
             raise ValueError(f"{self.label()}: rate {rate:g} is not a model id (available: {ids})")
 
     def version(self) -> str:
-        """sha256 over the weights files this instance can use: new weights, new version."""
+        """sha256 over the weights files this instance can use (new weights, new version), and the
+        bitstream format (cached results of an older format must not be reused)."""
         if self._version is None:
             from lcbench.learned.weights import sha256_of
 
@@ -108,7 +109,10 @@ class Autoencoder(TorchCodec):
                 if not path.is_file():
                     raise CodecUnavailable(f"autoencoder: weights file {path} is missing")
                 lines.append(f"{i}:{sha256_of(path)}")
-            self._version = "weights-sha256:" + hashlib.sha256("\n".join(lines).encode()).hexdigest()
+            from lcbench.autoencoder.bitstream import FORMAT_VERSION
+
+            self._version = (f"weights-sha256:{hashlib.sha256(chr(10).join(lines).encode()).hexdigest()} "
+                             f"bitstream-v{FORMAT_VERSION}")
         return self._version
 
     def _model(self, model_id: int) -> tuple[Any, Any, str]:

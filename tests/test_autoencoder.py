@@ -124,6 +124,15 @@ def test_decode_in_a_fresh_process_is_identical(tiny, tiny_dir: Path, tmp_path: 
     assert np.array_equal(np.load(tmp_path / "shipped.npy"), shipped.decode(shipped_data))
 
 
+def _reseal(data: bytes) -> bytes:
+    """Recompute the header+payload CRC-32 after an edit (a stream written with that header)."""
+    import struct
+    import zlib
+
+    head, payload = data[:bitstream.HEADER_BYTES - 4], data[bitstream.HEADER_BYTES:]
+    return head + struct.pack("<I", zlib.crc32(payload, zlib.crc32(head))) + payload
+
+
 def test_corrupt_truncated_and_foreign_bitstreams(tiny) -> None:
     data = tiny.encode(photo("astronaut", (32, 48)), 1)
     with pytest.raises(CodecError, match="too short"):
@@ -136,10 +145,12 @@ def test_corrupt_truncated_and_foreign_bitstreams(tiny) -> None:
     flipped[-1] ^= 0x10
     with pytest.raises(CodecError, match="truncated or damaged"):
         tiny.decode(bytes(flipped))
-    with pytest.raises(CodecError, match="other weights"):
+    with pytest.raises(CodecError, match="truncated or damaged"):  # the CRC covers the header too
         tiny.decode(data[:6] + bytes(4) + data[10:])
+    with pytest.raises(CodecError, match="other weights"):
+        tiny.decode(_reseal(data[:6] + bytes(4) + data[10:]))
     with pytest.raises(CodecUnavailable, match="no model 7"):
-        tiny.decode(data[:5] + bytes([7]) + data[6:])
+        tiny.decode(_reseal(data[:5] + bytes([7]) + data[6:]))
     with pytest.raises(CodecError, match="not a model id"):
         tiny.encode(photo("astronaut", (16, 16)), 1.5)
 
@@ -161,7 +172,9 @@ def test_corrupt_and_missing_weights_name_the_file(tmp_path: Path, monkeypatch: 
 
 def test_version_is_the_weights_hash(tiny, tiny_dir: Path) -> None:
     file_hash = hashlib.sha256((tiny_dir / "autoencoder_1.pt").read_bytes()).hexdigest()
-    assert tiny.version() == "weights-sha256:" + hashlib.sha256(f"1:{file_hash}".encode()).hexdigest()
+    assert tiny.version() == ("weights-sha256:" + hashlib.sha256(f"1:{file_hash}".encode()).hexdigest()
+                              + f" bitstream-v{bitstream.FORMAT_VERSION}")
+    assert bitstream.FORMAT_VERSION == 2  # header under the CRC
 
 
 def test_bpp_in_results_comes_from_the_bitstream_bytes(tiny_dir: Path, tmp_path: Path) -> None:

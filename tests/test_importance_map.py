@@ -173,12 +173,23 @@ def test_decode_in_a_fresh_process_is_bit_exact(tiny_codec, tiny_weights_dir: Pa
     assert np.array_equal(np.load(tmp_path / "out.npy"), tiny_codec.decode(data))
 
 
+def _reseal(data: bytes) -> bytes:
+    """Recompute the header+payload CRC-32 after an edit (a stream written with that header)."""
+    import struct
+    import zlib
+
+    head, payload = data[:bitstream.HEADER_BYTES - 4], data[bitstream.HEADER_BYTES:]
+    return head + struct.pack("<I", zlib.crc32(payload, zlib.crc32(head))) + payload
+
+
 def test_corrupt_truncated_and_foreign_bitstreams(tiny_codec, tmp_path: Path) -> None:
     data = tiny_codec.encode(photo("astronaut", (32, 32)), 1)
     with pytest.raises(CodecError, match="importance_map"):
         tiny_codec.decode(data[:10])
-    with pytest.raises(CodecError, match="other weights"):
+    with pytest.raises(CodecError, match="truncated or damaged"):  # the CRC covers the header too
         tiny_codec.decode(data[:6] + bytes(4) + data[10:])
+    with pytest.raises(CodecError, match="other weights"):
+        tiny_codec.decode(_reseal(data[:6] + bytes(4) + data[10:]))
     for pos in (bitstream.HEADER_BYTES, len(data) - 1):  # a flipped payload bit is an error, not another picture
         flipped = bytearray(data)
         flipped[pos] ^= 0x10
@@ -187,7 +198,7 @@ def test_corrupt_truncated_and_foreign_bitstreams(tiny_codec, tmp_path: Path) ->
     with pytest.raises(CodecError, match="truncated or damaged"):
         tiny_codec.decode(data[:-4])
     with pytest.raises(CodecUnavailable, match="no model 7"):
-        tiny_codec.decode(data[:5] + bytes([7]) + data[6:])
+        tiny_codec.decode(_reseal(data[:5] + bytes([7]) + data[6:]))
     with pytest.raises(CodecError, match="not a model id"):
         tiny_codec.encode(photo("astronaut", (32, 32)), 1.5)
 
@@ -212,7 +223,7 @@ def test_version_is_the_weights_hash(tiny_codec, tiny_weights_dir: Path) -> None
 
     file_hash = hashlib.sha256((tiny_weights_dir / "importance_map_1.pt").read_bytes()).hexdigest()
     expected = hashlib.sha256(f"1:{file_hash}".encode()).hexdigest()
-    assert tiny_codec.version() == f"weights-sha256:{expected} bitstream-v2"
+    assert tiny_codec.version() == f"weights-sha256:{expected} bitstream-v3"
 
 
 # -- shipped weights --------------------------------------------------------------------------

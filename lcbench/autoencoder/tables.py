@@ -150,8 +150,12 @@ class EntropyTables:
                 for c, pos in enumerate(escapes):
                     out[c, pos] = rare[start:start + len(pos)]
                     start += len(pos)
+            exhausted = dec.maybe_exhausted()
         except Exception as exc:  # constriction raises on streams it cannot decode
             raise LatentCodingError(f"latents cannot be decoded: {exc}") from exc
+        if not exhausted:  # the encoder wrote exactly the words these symbols need
+            raise LatentCodingError(f"the {len(words)}-word payload does not end where the last latent does "
+                                    "(words left over, or missing)")
         return out.reshape(self.channels, height, width).astype(np.int32)
 
     def information_bits(self, latents: np.ndarray) -> float:

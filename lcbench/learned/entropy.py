@@ -194,6 +194,9 @@ class ContextModel:
                 sub = v[k, 1 + oy:1 + h:2, 1 + ox:1 + w:2]  # a view: writes land in v
                 sub[sel] = 2 * got - 1
             cum += v[k, 1:-1, 1:-1]
+        if not dec.maybe_exhausted():  # the encoder wrote exactly the words these symbols need
+            raise ValueError(f"the {len(words)}-word payload does not end where the last symbol does "
+                             "(words left over, or missing)")
         bits = (v[:, 1:-1, 1:-1] > 0).astype(np.uint8)
         return bits, q
 
