@@ -233,19 +233,28 @@ def complete_images(df: pd.DataFrame, codecs: Sequence[str], metric: str) -> lis
 def bd_table(df: pd.DataFrame, anchor: str, metrics: Sequence[str] = DEFAULT_METRICS,
              method: Method = "pchip", aggregate: str = "mean", per_image: bool = True,
              extra_curves: Mapping[str, pd.DataFrame] | None = None, confidence: float = 0.95,
-             n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+             n_boot: int = 2000, seed: int = 0, extra_sources: Mapping[str, str] | None = None) -> pd.DataFrame:
     """BD-rate and BD-metric of every codec against ``anchor``, for each metric.
 
     Average curves use only the images complete for both codecs (a usable value at every rate
     point of each; see ``image_completeness``), with ``n_images``, ``n_images_left_out`` and
     ``left_out`` (image: why) in the row, and the aggregation of ``lcbench.summary.rd_curve``.
     ``extra_curves`` adds codecs known only by their average curve (published results: columns
-    ``bpp`` and metric names); they get no per-image values. One row per (codec, metric); NaN values carry a ``*_reason``.
+    ``bpp`` and metric names); they get no per-image values. ``extra_sources`` names the file
+    of each (``source`` column: ``measured`` or ``published: FILE``; ``anchor_source`` likewise
+    for the anchor). A published codec's row has no image counts (``n_images``,
+    ``n_images_left_out`` and the per-image counts NaN): its curve was not measured on the run's
+    images; ``left_out`` there lists the measured anchor's images left out of its curve.
+    One row per (codec, metric); NaN values carry a ``*_reason``.
     """
     from lcbench.results import codecs_in_order
     from lcbench.summary import rd_curve
 
     extra = dict(extra_curves or {})
+    sources = dict(extra_sources or {})
+
+    def source_of(name: str) -> str:
+        return f"published: {sources.get(name) or 'unknown file'}" if name in extra else "measured"
     measured = codecs_in_order(df)
     if anchor not in measured and anchor not in extra:
         raise ValueError(f"anchor {anchor!r} is not among the codecs {measured + list(extra)}")
@@ -281,9 +290,11 @@ def bd_table(df: pd.DataFrame, anchor: str, metrics: Sequence[str] = DEFAULT_MET
             else:
                 rate_res = bd_rate(ar, am, tr, tm, method)
                 metric_res = bd_metric(ar, am, tr, tm, method)
-            row = {"codec": codec, "anchor": anchor, "metric": metric, "method": method, "aggregate": aggregate,
-                   "n_images": len(images) if images is not None else math.nan,
-                   "n_images_left_out": len(left_out),
+            measured_row = codec in measured
+            row = {"codec": codec, "anchor": anchor, "source": source_of(codec), "anchor_source": source_of(anchor),
+                   "metric": metric, "method": method, "aggregate": aggregate,
+                   "n_images": len(images) if images is not None and measured_row else math.nan,
+                   "n_images_left_out": len(left_out) if measured_row else math.nan,
                    "left_out": "; ".join(f"{img}: {why}" for img, why in left_out.items()),
                    "bd_rate": rate_res.value, "bd_rate_reason": rate_res.reason or "",
                    "bd_rate_overlap": rate_res.overlap,
@@ -295,11 +306,19 @@ def bd_table(df: pd.DataFrame, anchor: str, metrics: Sequence[str] = DEFAULT_MET
                         p = bd_per_image(df, anchor, codec, metric, kind, method, confidence, n_boot, seed)
                     else:
                         p = PerImageBD(math.nan, math.nan, math.nan, 0, 0, {}, "no per-image data (published curve)")
+                    counted = both_measured and metric in df.columns
                     row.update({f"bd_{kind}_img_mean": p.mean, f"bd_{kind}_img_ci_low": p.ci_low,
-                                f"bd_{kind}_img_ci_high": p.ci_high, f"bd_{kind}_img_n": p.n_valid,
-                                f"bd_{kind}_img_of": p.n_images, f"bd_{kind}_img_reason": p.reason or ""})
+                                f"bd_{kind}_img_ci_high": p.ci_high,
+                                f"bd_{kind}_img_n": p.n_valid if counted else math.nan,
+                                f"bd_{kind}_img_of": p.n_images if counted else math.nan,
+                                f"bd_{kind}_img_reason": p.reason or ""})
             rows.append(row)
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    # image counts as integers, empty (<NA>) where nothing was counted (a published curve)
+    for col in ("n_images", "n_images_left_out", "bd_rate_img_n", "bd_rate_img_of", "bd_metric_img_n", "bd_metric_img_of"):
+        if col in out.columns:
+            out[col] = out[col].astype("Int64")
+    return out
 
 
 def per_image_bd_frame(df: pd.DataFrame, anchor: str, metric: str = "psnr_rgb",

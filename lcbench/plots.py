@@ -2,7 +2,7 @@
 
 - Each codec keeps its colour and marker in every figure (``codec_styles``), from the
   Okabe-Ito palette, which stays distinguishable for colour-blind readers and in greyscale
-  thanks to the markers. Published curves are dashed.
+  thanks to the markers. Published curves are dashed, with "(published)" in the legend.
 - PDF with TrueType (Type 42) fonts that journals' checkers accept, PNG at 300 dpi, SVG with
   text as paths (renders the same everywhere).
 - ``style="paper"`` fits a single column (3.5 x 2.6 in, 8 pt text); ``"slides"`` is larger.
@@ -42,6 +42,12 @@ RC = {"pdf.fonttype": 42, "ps.fonttype": 42, "svg.fonttype": "path", "font.famil
 def codec_styles(names: Sequence[str]) -> dict[str, tuple[str, str]]:
     """(colour, marker) per name, by position, so the same list gives the same look everywhere."""
     return {n: (PALETTE[i % len(PALETTE)], MARKERS[i % len(MARKERS)]) for i, n in enumerate(dict.fromkeys(names))}
+
+
+def published_label(name: str) -> str:
+    """Legend text of a published curve: ``JPEG`` -> ``JPEG (published)``, so it never reads as measured
+    (a name that already says "published" is kept)."""
+    return name if "published" in name.lower() else f"{name} (published)"
 
 
 def _rc(style: str) -> dict:
@@ -99,7 +105,7 @@ def plot_rd(df: pd.DataFrame, metric: str, *, codecs: Sequence[str] | None = Non
                 continue
             c = p.curve[["bpp", metric]].dropna().sort_values("bpp")
             colour, marker = styles.get(p.name, ("#333333", "x"))
-            ax.plot(c["bpp"], c[metric], color=colour, marker=marker, linestyle="--", label=p.name,
+            ax.plot(c["bpp"], c[metric], color=colour, marker=marker, linestyle="--", label=published_label(p.name),
                     markerfacecolor="none", zorder=3)
             drawn += 1
         ax.set_xlabel("Rate [bpp]")

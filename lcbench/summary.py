@@ -313,11 +313,25 @@ def summary_table(summary: pd.DataFrame, metrics: Sequence[str] = SUMMARY_METRIC
 def bd_display_table(bd: pd.DataFrame, kind: Literal["rate", "metric"] = "rate") -> Table:
     """Table of ``lcbench.bdrate.bd_table`` output: one row per codec, for each metric the value on
     the average curves and the per-image mean with its bootstrap interval. Best per column bold
-    (lowest BD-rate, highest BD-metric); NaN cells say why in the notes."""
+    (lowest BD-rate, highest BD-metric) among measured codecs; NaN cells say why in the notes.
+    A published curve (``source`` "published: FILE") is marked with a dagger on its name and its
+    values, with a footnote, and is never bold."""
     metrics = list(dict.fromkeys(bd["metric"]))
     codecs = list(dict.fromkeys(bd["codec"]))
     anchor = bd["anchor"].iloc[0] if len(bd) else ""
     method = bd["method"].iloc[0] if len(bd) else ""
+
+    def source(col: str, name_col: str, name: str) -> str:
+        if col not in bd.columns:
+            return "measured"
+        rows = bd.loc[bd[name_col] == name, col]
+        return str(rows.iloc[0]) if len(rows) else "measured"
+
+    published = {c: source("source", "codec", c) for c in codecs if source("source", "codec", c).startswith("published")}
+    anchor_src = source("anchor_source", "anchor", anchor)
+    if anchor_src.startswith("published"):
+        published = {anchor: anchor_src, **published}
+    dagger = "\u2020"
     per_image = f"bd_{kind}_img_mean" in bd.columns
     header = ["Codec"]
     for m in metrics:
@@ -325,9 +339,12 @@ def bd_display_table(bd: pd.DataFrame, kind: Literal["rate", "metric"] = "rate")
         header.append(f"{name} avg")
         if per_image:
             header.append(f"{name} per-image [95% CI]")
-    rows, notes = [], []
+    rows, notes, measured_rows = [], [], []
     for codec in codecs:
-        cells = [Cell(codec)]
+        mark = dagger if codec in published else ""
+        if not mark:
+            measured_rows.append(len(rows))
+        cells = [Cell(codec, suffix=mark)]
         for m in metrics:
             r = bd.loc[(bd["codec"] == codec) & (bd["metric"] == m)].iloc[0]
             dec = 2 if (kind == "rate" or "psnr" in m or m.endswith("_db")) else 4
@@ -342,13 +359,18 @@ def bd_display_table(bd: pd.DataFrame, kind: Literal["rate", "metric"] = "rate")
                 notes.append(f"{codec}, {METRIC_NAMES.get(m, m)}: the curves overlap on only {overlap:.0%} of their "
                              f"joint {axis} range, so the value describes a narrow part of the curves")
                 text += f" [{len(notes)}]"
-            n_out = int(r.get("n_images_left_out", 0) or 0)
-            if n_out:
-                n_in = int(r["n_images"]) if math.isfinite(float(r.get("n_images", math.nan))) else 0
+            n_out = _num(r.get("n_images_left_out", 0))
+            if codec in published and str(r.get("left_out", "") or ""):
+                notes.append(f"{codec}, {METRIC_NAMES.get(m, m)} (average curves): the measured anchor's curve is over "
+                             f"its images with a usable value at every rate point; left out: {r.get('left_out', '')}")
+                text += f" [{len(notes)}]"
+            elif math.isfinite(n_out) and n_out > 0:
+                n_out = int(n_out)
+                n_in = int(r["n_images"]) if math.isfinite(_num(r.get("n_images"))) else 0
                 notes.append(f"{codec}, {METRIC_NAMES.get(m, m)} (average curves): over {n_in} of {n_in + n_out} "
                              f"images; left out, lacking a usable value at some rate point: {r.get('left_out', '')}")
                 text += f" [{len(notes)}]"
-            cells.append(Cell(text, v))
+            cells.append(Cell(text, v, suffix=mark))
             if per_image:
                 pm = float(r[f"bd_{kind}_img_mean"])
                 if math.isfinite(pm):
@@ -364,13 +386,19 @@ def bd_display_table(bd: pd.DataFrame, kind: Literal["rate", "metric"] = "rate")
         rows.append(cells)
     table = Table(header, rows, align="l" + "r" * (len(header) - 1))
     cols = list(range(1, len(header)))
-    mark_best(table, cols, [kind != "rate"] * len(cols))
+    mark_best(table, cols, [kind != "rate"] * len(cols), [measured_rows])  # a published curve is never bold
     what = "BD-rate [%] (negative: fewer bits at equal quality)" if kind == "rate" else \
         "BD-metric (positive: higher quality at equal rate; dB for PSNR and MS-SSIM dB, SSIM units for SSIM)"
-    table.caption = (f"{what} against {anchor}, {method.upper() if method == 'pchip' else 'cubic (VCEG-M33)'} "
+    against = anchor + (dagger if anchor in published else "")
+    table.caption = (f"{what} against {against}, {method.upper() if method == 'pchip' else 'cubic (VCEG-M33)'} "
                      f"interpolation over the overlapping range. avg: on the average curves; per-image: mean over "
-                     f"images with a bootstrap 95% interval. Bold: best per column.")
+                     f"images with a bootstrap 95% interval. Bold: best per column"
+                     + (" among measured codecs." if published else "."))
     table.notes = [f"[{i}] {n}" for i, n in enumerate(notes, 1)]
+    for name, src in published.items():
+        table.notes.append(f"{dagger} {name}{' (the anchor)' if name == anchor else ''}: published curve, not measured "
+                           f"by lcbench ({src.partition(': ')[2] or src}); its values come from that average curve, "
+                           f"with no per-image data")
     return table
 
 
@@ -397,7 +425,8 @@ def to_markdown(table: Table) -> str:
 
 
 _LATEX_SPECIAL = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
-                  "~": r"\textasciitilde{}", "±": r"$\pm$", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}"}
+                  "~": r"\textasciitilde{}", "±": r"$\pm$", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}",
+                  "\u2020": r"\textsuperscript{\dag}"}
 
 
 def latex_escape(text: str) -> str:
@@ -462,7 +491,17 @@ def to_text(table: Table) -> str:
     return "\n".join(out) + "\n"
 
 
+def _num(v) -> float:
+    """A table value as float; NaN for missing (None, NaN, pandas' <NA>)."""
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
 def _jsonable(v):
+    if v is pd.NA or v is None:
+        return None
     if isinstance(v, (np.floating, float)):
         return None if not math.isfinite(float(v)) else float(v)
     if isinstance(v, np.integer):

@@ -62,6 +62,15 @@ def test_report_writes_every_format(run_dir, tmp_path, capsys):
     prow = bd[(bd.codec == "JPEG (published)") & (bd.metric == "psnr_rgb")].iloc[0]
     assert abs(prow.bd_rate - pub_ref) < 0.1
     assert "no per-image data" in prow.bd_rate_img_reason
+    # marked as published everywhere, with no image counts of the run
+    assert prow.source == f"published: {pub}" and pd.isna(prow.n_images) and pd.isna(prow.n_images_left_out)
+    assert set(bd[bd.codec != "JPEG (published)"].source) == {"measured"}
+    from lcbench.summary import latex_escape
+
+    for name, path in (("bd.md", str(pub)), ("bd.tex", latex_escape(str(pub))), ("report.html", str(pub))):
+        text = (out / name).read_text()
+        assert "published curve, not measured by lcbench" in text and path in text, name
+    assert "| JPEG (published) \u2020 |" in (out / "bd.md").read_text()
     # CompressAI export of each codec reads back to the summary's values.
     back = read_compressai_json(out / "compressai" / "webp.json")
     summ = pd.read_csv(out / "summary.csv")

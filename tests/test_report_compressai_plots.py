@@ -149,6 +149,22 @@ def test_consistent_styles_and_published_overlay(results, tmp_path):
     assert np.allclose(x, g.bpp) and np.allclose(y, g.psnr_rgb)
 
 
+def test_published_curve_legend_says_published(results):
+    """A published curve named like a codec ("JPEG") must not read as measured in the legend."""
+    doc = {**PUBLISHED, "name": "BPG"}
+    from lcbench.compressai_json import from_compressai_dict
+
+    pub = from_compressai_dict(doc, "bpg.json")
+    fig = plot_rd(results, "psnr_rgb", codecs=["jpeg"], published=[pub])
+    labels = [l.get_label() for l in fig.axes[0].get_lines()]
+    assert labels == ["jpeg", "BPG (published)"]
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert legend == ["jpeg", "BPG (published)"]
+    # a name that already says so is not doubled
+    fig = plot_rd(results, "psnr_rgb", codecs=["jpeg"], published=[from_compressai_dict(PUBLISHED, "j.json")])
+    assert [l.get_label() for l in fig.axes[0].get_lines()] == ["jpeg", "JPEG (published)"]
+
+
 def test_slides_style_and_figsize(results, tmp_path):
     fig = plot_rd(results, "ssim", style="slides")
     assert tuple(fig.get_size_inches()) == pytest.approx((6.4, 4.8))

@@ -115,6 +115,48 @@ def test_bd_table_bold_best_and_nan_reason(results):
         assert "n/a [1]" in text and "at least 4" in text
 
 
+def test_published_curve_is_marked_never_bold_and_not_counted(results):
+    """A published curve at half of avif's rates is the best BD-rate, but is not bold: avif (best
+    measured) is; its name and average values carry a dagger with a footnote naming the file, and
+    bd_table gives it no image counts and a 'published: FILE' source."""
+    avif = rd_curve(results, "avif", "psnr_rgb")
+    pub = pd.DataFrame({"bpp": avif.bpp * 0.5, "psnr_rgb": avif.psnr_rgb})
+    bd = bd_table(results, "jpeg", metrics=["psnr_rgb"], n_boot=100, extra_curves={"Better": pub},
+                  extra_sources={"Better": "pub/better.json"})
+    rows = bd.set_index("codec")
+    a = rows.loc["avif", "bd_rate"]
+    # halving every rate of the same curve: exp(mean ln ratio) halves, so 1 + BD/100 halves
+    assert rows.loc["Better", "bd_rate"] == pytest.approx(100 * ((1 + a / 100) * 0.5 - 1), abs=1e-9)
+    assert rows.loc["Better", "source"] == "published: pub/better.json" and rows.loc["avif", "source"] == "measured"
+    assert set(bd.anchor_source) == {"measured"}
+    for col in ("n_images", "n_images_left_out", "bd_rate_img_n", "bd_rate_img_of"):
+        assert pd.isna(rows.loc["Better", col]), col
+    assert rows.loc["avif", "n_images"] == 4 and rows.loc["avif", "n_images_left_out"] == 0
+    t = bd_display_table(bd)
+    md, tex, txt = to_markdown(t), to_latex(t), to_text(t)
+    better = f"{rows.loc['Better', 'bd_rate']:+.2f}"
+    assert f"| Better \u2020 | {better} \u2020 |" in md and f"**{better}" not in md
+    assert f"**{a:+.2f}**" in md and "Bold: best per column among measured codecs." in md
+    assert "\u2020 Better: published curve, not measured by lcbench (pub/better.json)" in md
+    assert "\u2020 Better: published curve, not measured by lcbench" in txt
+    assert rf"Better \textsuperscript{{\dag}} & ${better}$ \textsuperscript{{\dag}}" in tex
+    assert rf"\mathbf{{{better}}}" not in tex
+    # JSON: the counts are null, not 0 or a number of the run's images
+    doc = json.loads(to_json(bd))
+    prow = next(r for r in doc["rows"] if r["codec"] == "Better")
+    assert prow["n_images"] is None and prow["source"] == "published: pub/better.json"
+
+
+def test_published_anchor_is_marked(results):
+    jpeg = rd_curve(results, "jpeg", "psnr_rgb")
+    bd = bd_table(results.loc[results.codec != "jpeg"], "JPEG-pub", metrics=["psnr_rgb"], n_boot=50,
+                  extra_curves={"JPEG-pub": jpeg[["bpp", "psnr_rgb"]]}, extra_sources={"JPEG-pub": "j.json"})
+    assert set(bd.anchor_source) == {"published: j.json"} and set(bd.source) == {"measured"}
+    md = to_markdown(bd_display_table(bd))
+    assert "against JPEG-pub\u2020," in md
+    assert "\u2020 JPEG-pub (the anchor): published curve, not measured by lcbench (j.json)" in md
+
+
 def test_latex_escapes_codec_labels():
     from lcbench.summary import Cell, Table
 

@@ -33,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
     metrics = metrics_to_use(args.metrics, df, published, DEFAULT_METRICS, "--metric")
     bd = bd_table(df, anchor, metrics=metrics, method=args.method, aggregate=args.aggregate,
                   per_image=not args.no_per_image, extra_curves={p.name: p.curve for p in published},
+                  extra_sources={p.name: p.source for p in published},
                   n_boot=args.bootstrap)
     if bd.empty:
         raise ValueError(f"nothing to compare: the results have only the anchor {anchor!r}")

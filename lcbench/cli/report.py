@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
     bd_tables, bd = [], None
     if len(codecs_in_order(df)) + len(published) > 1 and metrics:
         bd = bd_table(df, anchor, metrics=metrics, method=args.method, aggregate=args.aggregate,
-                      extra_curves=extra, n_boot=args.bootstrap)
+                      extra_curves=extra, extra_sources={p.name: p.source for p in published}, n_boot=args.bootstrap)
         bd.to_csv(out / "bd.csv", index=False)
         written.append(out / "bd.csv")
         write("bd.json", to_json(bd, aggregate=args.aggregate, anchor=anchor, method=args.method))
@@ -172,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
         meta = {"runs": ", ".join(str(r) for r in args.runs), "anchor": anchor, "BD method": args.method,
                 "aggregation": aggregation_note(args.aggregate)}
         if published:
-            meta["published curves"] = ", ".join(p.name for p in published)
+            meta["published curves (not measured by lcbench)"] = ", ".join(f"{p.name} ({p.source})" for p in published)
         written.append(write_html_report(out / "report.html", df, summary_tables=[table], bd_tables=bd_tables,
                                          figures=figures, per_image_bd=per_image_bd, meta=meta))
 
