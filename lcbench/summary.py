@@ -426,7 +426,9 @@ def to_markdown(table: Table) -> str:
 
 _LATEX_SPECIAL = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
                   "~": r"\textasciitilde{}", "±": r"$\pm$", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}",
-                  "\u2020": r"\textsuperscript{\dag}"}
+                  "\u2020": r"\textsuperscript{\dag}",
+                  # OT1 (LaTeX's default font encoding) prints < > | as ¡ ¿ and an em dash
+                  "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}"}
 
 
 def latex_escape(text: str) -> str:

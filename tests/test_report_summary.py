@@ -164,6 +164,25 @@ def test_latex_escapes_codec_labels():
     assert r"bicubic\_x2+jpeg:q=50\%" in tex and "$1.00$" in tex
 
 
+
+def test_latex_escapes_angle_brackets_and_bar(results):
+    """< > | in codec labels and image ids: OT1 would print them as inverted marks and a dash."""
+    from lcbench.summary import Cell, Table, latex_escape
+
+    assert latex_escape("a<b>|c") == r"a\textless{}b\textgreater{}\textbar{}c"
+    assert latex_escape("x_1 & 50% ~ ^ $ # {} \\") == (r"x\_1 \& 50\% \textasciitilde{} \textasciicircum{} \$ \# "
+                                                   r"\{\} \textbackslash{}")
+    tex = to_latex(Table(["Codec", "x"], [[Cell("jpeg:tag=<v2>"), Cell("1.00", 1.0, suffix="(n=3)")]],
+                         notes=["image <kodim|01> left out"]))
+    assert r"jpeg:tag=\textless{}v2\textgreater{}" in tex and r"image \textless{}kodim\textbar{}01\textgreater{}" in tex
+    assert "<" not in tex and ">" not in tex and "|" not in tex
+    # end to end: a codec label with <> in summary.tex
+    df = results.copy()
+    df.loc[df.codec == "webp", "codec"] = "webp<m6>"
+    tex = to_latex(summary_table(summarize(df)))
+    assert r"webp\textless{}m6\textgreater{}" in tex and "<" not in tex
+
+
 def test_json_and_csv_outputs(results, tmp_path):
     s = summarize(results)
     doc = json.loads(to_json(s, aggregate="mean"))
