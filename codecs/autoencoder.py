@@ -65,6 +65,7 @@ class Autoencoder(TorchCodec):
         self._models: dict[int, Any] = {}  # id -> (network, EntropyTables, sha256 of the file)
         self.last_batch_extras: list[dict[str, float]] = []  # per image of the last encode_batch
         self._version: str | None = None
+        self._availability: Availability | None = None
 
     # -- discovery and checks --------------------------------------------------------------
     @classmethod
@@ -80,6 +81,34 @@ class Autoencoder(TorchCodec):
             except WeightsError as exc:
                 return Availability.no(str(exc), "reinstall lcbench from a full checkout (codecs/weights/*.pt), "
                                        "or train weights with `lcbench train autoencoder`")
+        return Availability.yes()
+
+    def availability_here(self) -> Availability:
+        """With ``weights_dir``: every autoencoder_<id>.pt there must load (checked once, before any
+        job runs, so a corrupt file is bad input naming the file, not an error in every job).
+        Without it: the class's check of the shipped weights."""
+        if not self.options.get("weights_dir"):
+            return type(self).availability()
+        if self._availability is None:
+            self._availability = self._check_weights_dir()
+        return self._availability
+
+    def _check_weights_dir(self) -> Availability:
+        missing = _missing_dependency()
+        if missing:
+            return Availability.no(f"autoencoder needs the Python package {missing!r}", f"pip install {missing}")
+        from lcbench.autoencoder.weights import WeightsError, load
+
+        ids = self.model_ids()
+        if not ids:
+            return Availability.no(f"autoencoder: no autoencoder_<id>.pt weights in {self.weights_dir}",
+                                   "train some with `lcbench train autoencoder`")
+        for model_id in ids:
+            try:
+                load(weights_path(model_id, self.weights_dir))
+            except WeightsError as exc:
+                return Availability.no(str(exc), "replace or remove that file (`lcbench train autoencoder` "
+                                       "writes valid ones)")
         return Availability.yes()
 
     def model_ids(self) -> list[int]:

@@ -68,10 +68,19 @@ class ComCNNStep(Step):
         return self.weights
 
     def version(self) -> str:
-        from lcbench.comcnn.weights import sha256_of
+        """The weights file's sha256. The runner asks for it before any job runs, so the file is
+        also checked here: a corrupt one is bad input naming the file (CodecUnavailable), not an
+        error in every job."""
+        from lcbench.comcnn.weights import WeightsError, load, sha256_of
 
         if self._sha is None:
-            self._sha = sha256_of(self._path())
+            path = self._path()
+            if self._model is None:
+                try:
+                    load(path)  # on the CPU, then dropped: _net() loads it onto the device when used
+                except WeightsError as exc:
+                    raise CodecUnavailable(f"comcnn: {exc}") from None
+            self._sha = sha256_of(path)
         return f"weights-sha256:{self._sha}"
 
     def _net(self) -> Any:

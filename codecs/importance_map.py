@@ -70,6 +70,7 @@ class ImportanceMap(TorchCodec):
         self.last_estimate: dict[str, float] = {}
         self.last_batch_extras: list[dict[str, float]] = []
         self._version: str | None = None
+        self._availability: Availability | None = None
 
     # -- discovery and checks --------------------------------------------------------------
     @classmethod
@@ -86,6 +87,40 @@ class ImportanceMap(TorchCodec):
             except WeightsError as exc:
                 return Availability.no(str(exc), "reinstall lcbench from a full checkout (codecs/weights/*.pt), "
                                        "or train weights with `lcbench train importance_map`")
+        return Availability.yes()
+
+    def availability_here(self) -> Availability:
+        """With ``weights_dir``: every importance_map_<id>.pt there must load (checked once, before
+        any job runs, so a corrupt file is bad input naming the file, not an error in every job).
+        Without it: the class's check of the shipped weights."""
+        if not self.options.get("weights_dir"):
+            return type(self).availability()
+        if self._availability is None:
+            self._availability = self._check_weights_dir()
+        return self._availability
+
+    def _check_weights_dir(self) -> Availability:
+        missing = _missing_dependency()
+        if missing:
+            return Availability.no(f"importance_map needs the Python package {missing!r}", f"pip install {missing}")
+        from lcbench.learned.entropy import ContextModel, EntropyModelError
+        from lcbench.learned.weights import WeightsError, load_model
+
+        ids = self.model_ids()
+        if not ids:
+            return Availability.no(f"importance_map: no importance_map_<id>.pt weights in {self.weights_dir}",
+                                   "train some with `lcbench train importance_map`")
+        for model_id in ids:
+            path = weights_path(model_id, self.weights_dir)
+            try:
+                net, tables = load_model(path)
+                ContextModel(tables, net.config.n, net.config.levels)
+            except EntropyModelError as exc:
+                return Availability.no(f"importance_map weights file {path}: {exc}",
+                                       "train it again with `lcbench train importance_map`")
+            except WeightsError as exc:
+                return Availability.no(str(exc), "replace or remove that file (`lcbench train importance_map` "
+                                       "writes valid ones)")
         return Availability.yes()
 
     def model_ids(self) -> list[int]:

@@ -170,6 +170,29 @@ def test_corrupt_and_missing_weights_name_the_file(tmp_path: Path, monkeypatch: 
     assert not avail and "autoencoder_1.pt" in avail.reason and "corrupt" in avail.reason
 
 
+def test_corrupt_file_in_weights_dir_stops_the_run_before_any_job(tiny_dir: Path, image_folder: Path,
+                                                                  tmp_path: Path, capsys) -> None:
+    """A text file named autoencoder_2.pt beside a valid model: bad input (exit 2) naming the file,
+    found by the availability check before the run, not an error in every job (exit 1)."""
+    import shutil
+
+    from lcbench.cli import main
+
+    d = tmp_path / "mine"
+    d.mkdir()
+    shutil.copy(tiny_dir / "autoencoder_1.pt", d / "autoencoder_1.pt")
+    (d / "autoencoder_2.pt").write_text("not a torch file at all")
+    avail = create_codec("autoencoder", weights_dir=str(d)).availability_here()
+    assert not avail and "autoencoder_2.pt" in avail.reason and "not a valid weights file" in avail.reason
+    code = main(["run", "--codecs", f"autoencoder:weights_dir={d}", "--dataset", str(image_folder),
+                 "--out", str(tmp_path / "run"), "-q", "1", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "autoencoder_2.pt" in err and "not a valid weights file" in err
+    assert "weights_only=False" not in err and "Re-running" not in err and "will likely succeed" not in err
+    assert create_codec("autoencoder", weights_dir=str(tiny_dir)).availability_here()
+
+
 def test_version_is_the_weights_hash(tiny, tiny_dir: Path) -> None:
     file_hash = hashlib.sha256((tiny_dir / "autoencoder_1.pt").read_bytes()).hexdigest()
     assert tiny.version() == ("weights-sha256:" + hashlib.sha256(f"1:{file_hash}".encode()).hexdigest()

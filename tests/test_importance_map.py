@@ -218,6 +218,43 @@ def test_corrupt_and_missing_weights_give_clear_errors(tiny_weights_dir: Path, t
     assert not avail and "corrupt" in avail.reason and "importance_map_1.pt" in avail.reason
 
 
+def test_corrupt_file_in_weights_dir_stops_the_run_before_any_job(tiny_weights_dir: Path, image_folder: Path,
+                                                                  tmp_path: Path, capsys) -> None:
+    """A text file named importance_map_2.pt beside a valid model: bad input (exit 2) naming the file,
+    found by the availability check before the run, not an error in every job (exit 1)."""
+    import shutil
+
+    from lcbench.cli import main
+
+    d = tmp_path / "mine"
+    d.mkdir()
+    shutil.copy(tiny_weights_dir / "importance_map_1.pt", d / "importance_map_1.pt")
+    (d / "importance_map_2.pt").write_text("not a torch file at all")
+    codec = create_codec("importance_map", weights_dir=str(d))
+    avail = codec.availability_here()
+    assert not avail and "importance_map_2.pt" in avail.reason and "not a valid weights file" in avail.reason
+    code = main(["run", "--codecs", f"importance_map:weights_dir={d}", "--dataset", str(image_folder),
+                 "--out", str(tmp_path / "run"), "-q", "1", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "importance_map_2.pt" in err and "not a valid weights file" in err
+    assert "weights_only=False" not in err and "Re-running" not in err and "will likely succeed" not in err
+    assert create_codec("importance_map", weights_dir=str(tiny_weights_dir)).availability_here()
+
+
+def test_weights_error_drops_torchs_advice_to_load_unsafely(tmp_path: Path) -> None:
+    """A pickle of a class torch does not allow: torch says re-running with weights_only=False 'will
+    likely succeed'; we say the file is not a valid weights file and never suggest that."""
+    path = tmp_path / "importance_map_1.pt"
+    torch.save({"x": Path("somewhere")}, path)
+    with pytest.raises(weights.WeightsError) as info:
+        weights.read(path)
+    message = str(info.value)
+    assert "importance_map_1.pt" in message and "not a valid weights file" in message
+    assert "weights_only=False" not in message and "Re-running" not in message and "will likely succeed" not in message
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
 def test_version_is_the_weights_hash(tiny_codec, tiny_weights_dir: Path) -> None:
     import hashlib
 

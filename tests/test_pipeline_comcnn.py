@@ -92,6 +92,23 @@ def test_corrupt_weights_file(tmp_path: Path) -> None:
         load(bad)
 
 
+def test_corrupt_weights_file_stops_the_run_before_any_job(image_folder: Path, tmp_path: Path, capsys) -> None:
+    """comcnn:weights=FILE with a text file: bad input (exit 2) naming the file before the run, not an
+    error in every job (exit 1), and without torch's advice to load it with weights_only=False."""
+    from lcbench.cli import main
+
+    bad = tmp_path / "bad.pt"
+    bad.write_text("not a torch file at all")
+    with pytest.raises(CodecUnavailable, match=r"bad\.pt is corrupt or not a torch file, so not a valid weights file"):
+        create_codec(f"comcnn:weights={bad}+jpeg").version()
+    code = main(["run", "--codecs", f"comcnn:weights={bad}+jpeg", "--dataset", str(image_folder),
+                 "--out", str(tmp_path / "run"), "-q", "50", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "bad.pt" in err and "not a valid weights file" in err
+    assert "weights_only=False" not in err and "Re-running" not in err and "will likely succeed" not in err
+
+
 def test_phase_plan() -> None:
     assert phase_plan(10, 2) == [("rec", 4), ("com", 3), ("rec", 3)]
     assert phase_plan(5, 1) == [("rec", 5)]

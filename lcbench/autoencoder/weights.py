@@ -17,6 +17,7 @@ import torch
 
 from lcbench.autoencoder.model import AutoEncoder, ModelConfig
 from lcbench.autoencoder.tables import EntropyTableError, EntropyTables, build_tables
+from lcbench.learned.weights import torch_load_dict
 
 FORMAT = "lcbench-autoencoder"
 FORMAT_VERSION = 1
@@ -44,10 +45,7 @@ def load(path: str | Path) -> tuple[AutoEncoder, EntropyTables]:
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"autoencoder weights file {path} is missing")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for truncated/garbage files
-        raise WeightsError(f"autoencoder weights file {path} is corrupt or not a torch file: {exc}") from exc
+    blob = torch_load_dict(path, "autoencoder", WeightsError)
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise WeightsError(f"{path} is not an autoencoder weights file (format {FORMAT!r} expected)")
     if blob.get("format_version") != FORMAT_VERSION:
@@ -64,4 +62,5 @@ def load(path: str | Path) -> tuple[AutoEncoder, EntropyTables]:
 
 def meta_of(path: str | Path) -> dict[str, Any]:
     """Training notes stored in a weights file."""
-    return dict(torch.load(path, map_location="cpu", weights_only=True).get("meta") or {})
+    blob = torch_load_dict(Path(path), "autoencoder", WeightsError)
+    return dict((blob.get("meta") if isinstance(blob, dict) else None) or {})

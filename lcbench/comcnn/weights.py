@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from lcbench.comcnn.model import ComRecPair, ModelConfig
+from lcbench.learned.weights import torch_load_dict
 
 FORMAT = "lcbench-comcnn"
 FORMAT_VERSION = 1
@@ -44,10 +45,7 @@ def read(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"ComCNN weights file {path} is missing")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for truncated/garbage files
-        raise WeightsError(f"ComCNN weights file {path} is corrupt or not a torch file: {exc}") from exc
+    blob = torch_load_dict(path, "ComCNN", WeightsError)
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise WeightsError(f"{path} is not a ComCNN weights file (format {FORMAT!r} expected)")
     if blob.get("format_version") != FORMAT_VERSION:

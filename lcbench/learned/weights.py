@@ -7,6 +7,7 @@ float16 to keep files small and loaded as float32; the entropy model is integers
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,28 @@ def sha256_of(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def load_reason(exc: BaseException) -> str:
+    """Why ``torch.load(..., weights_only=True)`` failed, in a few words, without torch's advice to
+    retry with ``weights_only=False`` (that runs pickled code, and garbage does not load either way)."""
+    text = str(exc)
+    m = re.search(r"WeightsUnpickler error:\s*(.*?)(?:\s*Please use `torch\.serialization|\n\s*\n\s*Check the "
+                  r"documentation|$)", text, re.S)
+    detail = m.group(1) if m else text
+    detail = " ".join(s for s in re.split(r"(?<=\.)\s+", " ".join(detail.split()))
+                      if "weights_only" not in s and "Re-running" not in s)
+    detail = detail if len(detail) <= 160 else detail[:157] + "..."
+    return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+
+
+def torch_load_dict(path: Path, what: str, error: type[Exception]) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU; any failure raises ``error`` naming the file."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for truncated/garbage files
+        raise error(f"{what} weights file {path} is corrupt or not a torch file, so not a valid weights "
+                    f"file (torch.load: {load_reason(exc)})") from None
+
+
 def save(path: str | Path, model: ImportanceMapNet, entropy: dict[str, torch.Tensor] | None,
          meta: dict[str, Any]) -> None:
     state = {k: v.detach().cpu().to(torch.float16) for k, v in model.state_dict().items()}
@@ -46,10 +69,7 @@ def read(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"importance_map weights file {path} is missing")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for truncated/garbage files
-        raise WeightsError(f"importance_map weights file {path} is corrupt or not a torch file: {exc}") from exc
+    blob = torch_load_dict(path, "importance_map", WeightsError)
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise WeightsError(f"{path} is not an importance_map weights file (format {FORMAT!r} expected)")
     if blob.get("format_version") != FORMAT_VERSION:
