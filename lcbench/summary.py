@@ -150,6 +150,25 @@ def _spread(v: pd.Series, confidence: float) -> tuple[float, float]:
     return sd, half
 
 
+TIME_METRICS = ("enc_time_s", "dec_time_s")
+BATCH_NOTE = "time is the mean over a batch of"  # lcbench.worker's note on batched jobs
+
+
+def _time_note(ok: pd.DataFrame, time_metrics: Sequence[str]) -> str:
+    """Why the times of one rate point have no spread across images, or "": per-image time =
+    batch time / N (the worker's note), or every image has the same time."""
+    if not time_metrics or ok.empty:
+        return ""
+    notes = ok["notes"].astype(object).fillna("").astype(str) if "notes" in ok.columns else pd.Series(dtype=str)
+    if notes.str.contains(BATCH_NOTE, regex=False).any():
+        return "per-image time = batch time / batch size (batched codec)"
+    for m in time_metrics:
+        v = ok[m].dropna()
+        if len(v) >= 2 and v.nunique() == 1:
+            return "the same time for every image"
+    return ""
+
+
 def summarize(df: pd.DataFrame, metrics: Sequence[str] = SUMMARY_METRICS, aggregate: Aggregate = "mean",
               confidence: float = 0.95, spread: bool = True) -> pd.DataFrame:
     """One row per codec and rate point: ``n_images``, ``n_failed``, and for each metric ``m``
@@ -157,7 +176,9 @@ def summarize(df: pd.DataFrame, metrics: Sequence[str] = SUMMARY_METRICS, aggreg
     is NaN, e.g. MS-SSIM of images with a short side of 160 px or less), ``m_std`` and ``m_ci``
     (half width of the CI of the mean; both left out with ``spread=False``, which skips scipy's
     import, e.g. for the end-of-run table). A metric with an infinite value (PSNR of a lossless
-    decode) has an infinite mean and no spread (NaN).
+    decode) has an infinite mean and no spread (NaN). Times get no spread (NaN) where they are not
+    per-image measurements: a batched codec's per-image time is the batch's time / N, the same for
+    every image of a batch; ``time_note`` says so (also when every image has the same time).
 
     Failed jobs are counted in ``n_failed`` and left out of every value. Rows are ordered by
     codec (order of appearance) and mean bpp.
@@ -174,11 +195,16 @@ def summarize(df: pd.DataFrame, metrics: Sequence[str] = SUMMARY_METRICS, aggreg
             ok = g.loc[g["ok"]]
             row = {"codec": codec, "rate_param": rate_param, "quality": quality, "n_images": int(len(ok)),
                    "n_failed": int(len(g) - len(ok))}
+            note = _time_note(ok, [m for m in metrics if m in TIME_METRICS])
             for m in metrics:
                 row[m] = _pooled(ok, m, aggregate)
                 row[f"{m}_n"] = _count(ok, m, aggregate)
                 if spread:
-                    row[f"{m}_std"], row[f"{m}_ci"] = _spread(ok[m], confidence)
+                    # a batched codec's per-image time is its batch's time / N: no spread across images
+                    row[f"{m}_std"], row[f"{m}_ci"] = ((math.nan, math.nan) if m in TIME_METRICS and note
+                                                       else _spread(ok[m], confidence))
+            if any(m in TIME_METRICS for m in metrics):
+                row["time_note"] = note
             rows.append(row)
     out = pd.DataFrame(rows)
     if out.empty:
@@ -299,6 +325,17 @@ def summary_table(summary: pd.DataFrame, metrics: Sequence[str] = SUMMARY_METRIC
     table.caption = (f"Results per codec and rate point. {aggregation_note(aggregate, confidence, spread is not None)}"
                      f"{spread_note}"
                      + (" Bold: best among codecs at the same rate point." if shared else ""))
+    time_cols = [m for m in metrics if m in TIME_METRICS]
+    if time_cols and "time_note" in summary.columns:
+        by_note: dict[str, list[str]] = {}
+        for codec, note in zip(summary["codec"], summary["time_note"].fillna("")):
+            if note and str(codec) not in by_note.setdefault(note, []):
+                by_note[note].append(str(codec))
+        names = "/".join(DISPLAY[m][0].split(" [")[0] for m in time_cols)
+        for note, codecs in by_note.items():
+            if codecs:
+                table.notes.append(f"{names} times of {', '.join(codecs)}: {note}, so no spread across images is "
+                                   f"shown.")
     if (summary.get("n_failed", pd.Series(dtype=float)) > 0).any():
         table.notes.append("Failed jobs are excluded from the values; N counts the images used.")
     for m, where in fewer.items():

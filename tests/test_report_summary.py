@@ -277,3 +277,42 @@ def test_infinite_value_gives_inf_without_a_spread(results):
     assert math.isinf(row.psnr_rgb) and math.isnan(row.psnr_rgb_std) and math.isnan(row.psnr_rgb_ci)
     line = next(l for l in to_markdown(summary_table(s)).splitlines() if "| jpeg | quality=90 |" in l)
     assert "| inf |" in line and "inf ±" not in line
+
+
+def test_batched_codec_times_have_no_fake_spread():
+    """A batched learned codec's per-image time is its batch's time / N, identical for every image:
+    '226.8 ± 0.0' was a spread that never existed. No spread for its times, with a note; other
+    columns and other codecs keep theirs."""
+    raw = pd.read_csv(DATA)
+    jpeg = raw[raw.codec == "jpeg"].copy()
+    learned = jpeg.copy()
+    learned["codec"] = "learned"
+    learned["enc_time_s"] = 0.2268  # per quality: one batch of the 4 images, 4 x 0.2268 s in all
+    learned["dec_time_s"] = learned["quality"] / 1000
+    learned["notes"] = "time is the mean over a batch of 4"
+    df = validate(pd.concat([jpeg, learned], ignore_index=True))
+    s = summarize(df, metrics=("bpp", "psnr_rgb", "enc_time_s", "dec_time_s"))
+    lr = s[(s.codec == "learned") & (s.quality == 50)].iloc[0]
+    assert lr.enc_time_s == pytest.approx(0.2268) and math.isnan(lr.enc_time_s_std) and math.isnan(lr.dec_time_s_ci)
+    assert lr.time_note == "per-image time = batch time / batch size (batched codec)"
+    g = jpeg[jpeg.quality == 50]
+    assert lr.psnr_rgb_std == pytest.approx(np.std(g.psnr_rgb, ddof=1))  # quality metrics keep their spread
+    jr = s[(s.codec == "jpeg") & (s.quality == 50)].iloc[0]
+    assert jr.enc_time_s_std == pytest.approx(np.std(g.enc_time_s, ddof=1)) and jr.time_note == ""
+    md = to_markdown(summary_table(s, metrics=("bpp", "psnr_rgb", "enc_time_s", "dec_time_s")))
+    row = next(line for line in md.splitlines() if line.startswith("| learned | quality=50 |"))
+    assert row.endswith("| 226.8 | 50.0 |") and "± 0.0" not in md
+    assert ("- Enc./Dec. times of learned: per-image time = batch time / batch size (batched codec), so no spread "
+            "across images is shown.") in md
+    jrow = next(line for line in md.splitlines() if line.startswith("| jpeg | quality=50 |"))
+    assert jrow.count("±") == 3  # psnr, enc, dec
+
+
+def test_identical_times_without_batch_note_have_no_spread():
+    raw = pd.read_csv(DATA)
+    other = raw[raw.codec == "webp"].copy()
+    other["enc_time_s"] = 0.5
+    s = summarize(validate(other), metrics=("psnr_rgb", "enc_time_s"))
+    assert s.time_note.eq("the same time for every image").all() and s.enc_time_s_std.isna().all()
+    md = to_markdown(summary_table(s, metrics=("psnr_rgb", "enc_time_s")))
+    assert "500.0 ±" not in md and "Enc. times of webp: the same time for every image" in md
