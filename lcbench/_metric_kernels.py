@@ -131,8 +131,9 @@ def source_level(src, centre, g, c2, x_out, mu_out, var2_out, pooled):  # pragma
 
 @njit(cache=True, nogil=True, error_model="numpy", fastmath=True)
 def level_sums(x, a, from_pixels, mu_x, var2_x_c2, g, centre, c1, pooled):  # pragma: no cover - compiled
-    """One scale of a decoded image in one streaming pass -> (per-channel mean SSIM, per-channel
-    mean contrast-structure term, squared-error moments).
+    """One scale of a decoded image in one streaming pass -> (per-channel sum of the SSIM map,
+    per-channel sum of the contrast-structure map, squared-error moments); divide the sums by
+    the number of valid positions, (h - 10) * (w - 10).
 
     The decoded image enters as its difference d = y - x from the source, so every statistic of
     it is small when the error is small and float32 keeps its precision on flat areas
@@ -233,7 +234,8 @@ def level_sums(x, a, from_pixels, mu_x, var2_x_c2, g, centre, c1, pooled):  # pr
         for k in range(m):
             acc_cs[k] += row_cs[k]
             acc_ssim[k] += row_ssim[k]
-    n = (h - 2 * r) * (w - 2 * r)
-    ssim = acc_ssim.reshape(w - 2 * r, nc).sum(axis=0) / n
-    cs = acc_cs.reshape(w - 2 * r, nc).sum(axis=0) / n
+    # sums, not means: fastmath turns x / n into x * (1 / n), so an all-ones map summed to
+    # exactly n came out 1 - 1e-16; the caller divides outside compiled code
+    ssim = acc_ssim.reshape(w - 2 * r, nc).sum(axis=0)
+    cs = acc_cs.reshape(w - 2 * r, nc).sum(axis=0)
     return ssim, cs, moments

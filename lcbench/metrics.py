@@ -185,8 +185,9 @@ def compute_metrics(ref: Reference, decoded: np.ndarray) -> tuple[dict[str, floa
             ssim_c, cs_c, _ = kernels.level_sums(scale.x, d, False, scale.mu_x, scale.var2_x_c2, _G,
                                                  np.float32(_CENTRE), np.float32(C1), pooled)
         d = pooled
-        per_level_ssim.append(ssim_c)
-        per_level_cs.append(cs_c)
+        h, w = scale.mu_x.shape[:2]  # the valid region: one value per window position
+        per_level_ssim.append(ssim_c / (h * w))
+        per_level_cs.append(cs_c / (h * w))
     if moments is None:
         moments = _error_moments(ref.pixels, decoded)
     sse, sse_y = _squared_errors(moments)

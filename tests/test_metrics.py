@@ -99,7 +99,8 @@ def test_hand_computed_psnr():
 
 
 @pytest.mark.parametrize("name, size", [("coffee", (200, 200)), ("coffee", None), ("astronaut", (511, 383)),
-                                        ("chelsea", None)])
+                                        ("chelsea", None), ("astronaut", (288, 288)), ("astronaut", (256, 256)),
+                                        ("coffee", (170, 180)), ("astronaut", (163, 419))])
 def test_identical_images_give_infinite_psnr_and_exactly_unit_ssim(name, size):
     # Exactly 1, not within 1e-6: a lossless codec must get ms_ssim_db = inf, not a finite
     # ~94 dB that would then enter means and BD curves (the luminance term used to round).
