@@ -107,7 +107,10 @@ def folder_dataset(root: Path, name: str | None = None) -> Dataset:
         shown = "; ".join(f"{i}: {', '.join(p.name for p in ps)}" for i, ps in sorted(clashes.items())[:5])
         raise DatasetError(f"dataset {root}: {len(clashes)} image id(s) name more than one file ({shown}); "
                            "an image's id is its path without extension, so rename or move one of each")
-    return Dataset(name or root.resolve().name, root, images, ignored)
+    # the folder's own name, as given (a symlinked folder keeps its link's name); '.' and '..'
+    # have none, so those take the name of the folder they stand for
+    own = root.name if root.name not in ("", ".", "..") else root.resolve().name
+    return Dataset(name or own, root, images, ignored)
 
 
 def _image_id(rel: Path) -> str:

@@ -151,7 +151,7 @@ def _metadata(options: RunOptions, dataset: Dataset, codecs: Sequence[tuple[str,
         "created": (previous or {}).get("created", now),
         "updated": now,
         "command_line": options.command_line or " ".join(shlex.quote(a) for a in sys.argv),
-        "dataset": {"name": dataset.name, "root": str(dataset.root), "images": len(dataset.images),
+        "dataset": {"name": dataset.name, "root": str(Path(dataset.root).absolute()), "images": len(dataset.images),
                     "ignored_files": [_relative(p, dataset.root) for p in dataset.ignored]},
         "device": device,
         "metrics": {"names": list(METRIC_NAMES), "version": METRICS_VERSION,
@@ -191,7 +191,10 @@ def _check_same_dataset(previous: dict[str, Any] | None, dataset: Dataset, run_d
         return
     name, root = previous["dataset"].get("name"), previous["dataset"].get("root")
     named = any(im.pixels_sha256 for im in dataset.images)
-    same_root = root is None or named or Path(root).resolve() == Path(dataset.root).resolve()
+    # a relative root (run.json from before roots were stored absolute) says nothing reliable
+    # once the working directory changed: then the name alone decides
+    same_root = (root is None or named or not Path(root).is_absolute()
+                 or Path(root).resolve() == Path(dataset.root).resolve())
     if name != dataset.name or not same_root:
         raise ValueError(f"--out {run_dir} holds a run on dataset {name!r} ({root}); this run is on "
                          f"{dataset.name!r} ({dataset.root}): use another --out for another dataset")

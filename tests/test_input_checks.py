@@ -282,3 +282,19 @@ def test_images_option_repeated_selects_the_union(image_folder, tmp_path):
     assert main(["run", "--codecs", "png", "--dataset", str(image_folder), "--images", "a", "--images", "c*",
                  "--out", str(tmp_path / "r"), "--no-progress", "--jobs", "1"]) == 0
     assert sorted(pd.read_csv(tmp_path / "r" / "results.csv").image) == ["a", "c"]
+
+
+def test_run_directory_resumes_from_another_working_directory(image_folder, tmp_path, monkeypatch):
+    # run.json used to keep the dataset root as typed; from elsewhere it looked like another dataset
+    monkeypatch.chdir(image_folder.parent)
+    lcbench.run(["png"], image_folder.name, out=tmp_path / "r", jobs=1)
+    monkeypatch.chdir(tmp_path.parent)
+    from lcbench.runner import RunOptions, execute
+
+    outcome = execute(RunOptions(codecs=["png"], dataset=str(image_folder), out=tmp_path / "r", jobs=1, progress=False))
+    assert outcome.skipped == 3
+
+
+def test_symlinked_dataset_folder_keeps_the_links_name(image_folder, tmp_path):
+    os.symlink(image_folder, tmp_path / "myset")
+    assert folder_dataset(tmp_path / "myset").name == "myset"
