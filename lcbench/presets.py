@@ -221,7 +221,7 @@ def format_sr_table(frame, metrics: Sequence[str] = SR_METRICS, style: str = "ma
     title = f"{' / '.join(metrics)} (mean over images; Y = BT.601, border = scale)"
     foot = []
     if notes:
-        foot.append(f"(n=...): the cell's mean is over fewer images than the row's N (images column)"
+        foot.append("(n=...): the cell's mean is over fewer images than the row's N (images column)"
                     + (f"; n=a/b: {metrics[0]} over a images, {' / '.join(metrics[1:])} over b" if len(metrics) > 1
                        else "") + ". Left out:")
         foot += [f"- {n}" for n in notes]
