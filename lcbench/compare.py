@@ -421,6 +421,10 @@ def _check_rate_points(baseline: Side, candidate: Side, b: str, c: str, rb: pd.D
         notes.append(f"rate points not matched: baseline {b!r} varies {', '.join(sorted(params_b))}, candidate "
                      f"{c!r} varies {', '.join(sorted(params_c))}; BD-rate over their overlapping quality range")
         return
+    if b != c:  # --pair of two codecs: their grids need not coincide (jpeg q20.. vs webp q25..)
+        notes.append(f"rate points differ between {b!r} and {c!r} (--pair of two codecs): BD-rate over their "
+                     "overlapping quality range")
+        return
 
     def fmt(points: set) -> str:
         return _names([f"{p}={q:g}" for p, q in sorted(points)])
@@ -583,6 +587,13 @@ def compare_pair(baseline: Side, candidate: Side, b: str, c: str, metrics: Seque
         finite = both.loc[both["ok"]].assign(_f=np.isfinite(both[metric])).groupby("image")["_f"].any()
         undefined = sorted(str(i) for i in finite.index[~finite.to_numpy()])
         per_frame = both.loc[~both["image"].isin(undefined)] if undefined else both
+        # A rate point where the metric is not finite on both sides (PSNR inf: lossless on both) is
+        # the same outcome on both sides: it leaves that image's curve, and an image with too few
+        # finite points left is left out and named like an undefined one. Non-finite on one side
+        # only is a real difference and still fails.
+        per_frame, short = _drop_shared_nonfinite(per_frame, metric)
+        undefined = sorted(set(undefined) | set(short))
+        per_frame = per_frame.loc[~per_frame["image"].isin(short)] if short else per_frame
         per = bd_per_image(per_frame, _BASE, _CAND, metric, "rate", method, n_boot=n_boot, seed=seed)
         out[metric] = MetricComparison(metric, bd_rate(*args, method=method), bd_metric(*args, method=method), per,
                                        _points(rb, rc, metric), len(imgs), undefined)
@@ -592,6 +603,25 @@ def compare_pair(baseline: Side, candidate: Side, b: str, c: str, metrics: Seque
     if failed_b:
         notes.append(f"{failed_b} baseline job(s) of {b!r} failed; their images are left out where needed")
     return PairComparison(b, c, images, out, times, failed_jobs=int((~rc["ok"]).sum()), notes=notes)
+
+
+def _drop_shared_nonfinite(frame: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, list[str]]:
+    """(frame without the rows of rate points where ``metric`` is non-finite on both sides, images
+    left with fewer than MIN_POINTS finite points on a side)."""
+    from .bdrate import MIN_POINTS
+
+    ok = frame.loc[frame["ok"]]
+    nonfinite = ok.assign(_nf=~np.isfinite(ok[metric].astype(float)))
+    per_point = nonfinite.groupby(["image", "rate_param", "quality"]).agg(nf=("_nf", "all"), sides=("codec", "nunique"))
+    shared = per_point.index[(per_point["nf"] & (per_point["sides"] == 2)).to_numpy()]
+    if not len(shared):
+        return frame, []
+    keys = pd.MultiIndex.from_frame(frame[["image", "rate_param", "quality"]])
+    kept = frame.loc[~keys.isin(shared)]
+    images = {str(i) for i, _, _ in shared}
+    counts = kept.loc[kept["image"].astype(str).isin(images) & kept["ok"]].groupby(["image", "codec"]).size()
+    short = sorted(i for i in images if any(counts.get((i, side), 0) < MIN_POINTS for side in (_BASE, _CAND)))
+    return kept, short
 
 
 def _side_of(frame: pd.DataFrame) -> Side:
@@ -624,7 +654,7 @@ def _bd_check(pair: PairComparison, mc: MetricComparison, th: Thresholds) -> Che
     undefined_note = ""
     if mc.undefined_images:
         n_all = (pi.n_images if pi is not None else 0) + len(mc.undefined_images)
-        undefined_note = (f" ({mc.metric} undefined on both sides for {len(mc.undefined_images)} of {n_all} image(s): "
+        undefined_note = (f" ({mc.metric} undefined or infinite on both sides for {len(mc.undefined_images)} of {n_all} image(s): "
                           f"{_names(mc.undefined_images, 5)}; left out)")
     missing = mc.images_without_bd
     if pi is not None and missing:

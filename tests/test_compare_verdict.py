@@ -323,7 +323,7 @@ def test_metric_undefined_on_both_sides_is_left_out_and_named(base, tmp_path, ca
     (chk,) = v.checks
     assert chk.status == "fail" and chk.value == pytest.approx(5.0, abs=1e-6)  # 3 images, each exactly +5%
     assert v.pairs[0].metrics["ms_ssim_db"].per_image.n_images == 3
-    assert "ms_ssim_db undefined on both sides for 1 of 4 image(s): kodim23; left out" in chk.summary
+    assert "ms_ssim_db undefined or infinite on both sides for 1 of 4 image(s): kodim23; left out" in chk.summary
     assert compare(a, a, ["ms_ssim_db"], [("jpeg", "jpeg")], n_boot=200).passed
     v2 = compare(write(base, tmp_path / "b.csv"), a, ["ms_ssim_db"], [("jpeg", "jpeg")], n_boot=200)
     assert v2.checks[0].status == "fail" and "n=3/4" in v2.checks[0].summary and "kodim23" in v2.checks[0].summary
@@ -355,3 +355,30 @@ def test_non_positive_bootstrap_is_bad_input(base, tmp_path, capsys, n):
     a = write(base, tmp_path / "a.csv")
     assert run_cli(a, a, "--bootstrap", n) == 2
     assert f"--bootstrap must be a positive number of resamples, got {n}" in capsys.readouterr().err
+
+
+def test_pair_of_two_codecs_with_different_grids_is_compared(base, tmp_path, capsys):
+    # jpeg q10..90 and avif q20..90 both vary "quality" but are different codecs: their grids need
+    # not coincide (this was refused as "different rate points")
+    a = write(base, tmp_path / "a.csv")
+    assert run_cli(a, a, "--pair", "jpeg:avif", "--metric", "psnr_rgb") == 0  # avif is better than jpeg
+    v = compare(a, a, ["psnr_rgb"], [("jpeg", "avif")], n_boot=200)
+    assert any("rate points differ between 'jpeg' and 'avif'" in n for n in v.pairs[0].notes)
+
+
+def test_lossless_points_on_both_sides_are_not_a_failure(base, tmp_path):
+    # PSNR inf at the top rate points of one image on both sides (lossless there): the same outcome
+    # on both sides, so the run compared with itself passes; inf on one side only still fails
+    lossless = base.copy()
+    top = (lossless["codec"] == "jpeg") & (lossless["image"] == "kodim05") & (lossless["quality"] >= 75)
+    lossless.loc[top, "psnr_rgb"] = np.inf
+    a = write(lossless, tmp_path / "a.csv")
+    v = compare(a, a, ["psnr_rgb"], [("jpeg", "jpeg")], n_boot=200)
+    assert v.passed and v.pairs[0].metrics["psnr_rgb"].per_image.n_images == 4
+    few = lossless.copy()  # 5 of 8 points lossless: 3 finite points left, too few for a BD value
+    few.loc[(few["codec"] == "jpeg") & (few["image"] == "kodim05") & (few["quality"] >= 40), "psnr_rgb"] = np.inf
+    f = write(few, tmp_path / "f.csv")
+    v = compare(f, f, ["psnr_rgb"], [("jpeg", "jpeg")], n_boot=200)
+    assert v.passed and "kodim05; left out" in v.checks[0].summary
+    v = compare(write(base, tmp_path / "b.csv"), a, ["psnr_rgb"], [("jpeg", "jpeg")], n_boot=200)
+    assert v.checks[0].status == "fail" and "kodim05" in v.checks[0].summary
