@@ -25,6 +25,7 @@ class ImageRef:
     id: str
     path: Path
     pixels_sha256: str | None = None  # known in advance for manifest datasets
+    shape: tuple[int, int] | None = None  # (height, width), known in advance for manifest datasets
 
 
 @dataclass

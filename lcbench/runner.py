@@ -285,7 +285,10 @@ def _open_cache(jobs: list[Job]):
     keys: dict[str, str] = {}
     hashes: dict[Path, str | None] = {}
     for job in jobs:
-        sha = job.image.pixels_sha256
+        # the same key as ResultCache.pixel_hash gives the file ("HxW:sha"), so a named set and
+        # a folder copy of it share cached results
+        ref = job.image
+        sha = f"{ref.shape[0]}x{ref.shape[1]}:{ref.pixels_sha256}" if ref.pixels_sha256 and ref.shape else None
         if sha is None:
             if job.image.path not in hashes:
                 try:

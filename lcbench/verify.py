@@ -125,7 +125,8 @@ def _check_pixels(manifest: DatasetManifest, root: Path, full: bool,
             report.problems.append(f"{entry.path}: missing")
             continue
         report.checked += 1
-        report.images.append(ImageRef(entry.id, path, entry.loaded_sha256))
+        shape = (entry.height, entry.width) if entry.width and entry.height else None
+        report.images.append(ImageRef(entry.id, path, entry.loaded_sha256, shape))
         st = path.stat()
         got: str | None = None
         decoded: Decoded | None = None

@@ -305,3 +305,19 @@ def test_cli_verify_error_message_is_never_empty(testset, monkeypatch, capsys) -
     monkeypatch.setattr(nd, "verify", broken)
     assert main(["datasets", "verify", "testset"]) == 1
     assert capsys.readouterr().err.strip() == "lcbench datasets verify: error: DatasetError"
+
+
+def test_named_set_and_its_folder_copy_share_cached_results(testset, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    # both key the cache by "HxW:pixel sha" (the folder's hash once included the shape and the
+    # manifest's did not, so a folder copy of a named set recomputed everything)
+    import lcbench
+    from lcbench.runner import RunOptions, execute
+
+    m, mirror, arrays = testset
+    monkeypatch.setenv("LCBENCH_DATA", str(mirror))
+    monkeypatch.setenv("LCBENCH_CACHE", str(tmp_path / "cache"))
+    lcbench.run(["png"], "testset", out=tmp_path / "named", jobs=1)
+    outcome = execute(RunOptions(codecs=["png"], dataset=str(mirror / "testset"), out=tmp_path / "folder", jobs=1,
+                                 progress=False))
+    assert outcome.from_cache == 4
