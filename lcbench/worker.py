@@ -179,7 +179,7 @@ def run_job(codec: Codec, job: Job, dataset: str, run_dir: Path, save_bitstreams
         finish_record(rec, codec, src, ref, bitstream, decoded, enc_s, dec_s)
         if save_bitstreams or save_decoded:
             _save_outputs(run_dir, job, bitstream, decoded, save_bitstreams, save_decoded)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # a codec calling sys.exit() fails its job, not the run
         _reraise_interrupt(exc)
         rec["error"] = error_text(job, exc)
     return rec
@@ -352,7 +352,7 @@ class _DevicePipeline:
         t0 = time.perf_counter()
         try:
             analysed = codec.encode_device([src.pixels for _, src, _, _ in batch], quality)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             return codec, batch, exc, 0.0
         enc_device_s = time.perf_counter() - t0
         host = self.pool.submit(_host_stages, codec, analysed) if self.pool else _host_stages(codec, analysed)
@@ -368,7 +368,7 @@ class _DevicePipeline:
             t0 = time.perf_counter()
             decoded, on_device = codec.decode_device(parsed, keep_on_device=self.backend == "torch")
             dec_device_s = time.perf_counter() - t0
-        except Exception as exc:  # the whole batch failed: each job says why
+        except (Exception, SystemExit) as exc:  # the whole batch failed: each job says why
             return self._failed(batch, exc)
         return self._records(codec, batch, bitstreams, decoded, on_device, extras,
                              enc_device_s + enc_host_s, dec_host_s + dec_device_s)
@@ -382,7 +382,7 @@ class _DevicePipeline:
             extras = getattr(codec, "last_batch_extras", None) or [codec.extra_columns()] * n
             decoded = codec.decode_batch(bitstreams)
             t2 = time.perf_counter()
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             return self._failed(batch, exc)
         return self._records(codec, batch, bitstreams, decoded, None, extras, t1 - t0, t2 - t1)
 
@@ -407,7 +407,7 @@ class _DevicePipeline:
                 finish_record(rec, codec, src, ref, bits, dec, enc_s / n, dec_s / n, note, measured=m)
                 if any(self.save):
                     _save_outputs(self.run_dir, job, bits, dec, *self.save)
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:
                 rec["error"] = error_text(job, exc)
             records.append(rec)
         return records

@@ -298,3 +298,18 @@ def test_run_directory_resumes_from_another_working_directory(image_folder, tmp_
 def test_symlinked_dataset_folder_keeps_the_links_name(image_folder, tmp_path):
     os.symlink(image_folder, tmp_path / "myset")
     assert folder_dataset(tmp_path / "myset").name == "myset"
+
+
+def test_codec_calling_sys_exit_fails_its_jobs_not_the_run(image_folder, tmp_path):
+    plugin = tmp_path / "exits.py"
+    plugin.write_text("import sys\nfrom lcbench import Codec, register_codec\n\n@register_codec\nclass Exits(Codec):\n"
+                      "    name = 'exits'\n    default_rates = (1,)\n    def version(self): return '1'\n"
+                      "    def encode(self, image, rate): sys.exit(3)\n    def decode(self, data): return None\n")
+    for jobs in ("1", "2"):
+        out = tmp_path / f"r{jobs}"
+        done = subprocess.run([sys.executable, "-m", "lcbench", "run", "--plugin", str(plugin), "--codecs", "exits",
+                               "--dataset", str(image_folder), "--out", str(out), "--jobs", jobs, "--no-progress"],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 1, done.stderr  # failed jobs, listed
+        assert "SystemExit" in done.stderr
+        assert len(pd.read_csv(out / "results.csv")) == 3
