@@ -213,6 +213,7 @@ class PNG(PillowCodec):
     default_rates = (6.0,)
     rate_range = (0.0, 9.0)
     rate_is_integer = True  # save_params rounds
+    rate_increases_bits = False  # a higher zlib level compresses harder (rate matching searches that way)
     lossless = True
     description = "PNG lossless (zlib via Pillow)"
 
