@@ -742,14 +742,19 @@ def verdict_checks(pair: PairComparison, th: Thresholds, candidate: Side | None 
     return checks
 
 
+# Fewer resamples than this make the percentile interval meaningless (1 gives a zero-width one,
+# which turns every nonzero mean into a 'significant' regression).
+MIN_BOOTSTRAP = 100
+
 def compare_sides(baseline: Side, candidate: Side, metrics: Sequence[str] | None = None,
                   pairs: Sequence[tuple[str, str]] | None = None, thresholds: Thresholds = Thresholds(),
                   method: str = "pchip", n_boot: int = 2000, seed: int = 0) -> Verdict:
     """The full comparison; raises ``CompareInputError`` on inputs that cannot be compared."""
     if method not in ("pchip", "cubic"):
         raise CompareInputError(f"unknown BD method {method!r}; use pchip or cubic")
-    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
-        raise CompareInputError(f"--bootstrap must be a positive number of resamples, got {n_boot!r}")
+    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < MIN_BOOTSTRAP:
+        raise CompareInputError(f"--bootstrap must be at least {MIN_BOOTSTRAP} resamples (a 95% interval from fewer "
+                                f"is noise; 1 gives a zero-width one), got {n_boot!r}")
     check_datasets(baseline, candidate)
     resolved = resolve_pairs(baseline, candidate, pairs)
     v = Verdict(baseline.source, candidate.source, thresholds, method)

@@ -90,7 +90,7 @@ def test_report_default_out_and_merge(tmp_path):
     a.mkdir(), b.mkdir()
     raw[raw.codec.isin(["jpeg", "webp"])].to_csv(a / "results.csv", index=False)
     raw[raw.codec == "avif"].to_csv(b / "results.csv", index=False)
-    assert main(["report", str(a), str(b), "--no-figures", "--no-html", "--bootstrap", "50"]) == 0
+    assert main(["report", str(a), str(b), "--no-figures", "--no-html", "--bootstrap", "100"]) == 0
     bd = pd.read_csv(a / "report" / "bd.csv")
     assert set(bd.codec) == {"webp", "avif"}
 
@@ -98,7 +98,7 @@ def test_report_default_out_and_merge(tmp_path):
 def test_report_aggregate_mse_changes_psnr(run_dir, tmp_path):
     out = tmp_path / "o"
     assert main(["report", str(run_dir), "--out", str(out), "--aggregate", "mse", "--no-figures", "--no-html",
-                 "--bootstrap", "50"]) == 0
+                 "--bootstrap", "100"]) == 0
     summ = pd.read_csv(out / "summary.csv")
     raw = pd.read_csv(DATA)
     g = raw[(raw.codec == "jpeg") & (raw.quality == 10)]
@@ -111,7 +111,7 @@ def test_report_aggregate_mse_changes_psnr(run_dir, tmp_path):
 
 def test_bd_command_formats_and_exit_codes(run_dir, tmp_path, capsys):
     assert main(["bd", str(run_dir), "--anchor", "jpeg", "--metric", "psnr_rgb", "--format", "csv",
-                 "--bootstrap", "50"]) == 0
+                 "--bootstrap", "100"]) == 0
     from io import StringIO
 
     table = pd.read_csv(StringIO(capsys.readouterr().out))
@@ -131,9 +131,9 @@ def test_bd_command_formats_and_exit_codes(run_dir, tmp_path, capsys):
     short = tmp_path / "short"
     short.mkdir()
     raw[~((raw.codec == "avif") & (raw.quality > 40))].to_csv(short / "results.csv", index=False)
-    assert main(["bd", str(short), "--metric", "psnr_rgb", "--bootstrap", "50"]) == 0
+    assert main(["bd", str(short), "--metric", "psnr_rgb", "--bootstrap", "100"]) == 0
     assert "at least 4" in capsys.readouterr().out
-    assert main(["bd", str(short), "--metric", "psnr_rgb", "--strict", "--bootstrap", "50"]) == 1
+    assert main(["bd", str(short), "--metric", "psnr_rgb", "--strict", "--bootstrap", "100"]) == 1
 
 
 def test_figsize_parsing():
@@ -151,7 +151,7 @@ def test_html_report_script_is_valid_javascript(run_dir, tmp_path):
     import subprocess
 
     out = tmp_path / "o"
-    assert main(["report", str(run_dir), "--out", str(out), "--no-figures", "--bootstrap", "20"]) == 0
+    assert main(["report", str(run_dir), "--out", str(out), "--no-figures", "--bootstrap", "100"]) == 0
     script = re.search(r"<script>(.*)</script>", (out / "report.html").read_text(), re.S).group(1)
     (tmp_path / "report.js").write_text(script)
     check = subprocess.run(["node", "--check", str(tmp_path / "report.js")], capture_output=True, text=True)
@@ -180,17 +180,17 @@ def test_extra_numeric_metric_column_is_accepted(run_dir, tmp_path, capsys):
     raw["psnr_y_sr"] = raw["psnr_y"] - 0.5
     raw.to_csv(run_dir / "results.csv", index=False)
     assert main(["bd", str(run_dir), "--metric", "psnr_y_sr", "--no-per-image", "--format", "csv",
-                 "--bootstrap", "10"]) == 0
+                 "--bootstrap", "100"]) == 0
     assert "psnr_y_sr" in capsys.readouterr().out
     for col in ("bytes", "enc_time_s", "mse_rgb", "quality"):
         assert main(["bd", str(run_dir), "--metric", col]) == 2
 
 
 @pytest.mark.parametrize("cmd", [["bd"], ["report", "--no-figures", "--no-html"]])
-@pytest.mark.parametrize("n", ["-5", "0"])
+@pytest.mark.parametrize("n", ["-5", "0", "1", "99"])
 def test_non_positive_bootstrap_is_rejected(run_dir, capsys, cmd, n):
     assert main([cmd[0], str(run_dir), *cmd[1:], "--bootstrap", n]) == 2
-    assert f"--bootstrap must be a positive number of resamples, got {n}" in capsys.readouterr().err
+    assert f"--bootstrap must be at least 100 resamples" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("name", ["jpeg", "JPEG", "Jpeg"])

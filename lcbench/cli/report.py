@@ -62,9 +62,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def positive_bootstrap(n: int) -> int:
-    """``--bootstrap N``: a positive number of resamples; ValueError (exit 2) otherwise."""
-    if n < 1:
-        raise ValueError(f"--bootstrap must be a positive number of resamples, got {n}")
+    """``--bootstrap N``: at least ``compare.MIN_BOOTSTRAP`` resamples; ValueError (exit 2) otherwise."""
+    from lcbench.compare import MIN_BOOTSTRAP
+
+    if n < MIN_BOOTSTRAP:
+        raise ValueError(f"--bootstrap must be at least {MIN_BOOTSTRAP} resamples (a 95% interval from fewer is "
+                         f"noise), got {n}")
     return n
 
 
