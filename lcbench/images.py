@@ -112,6 +112,49 @@ def _read_16bit_colour(path: Path, notes: list[str]) -> np.ndarray:
     return np.clip(np.rint(rgb * 255.0 / 65535.0), 0, 255).astype(np.uint8)
 
 
+def _read_deep_pnm(path: Path, notes: list[str]) -> np.ndarray | None:
+    """Binary PGM/PPM (P5/P6) with maxval > 255, reduced by round(v * 255 / maxval) in one step
+    (Pillow first rescales such files to 16 bits, so a 10-bit PGM would be rounded twice). None:
+    not such a file."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if data[:2] not in (b"P5", b"P6"):
+        return None
+    tokens: list[bytes] = []
+    pos = 2
+    while len(tokens) < 3:
+        while pos < len(data) and data[pos:pos + 1].isspace():
+            pos += 1
+        if data[pos:pos + 1] == b"#":  # a comment runs to the end of the line
+            pos = data.find(b"\n", pos)
+            if pos < 0:
+                return None
+            continue
+        start = pos
+        while pos < len(data) and not data[pos:pos + 1].isspace():
+            pos += 1
+        tokens.append(data[start:pos])
+    try:
+        width, height, maxval = (int(t) for t in tokens)
+    except ValueError:
+        return None
+    if maxval <= 255:
+        return None
+    channels = 3 if data[:2] == b"P6" else 1
+    pos += 1  # exactly one whitespace byte after maxval
+    n = width * height * channels
+    if not 255 < maxval < 65536 or len(data) < pos + 2 * n:
+        raise ImageReadError(f"image {path}: truncated or invalid {data[:2].decode()} file (maxval {maxval})")
+    raw = np.frombuffer(data, ">u2", count=n, offset=pos).astype(np.float64).reshape(height, width, channels)
+    if raw.max(initial=0) > maxval:
+        raise ImageReadError(f"image {path}: a sample exceeds the file's maxval {maxval}")
+    pixels = np.clip(np.rint(raw * 255.0 / maxval), 0, 255).astype(np.uint8)
+    kind = "RGB" if channels == 3 else "greyscale"
+    notes.append(f"{maxval}-maxval {kind} reduced to 8 bits (round(v*255/{maxval}))"
+                 + ("" if channels == 3 else " and replicated to RGB"))
+    return np.repeat(pixels, 3, axis=2) if channels == 1 else pixels
+
+
 def load_image(path: str | Path) -> SourceImage:
     """Read ``path`` as HxWx3 uint8 RGB under the policy above; ImageReadError names the file."""
     path = Path(path)
@@ -119,7 +162,10 @@ def load_image(path: str | Path) -> SourceImage:
     try:
         with Image.open(path) as im:
             im.load()  # forces a full decode: truncated files fail here, not later
-            if _is_16bit_colour(im, path):
+            deep = _read_deep_pnm(path, notes) if im.format == "PPM" else None
+            if deep is not None:
+                pixels = deep
+            elif _is_16bit_colour(im, path):
                 pixels = _read_16bit_colour(path, notes)
             else:
                 pixels = _to_rgb8(im, notes, path)
