@@ -190,7 +190,7 @@ def _check_same_dataset(previous: dict[str, Any] | None, dataset: Dataset, run_d
     if not previous or not isinstance(previous.get("dataset"), dict):
         return
     name, root = previous["dataset"].get("name"), previous["dataset"].get("root")
-    named = any(im.pixels_sha256 for im in dataset.images)
+    named = any(im.pixels_sha256 for im in dataset.images) or dataset.name == "sample"  # sample: inside skimage
     # a relative root (run.json from before roots were stored absolute) says nothing reliable
     # once the working directory changed: then the name alone decides
     same_root = (root is None or named or not Path(root).is_absolute()
