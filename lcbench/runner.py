@@ -190,7 +190,9 @@ def _check_same_dataset(previous: dict[str, Any] | None, dataset: Dataset, run_d
     if not previous or not isinstance(previous.get("dataset"), dict):
         return
     name, root = previous["dataset"].get("name"), previous["dataset"].get("root")
-    named = any(im.pixels_sha256 for im in dataset.images) or dataset.name == "sample"  # sample: inside skimage
+    # the built-in 'sample' set lives inside scikit-image's install, which may move between runs
+    sample = dataset.name == "sample" and root is not None and Path(root).parts[-2:] == ("skimage", "data")
+    named = any(im.pixels_sha256 for im in dataset.images) or sample
     # a relative root (run.json from before roots were stored absolute) says nothing reliable
     # once the working directory changed: then the name alone decides
     same_root = (root is None or named or not Path(root).is_absolute()
