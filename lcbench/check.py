@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .compare import Check, CompareInputError, Thresholds, Verdict, compare_sides, load_side, parse_pair, side_from_frame
+from .compare import MIN_BOOTSTRAP, Check, CompareInputError, Thresholds, Verdict, compare_sides, load_side, parse_pair, side_from_frame
 
 DEFAULT_CONFIG = "lcbench-check.toml"
 
@@ -232,7 +232,8 @@ def parse_config(doc: dict[str, Any], base: Path, source: str = "<config>") -> C
     method = th.get("method", "pchip")
     if method not in ("pchip", "cubic"):
         raise fail(f"thresholds.method must be \"pchip\" or \"cubic\", got {method!r}")
-    bootstrap = integer(th, "bootstrap", 2000, "thresholds.bootstrap", 1, "a positive integer (resamples)")
+    bootstrap = integer(th, "bootstrap", 2000, "thresholds.bootstrap", MIN_BOOTSTRAP,
+                        f"an integer of at least {MIN_BOOTSTRAP} (bootstrap resamples)")
 
     run = doc.get("run", {})
     compat = doc.get("compat", {})
@@ -380,6 +381,13 @@ def run_check(cfg: CheckConfig) -> CheckResult:
     for label in specs:
         if label not in compared:
             verdict.notes.append(f"codec {label!r} has no counterpart in the baseline: not compared")
+            # not compared, but its failures still fail the gate, as they fail `lcbench run`
+            failed = outcome.frame.loc[(outcome.frame["codec"] == label) & (outcome.frame["error"] != "")]
+            if len(failed):
+                errs = list(dict.fromkeys(failed["error"].astype(str)))[:5]
+                verdict.checks.append(Check(name=f"{label}: jobs", group=label, kind="jobs", status="fail",
+                                            outcome="failed jobs", summary=f"{len(failed)} job(s) failed",
+                                            details="\n".join(errs), value=float(len(failed))))
 
     images = {im.id: im.path for im in dataset.images}
     if cfg.bitstreams and baseline.run_dir is not None:

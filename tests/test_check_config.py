@@ -48,7 +48,7 @@ def parse(doc: dict, tmp_path: Path):
     (base_doc(max_images=0), r"max_images must be a positive integer"),
     (base_doc(rate_points={"jpg": [20, 40, 60, 80]}), r"rate_points\.jpg: 'jpg' is not one of the configured codecs"),
     (base_doc(rate_points=[20, "x"]), r"rate_points: expected a list of numbers"),
-    (base_doc(thresholds={"bootstrap": -1}), r"thresholds\.bootstrap must be a positive integer"),
+    (base_doc(thresholds={"bootstrap": -1}), r"thresholds\.bootstrap must be an integer of at least 100"),
     (base_doc(thresholds={"bootstrap": 2.5}), r"thresholds\.bootstrap must be"),
     (base_doc(thresholds={"max_bd_rate": "1"}), r"thresholds\.max_bd_rate must be a number"),
     (base_doc(thresholds={"max_slowdown": True}), r"thresholds\.max_slowdown must be a number"),

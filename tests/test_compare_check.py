@@ -271,3 +271,26 @@ def test_metric_reference_tolerates_ssim_kernel_noise_but_not_pixel_changes(work
     rep = check_bitstreams(run, one_unit, "jpeg", "jpeg", images)
     (bad,) = [o for o in rep.outcomes if o.status == "differs"]
     assert (bad.image, bad.quality) == ("b", 80.0) and bad.detail.startswith("mse_y ")
+
+
+def test_failing_codec_without_a_baseline_counterpart_fails_the_gate(workspace, capsys):
+    # a configured codec whose every job fails used to pass the gate with only a note
+    plugin = workspace / "broken_plugin.py"
+    plugin.write_text("from lcbench import Codec, register_codec\n\n@register_codec\nclass Broken(Codec):\n"
+                      "    name = 'broken'\n    def version(self): return '1'\n"
+                      "    def encode(self, image, rate): raise RuntimeError('cannot encode')\n"
+                      "    def decode(self, data): return None\n")
+    cfg = write_config(workspace, "broken", extra=f'plugins = ["{plugin}"]')
+    cfg.write_text(cfg.read_text().replace('codecs = ["jpeg"]', 'codecs = ["jpeg", "broken"]'))
+    assert main(["check", str(cfg)]) == 1
+    v = json.loads((workspace / "broken" / "verdict.json").read_text())
+    jobs = next(c for c in v["checks"] if c["name"] == "broken: jobs")
+    assert jobs["status"] == "fail" and jobs["value"] == 12 and "cannot encode" in jobs["details"]
+
+
+def test_bootstrap_below_the_minimum_is_a_config_error_before_the_run(workspace, capsys):
+    cfg = write_config(workspace, "boot50")
+    cfg.write_text(cfg.read_text().replace('fail_on = "significant"', 'fail_on = "significant"\nbootstrap = 50'))
+    assert main(["check", str(cfg)]) == 2
+    assert "thresholds.bootstrap must be an integer of at least 100" in capsys.readouterr().err
+    assert not (workspace / "boot50" / "run").exists()
