@@ -38,12 +38,37 @@ def results_path(path: str | Path) -> Path:
 def read_results(path: str | Path) -> pd.DataFrame:
     """Read one run's results, validated; adds ``run`` (the source path) and ``ok`` columns."""
     csv = results_path(path)
+    _check_complete_rows(csv)
     try:
         df = pd.read_csv(csv, keep_default_na=True, dtype={"codec": str, "image": str, "error": str, "notes": str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise ResultsError(f"{csv}: cannot be read as CSV: {exc}") from exc
     df["run"] = str(csv.parent if csv.name == RESULTS_FILE else csv)
     return validate(df, source=str(csv))
+
+
+def _check_complete_rows(path: Path) -> None:
+    """A truncated copy (a half-written last row) must not be read as data: pandas fills the
+    missing fields with NaN, and the verdict then depends on where the file was cut."""
+    import csv as csv_module
+
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError as exc:
+        raise ResultsError(f"{path}: not UTF-8 text ({exc})") from exc
+    if text and not text.endswith("\n"):
+        raise ResultsError(f"{path}: the file ends in the middle of a row (truncated copy?)")
+    import io
+
+    rows = csv_module.reader(io.StringIO(text, newline=""))  # quoted fields may hold newlines
+    header = next(rows, None)
+    if header is None:
+        return
+    for number, row in enumerate(rows, start=2):
+        if row and len(row) != len(header):
+            raise ResultsError(f"{path}: row {number} has {len(row)} fields, the header {len(header)} "
+                               "(truncated or corrupt file?)")
 
 
 def validate(df: pd.DataFrame, source: str = "results") -> pd.DataFrame:
@@ -66,6 +91,11 @@ def validate(df: pd.DataFrame, source: str = "results") -> pd.DataFrame:
             raise ResultsError(f"{source}: column {col!r} has non-numeric value {example!r} "
                                f"(row {int(np.flatnonzero(bad.to_numpy())[0]) + 2} of the CSV)")
         df[col] = numeric.astype(float)
+    for col in ("codec", "image", "quality"):
+        empty = df[col].isna() | (df[col].astype(str).str.strip() == "")
+        if empty.any():
+            raise ResultsError(f"{source}: row {int(np.flatnonzero(empty.to_numpy())[0]) + 2} of the CSV has no "
+                               f"{col!r} (truncated or corrupt file?)")
     df["codec"] = df["codec"].astype(str)
     df["image"] = df["image"].astype(str)
     if "rate_param" not in df.columns:

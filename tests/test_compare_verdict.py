@@ -382,3 +382,23 @@ def test_lossless_points_on_both_sides_are_not_a_failure(base, tmp_path):
     assert v.passed and "kodim05; left out" in v.checks[0].summary
     v = compare(write(base, tmp_path / "b.csv"), a, ["psnr_rgb"], [("jpeg", "jpeg")], n_boot=200)
     assert v.checks[0].status == "fail" and "kodim05" in v.checks[0].summary
+
+
+@pytest.mark.parametrize("cut", [40, 150, 250])
+def test_truncated_results_file_is_bad_input(base, tmp_path, capsys, cut):
+    # a half-written copy used to be read as data: PASS, a false FAIL or a traceback by where it was cut
+    a = write(base, tmp_path / "a.csv")
+    data = a.read_bytes()
+    t = tmp_path / "t.csv"
+    t.write_bytes(data[:len(data) - cut])
+    assert run_cli(a, t) == 2
+    assert "t.csv" in capsys.readouterr().err
+
+
+def test_error_messages_with_newlines_are_still_complete_rows(base, tmp_path):
+    df = base.copy()
+    df["error"] = df["error"].astype(object)
+    df.loc[df.index[0], "error"] = "line one\nline two"
+    from lcbench.results import read_results
+
+    assert len(read_results(write(df, tmp_path / "n.csv"))) == len(df)
