@@ -13,7 +13,13 @@ from pathlib import Path
 
 
 def main() -> int:
-    mirror = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("mirror", nargs="?", type=Path,
+                    default=Path(__file__).resolve().parents[1].parent / "shared" / "datasets",
+                    help="a folder holding kodak/ (default ../shared/datasets)")
+    mirror = ap.parse_args().mirror
     if not (mirror / "kodak").is_dir():
         print(f"no kodak/ under {mirror}; pass the mirror folder", file=sys.stderr)
         return 2

@@ -126,7 +126,10 @@ def main() -> None:
     jobs = args.jobs or os.cpu_count()
     from lcbench.registry import create_codec
 
-    n_jobs = 24 * sum(len(grid(create_codec(s))) for s in specs)
+    from lcbench.dataset import folder_dataset
+
+    n_images = len(folder_dataset(args.kodak).images)
+    n_jobs = n_images * sum(len(grid(create_codec(s))) for s in specs)
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["LCBENCH_CACHE"] = str(Path(tmp) / "cache")  # cold means cold: a private result cache
         out = Path(tmp) / "run"

@@ -1,6 +1,6 @@
 """Scaling: time vs images x rate points, and parallel efficiency of 1 vs 2 workers.
 
-    python benchmarks/scaling.py [--images 250,500,1000] [--qualities 5] [--source DIR]
+    python benchmarks/scaling.py [--images 250,500,1000] [--qualities 10:90:20] [--source DIR]
 
 Builds a synthetic set of 512x512 crops (deterministic offsets) from a folder of large
 photos (default: ../shared/datasets/train-wikipedia), runs `lcbench run --codecs jpeg`
