@@ -595,7 +595,12 @@ def compare_pair(baseline: Side, candidate: Side, b: str, c: str, metrics: Seque
         undefined = sorted(set(undefined) | set(short))
         per_frame = per_frame.loc[~per_frame["image"].isin(short)] if short else per_frame
         per = bd_per_image(per_frame, _BASE, _CAND, metric, "rate", method, n_boot=n_boot, seed=seed)
-        out[metric] = MetricComparison(metric, bd_rate(*args, method=method), bd_metric(*args, method=method), per,
+        if imgs:
+            avg_rate, avg_metric = bd_rate(*args, method=method), bd_metric(*args, method=method)
+        else:  # otherwise the reason would read "anchor has 0 rate points" whichever side failed
+            why = "no image has a usable value at every rate point on both sides (failed jobs?)"
+            avg_rate = avg_metric = BDResult(math.nan, why)
+        out[metric] = MetricComparison(metric, avg_rate, avg_metric, per,
                                        _points(rb, rc, metric), len(imgs), undefined)
     times = {kind: _time_ratio(rb, rc, col, kind, n_boot, seed)
              for col, kind in (("enc_time_s", "encode"), ("dec_time_s", "decode"))}
