@@ -263,9 +263,10 @@ def bd_table(df: pd.DataFrame, anchor: str, metrics: Sequence[str] = DEFAULT_MET
         for metric in metrics:
             both_measured = codec in measured and anchor in measured
             images, left_out = None, {}
-            if metric in df.columns:
+            sides = [c for c in (anchor, codec) if c in measured]
+            if metric in df.columns and sides:  # two published curves have no images to complete
                 # a measured codec against a published curve: still only its complete images
-                images, left_out = image_completeness(df, [c for c in (anchor, codec) if c in measured], metric)
+                images, left_out = image_completeness(df, sides, metric)
 
             def curve(name: str) -> tuple[np.ndarray, np.ndarray]:
                 if name in extra:

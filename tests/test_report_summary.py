@@ -316,3 +316,14 @@ def test_identical_times_without_batch_note_have_no_spread():
     assert s.time_note.eq("the same time for every image").all() and s.enc_time_s_std.isna().all()
     md = to_markdown(summary_table(s, metrics=("psnr_rgb", "enc_time_s")))
     assert "500.0 ±" not in md and "Enc. times of webp: the same time for every image" in md
+
+
+def test_two_published_curves_give_their_bd_rate(results):
+    # a published anchor against another published curve (the usual paper setup) was NaN:
+    # "no image has a usable value at every rate point of " (no measured side to complete)
+    avif = rd_curve(results, "avif", "psnr_rgb")
+    ref = pd.DataFrame({"bpp": avif.bpp, "psnr_rgb": avif.psnr_rgb})
+    half = pd.DataFrame({"bpp": avif.bpp * 0.5, "psnr_rgb": avif.psnr_rgb})
+    bd = bd_table(results, "Ref", metrics=["psnr_rgb"], n_boot=100, extra_curves={"Ref": ref, "Half": half},
+                  extra_sources={"Ref": "ref.json", "Half": "half.json"})
+    assert bd.set_index("codec").loc["Half", "bd_rate"] == pytest.approx(-50.0, abs=1e-9)
