@@ -191,8 +191,8 @@ def _reraise_interrupt(exc: BaseException) -> None:
     the run, not the job failing, so it must not be recorded as the job's error."""
     seen = 0
     while exc is not None and seen < 10:
-        if isinstance(exc, KeyboardInterrupt):
-            raise KeyboardInterrupt from None
+        if isinstance(exc, KeyboardInterrupt):  # the instance itself: SIGTERM's subclass says "terminated"
+            raise exc.with_traceback(None) from None
         exc = exc.__cause__ or exc.__context__
         seen += 1
 
@@ -353,6 +353,7 @@ class _DevicePipeline:
         try:
             analysed = codec.encode_device([src.pixels for _, src, _, _ in batch], quality)
         except (Exception, SystemExit) as exc:
+            _reraise_interrupt(exc)
             return codec, batch, exc, 0.0
         enc_device_s = time.perf_counter() - t0
         host = self.pool.submit(_host_stages, codec, analysed) if self.pool else _host_stages(codec, analysed)
@@ -369,6 +370,7 @@ class _DevicePipeline:
             decoded, on_device = codec.decode_device(parsed, keep_on_device=self.backend == "torch")
             dec_device_s = time.perf_counter() - t0
         except (Exception, SystemExit) as exc:  # the whole batch failed: each job says why
+            _reraise_interrupt(exc)
             return self._failed(batch, exc)
         return self._records(codec, batch, bitstreams, decoded, on_device, extras,
                              enc_device_s + enc_host_s, dec_host_s + dec_device_s)
@@ -383,6 +385,7 @@ class _DevicePipeline:
             decoded = codec.decode_batch(bitstreams)
             t2 = time.perf_counter()
         except (Exception, SystemExit) as exc:
+            _reraise_interrupt(exc)
             return self._failed(batch, exc)
         return self._records(codec, batch, bitstreams, decoded, None, extras, t1 - t0, t2 - t1)
 
@@ -408,6 +411,7 @@ class _DevicePipeline:
                 if any(self.save):
                     _save_outputs(self.run_dir, job, bits, dec, *self.save)
             except (Exception, SystemExit) as exc:
+                _reraise_interrupt(exc)
                 rec["error"] = error_text(job, exc)
             records.append(rec)
         return records
@@ -436,5 +440,6 @@ def _batch_metrics(batch: list, decoded: Sequence[Any], on_device: Sequence[Any]
     try:
         values = compute_metrics_batch([batch[k][3] for k in ok], images)
     except Exception as exc:
+        _reraise_interrupt(exc)
         return {k: exc for k in ok}
     return dict(zip(ok, values))

@@ -324,3 +324,34 @@ def test_ten_bit_pgm_is_rounded_once_from_its_maxval(tmp_path):
     src = load_image(tmp_path / "ten.pgm")
     assert np.array_equal(src.pixels[..., 0], np.rint(values * 255 / 1023).astype(np.uint8))
     assert "1023-maxval" in src.notes[0]
+
+
+def test_interrupt_inside_a_learned_codec_stops_the_run(image_folder, tmp_path):
+    # Ctrl-C in compiled code surfaces as SystemError chained to KeyboardInterrupt; on the device
+    # path (learned codecs) it was recorded as every job's error and the run went on
+    from lcbench import TorchCodec, register_codec
+    from lcbench.registry import codecs
+
+    if "interrupted_dev" not in codecs:
+        @register_codec
+        class InterruptedDev(TorchCodec):
+            name = "interrupted_dev"
+            default_rates = (1,)
+
+            def version(self):
+                return "1"
+
+            def encode(self, image, rate):
+                try:
+                    raise KeyboardInterrupt
+                except KeyboardInterrupt as k:
+                    raise SystemError("CPUDispatcher returned a result with an exception set") from k
+
+            def decode(self, data):
+                return None
+
+    with pytest.raises(KeyboardInterrupt):
+        lcbench.run(["interrupted_dev"], image_folder, out=tmp_path / "r", jobs=1, device="cpu")
+    from lcbench.store import read_records
+
+    assert not any(r.get("error") for r in read_records(tmp_path / "r"))
