@@ -6,6 +6,7 @@ datasets mixed in one run directory, a typo'd per-codec grid ignored, a rate ran
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import signal
@@ -355,3 +356,16 @@ def test_interrupt_inside_a_learned_codec_stops_the_run(image_folder, tmp_path):
     from lcbench.store import read_records
 
     assert not any(r.get("error") for r in read_records(tmp_path / "r"))
+
+
+def test_run_directory_of_the_previous_version_made_with_dataset_dot_resumes(image_folder, tmp_path, monkeypatch):
+    # the previous version stored name "" and root "." for `--dataset .`
+    out = tmp_path / "r"
+    lcbench.run(["png"], image_folder, out=out, jobs=1)
+    meta = json.loads((out / "run.json").read_text())
+    meta["dataset"].update(name="", root=".")
+    (out / "run.json").write_text(json.dumps(meta))
+    monkeypatch.chdir(image_folder)
+    from lcbench.runner import RunOptions, execute
+
+    assert execute(RunOptions(codecs=["png"], dataset=".", out=out, jobs=1, progress=False)).skipped == 3
