@@ -41,6 +41,12 @@ def read_results(path: str | Path) -> pd.DataFrame:
     _check_complete_rows(csv)
     try:
         df = pd.read_csv(csv, keep_default_na=True, dtype={"codec": str, "image": str, "error": str, "notes": str})
+        # names are text as written: an image called NA or null is not a missing value
+        names = [c for c in ("codec", "image", "rate_param", "codec_version", "dataset") if c in df.columns]
+        if names and len(df):
+            as_text = pd.read_csv(csv, usecols=names, dtype=str, keep_default_na=False)
+            for col in names:
+                df[col] = as_text[col].where(as_text[col] != "", df[col])
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise ResultsError(f"{csv}: cannot be read as CSV: {exc}") from exc
     df["run"] = str(csv.parent if csv.name == RESULTS_FILE else csv)

@@ -369,3 +369,15 @@ def test_run_directory_of_the_previous_version_made_with_dataset_dot_resumes(ima
     from lcbench.runner import RunOptions, execute
 
     assert execute(RunOptions(codecs=["png"], dataset=".", out=out, jobs=1, progress=False)).skipped == 3
+
+
+def test_images_named_like_missing_values_are_reported(tmp_path):
+    # pandas reads NA, null, None ... as missing: the run's own results.csv became unreadable
+    data = tmp_path / "data"
+    for i, name in enumerate(("NA", "null", "None", "b")):
+        _save(data / f"{name}.png", photo("astronaut", (40 + i, 40)))
+    lcbench.run(["png"], data, out=tmp_path / "r", jobs=1)
+    from lcbench.results import read_results
+
+    assert sorted(read_results(tmp_path / "r").image) == ["NA", "None", "b", "null"]
+    assert main(["report", str(tmp_path / "r"), "--no-figures", "--no-html"]) == 0
