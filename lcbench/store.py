@@ -126,8 +126,9 @@ def latest_by_job(records: Iterable[dict[str, Any]], planned: Mapping[tuple, str
     key) shows only its planned key's record, and nothing while that job is not done, so a
     result of an older version never stands in for the current one. Other rows show the key
     written last among the records of the codec's current version (``versions``: label ->
-    version, from run.json), if it has any. Within one key a success wins over a failure,
-    later over earlier.
+    version, from run.json), and are left out when only other versions measured them (the
+    next run of that codec fills them). Within one key a success wins over a failure, later
+    over earlier.
     """
     by_slot: dict[tuple, list[tuple[int, int, dict[str, Any]]]] = {}
     for order, rec in enumerate(records):
@@ -141,6 +142,8 @@ def latest_by_job(records: Iterable[dict[str, Any]], planned: Mapping[tuple, str
         else:
             current = (versions or {}).get(slot[0])
             of_current = [r for r in records_in_order if r.get("codec_version") == current]
+            if current is not None and not of_current:
+                continue  # only an older version measured this row: one label, one version in results.csv
             key = (of_current or records_in_order)[-1].get("key")
         same_key = [r for r in records_in_order if r.get("key") == key]
         if not same_key:

@@ -333,3 +333,18 @@ def test_new_codec_version_replaces_old_rows_even_when_it_fails(image_folder, tm
         assert len(on_disk) == 6 + 3
     finally:
         _Versioned.version, _Versioned.broken = "v1", False
+
+
+def test_rows_of_an_older_version_leave_results_csv(image_folder, tmp_path):
+    # v1 on every image, then v2 on one: results.csv used to mix a@v2 with b, c @v1 under one label
+    _register_versioned()
+    out = tmp_path / "run"
+    try:
+        _Versioned.version, _Versioned.broken = "v1", False
+        lcbench.run(["versioned"], image_folder, out=out, jobs=1, use_cache=False)
+        _Versioned.version = "v2"
+        lcbench.run(["versioned"], image_folder, out=out, jobs=1, use_cache=False, image_glob="a")
+        on_disk = pd.read_csv(out / "results.csv", keep_default_na=False)
+        assert set(on_disk.codec_version) == {"v2"} and sorted(set(on_disk.image)) == ["a"]
+    finally:
+        _Versioned.version, _Versioned.broken = "v1", False
