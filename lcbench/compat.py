@@ -132,7 +132,7 @@ def check_bitstreams(run_dir: str | Path, baseline_frame, baseline_codec: str, c
     refs: dict[str, Any] = {}
     for row in rows.sort_values(["image", "quality"]).itertuples(index=False):
         image, quality = str(row.image), float(row.quality)
-        stem = job_stem(image, quality)
+        stem = job_stem(image, quality, str(getattr(row, "rate_param", "") or ""))  # @bpp for rate-matched jobs
         path = folder / f"{stem}.bin"
         if not path.is_file():
             report.outcomes.append(BitstreamOutcome(image, quality, "missing", detail=f"no {path}"))

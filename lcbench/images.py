@@ -76,8 +76,9 @@ def _to_rgb8(im: Image.Image, notes: list[str], path: Path | None = None) -> np.
         notes.append("CMYK converted to RGB (Pillow's naive conversion, no colour profile)")
     elif mode not in ("RGB", "RGBA", "L", "LA", "1", "P", "PA"):
         notes.append(f"{mode} converted to RGB")
-    if mode == "RGB" and im.format == "PPM" and path is not None and (_pnm_maxval(path) or 255) > 255:
-        notes.append(f"{_pnm_maxval(path)}-maxval RGB reduced to 8 bits by Pillow (round(v*255/maxval))")
+    maxval = _pnm_maxval(path) if mode == "RGB" and im.format == "PPM" and path is not None else None
+    if maxval is not None and maxval > 255:  # ASCII P3 (binary P6 is read by _read_deep_pnm)
+        notes.append(f"{maxval}-maxval RGB reduced to 8 bits by Pillow (round(v*255/maxval))")
     if getattr(im, "n_frames", 1) > 1:
         notes.append(f"first frame of {im.n_frames} used")
     if mode != "RGB":
@@ -116,6 +117,8 @@ def _read_deep_pnm(path: Path, notes: list[str]) -> np.ndarray | None:
     """Binary PGM/PPM (P5/P6) with maxval > 255, reduced by round(v * 255 / maxval) in one step
     (Pillow first rescales such files to 16 bits, so a 10-bit PGM would be rounded twice). None:
     not such a file."""
+    if (_pnm_maxval(path) or 0) <= 255:  # reads the header only: 8-bit files are Pillow's as they are
+        return None
     with open(path, "rb") as f:
         data = f.read()
     if data[:2] not in (b"P5", b"P6"):

@@ -287,6 +287,8 @@ def _open_cache(jobs: list[Job]):
 
     cache = ResultCache()
     keys: dict[str, str] = {}
+    if not cache.enabled:  # unusable (it warned): do not decode every image for keys nothing can serve
+        return cache, keys
     hashes: dict[Path, str | None] = {}
     for job in jobs:
         # the same key as ResultCache.pixel_hash gives the file ("HxW:sha"), so a named set and
