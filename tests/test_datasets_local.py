@@ -317,7 +317,14 @@ def test_named_set_and_its_folder_copy_share_cached_results(testset, tmp_path: P
     m, mirror, arrays = testset
     monkeypatch.setenv("LCBENCH_DATA", str(mirror))
     monkeypatch.setenv("LCBENCH_CACHE", str(tmp_path / "cache"))
-    lcbench.run(["png"], "testset", out=tmp_path / "named", jobs=1)
+    from lcbench.result_cache import ResultCache
+
+    def no_decoding(self, path):
+        raise AssertionError("a named set's key comes from its manifest, not from decoding the file")
+
+    with monkeypatch.context() as m:  # any decode for a key would leave these jobs without one
+        m.setattr(ResultCache, "pixel_hash", no_decoding)
+        lcbench.run(["png"], "testset", out=tmp_path / "named", jobs=1)
     outcome = execute(RunOptions(codecs=["png"], dataset=str(mirror / "testset"), out=tmp_path / "folder", jobs=1,
                                  progress=False))
     assert outcome.from_cache == 4
