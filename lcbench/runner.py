@@ -197,8 +197,10 @@ def _check_same_dataset(previous: dict[str, Any] | None, dataset: Dataset, run_d
     # once the working directory changed: then the name alone decides
     same_root = (root is None or named or not Path(root).is_absolute()
                  or Path(root).resolve() == Path(dataset.root).resolve())
-    # run.json of the previous version: `--dataset .` stored the name "" with a relative root
-    old_unnamed = root is not None and not Path(root).is_absolute() and name in ("", ".", "..")
+    # run.json of an early version: `--dataset .` stored the name "" with a relative root; then
+    # the images it measured must all be in this folder, or it is another dataset
+    old_unnamed = (root is not None and not Path(root).is_absolute() and name in ("", ".", "..") and not named
+                   and {r.get("image") for r in store.read_records(run_dir)} <= {im.id for im in dataset.images})
     if (name != dataset.name and not old_unnamed) or not same_root:
         raise ValueError(f"--out {run_dir} holds a run on dataset {name!r} ({root}); this run is on "
                          f"{dataset.name!r} ({dataset.root}): use another --out for another dataset")

@@ -369,6 +369,15 @@ def test_run_directory_of_the_previous_version_made_with_dataset_dot_resumes(ima
     from lcbench.runner import RunOptions, execute
 
     assert execute(RunOptions(codecs=["png"], dataset=".", out=out, jobs=1, progress=False)).skipped == 3
+    # ...but another folder with other images is another dataset, whatever the old name says
+    meta = json.loads((out / "run.json").read_text())
+    meta["dataset"].update(name="", root=".")
+    (out / "run.json").write_text(json.dumps(meta))
+    other = tmp_path / "other"
+    _save(other / "x.png", photo("coffee", (40, 40)))
+    monkeypatch.chdir(other)
+    with pytest.raises(ValueError, match="use another --out"):
+        execute(RunOptions(codecs=["png"], dataset=".", out=out, jobs=1, progress=False))
 
 
 def test_images_named_like_missing_values_are_reported(tmp_path):
