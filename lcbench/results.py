@@ -38,7 +38,6 @@ def results_path(path: str | Path) -> Path:
 def read_results(path: str | Path) -> pd.DataFrame:
     """Read one run's results, validated; adds ``run`` (the source path) and ``ok`` columns."""
     csv = results_path(path)
-    _check_complete_rows(csv)
     try:
         df = pd.read_csv(csv, keep_default_na=True, dtype={"codec": str, "image": str, "error": str, "notes": str})
         # names are text as written: an image called NA or null is not a missing value
@@ -49,6 +48,10 @@ def read_results(path: str | Path) -> pd.DataFrame:
                 df[col] = as_text[col].where(as_text[col] != "", df[col])
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise ResultsError(f"{csv}: cannot be read as CSV: {exc}") from exc
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:  # before the row check: a ';'-separated file is a column problem, not a short row
+        raise ResultsError(f"{csv}: missing required column(s) {missing}; found {list(df.columns)}")
+    _check_complete_rows(csv)
     df["run"] = str(csv.parent if csv.name == RESULTS_FILE else csv)
     return validate(df, source=str(csv))
 
@@ -63,18 +66,21 @@ def _check_complete_rows(path: Path) -> None:
             text = f.read()
     except UnicodeDecodeError as exc:
         raise ResultsError(f"{path}: not UTF-8 text ({exc})") from exc
-    if text and not text.endswith("\n"):
-        raise ResultsError(f"{path}: the file ends in the middle of a row (truncated copy?)")
     import io
 
-    rows = csv_module.reader(io.StringIO(text, newline=""))  # quoted fields may hold newlines
-    header = next(rows, None)
-    if header is None:
+    rows = list(csv_module.reader(io.StringIO(text, newline="")))  # quoted fields may hold newlines
+    if not rows:
         return
-    for number, row in enumerate(rows, start=2):
+    header = rows[0]
+    for number, row in enumerate(rows[1:], start=2):
         if row and len(row) != len(header):
             raise ResultsError(f"{path}: row {number} has {len(row)} fields, the header {len(header)} "
                                "(truncated or corrupt file?)")
+    if not text.endswith(("\n", "\r")):  # complete rows, but the last may have lost the end of its last field
+        import warnings
+
+        warnings.warn(f"{path}: no final newline; its last row was read as complete (a copy cut inside that "
+                      "row's last field would not be detected)", stacklevel=3)
 
 
 def validate(df: pd.DataFrame, source: str = "results") -> pd.DataFrame:

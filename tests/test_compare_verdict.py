@@ -402,3 +402,25 @@ def test_error_messages_with_newlines_are_still_complete_rows(base, tmp_path):
     from lcbench.results import read_results
 
     assert len(read_results(write(df, tmp_path / "n.csv"))) == len(df)
+
+
+def test_short_rows_and_empty_names_are_bad_input_each_on_its_own(base, tmp_path, capsys):
+    a = write(base, tmp_path / "a.csv")
+    text = a.read_text()
+    short = tmp_path / "short.csv"
+    short.write_text(text + "jpeg,10,kodim01\n")  # a complete line with too few fields
+    assert run_cli(a, short) == 2 and "row" in capsys.readouterr().err
+    df = base.copy()
+    df["codec"] = df["codec"].astype(object)
+    df.loc[df.index[3], "codec"] = ""
+    assert run_cli(a, write(df, tmp_path / "noname.csv")) == 2
+    assert "row 5 of the CSV has no 'codec'" in capsys.readouterr().err
+
+
+def test_complete_file_without_final_newline_is_read_with_a_warning(base, tmp_path):
+    from lcbench.results import read_results
+
+    a = write(base, tmp_path / "a.csv")
+    a.write_text(a.read_text().rstrip("\n"))
+    with pytest.warns(UserWarning, match="no final newline"):
+        assert len(read_results(a)) == len(base)
