@@ -42,7 +42,7 @@ class SourceImage:
 def _pnm_maxval(path: Path) -> int | None:
     """The maxval field of a binary or ASCII PNM header (P2/P3/P5/P6), None if unparsable."""
     with open(path, "rb") as f:
-        head = f.read(512)
+        head = f.read(1 << 16)  # comments may make the header long
     tokens: list[bytes] = []
     for line in head.split(b"\n"):
         tokens += line.split(b"#", 1)[0].split()

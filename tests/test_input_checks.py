@@ -318,10 +318,12 @@ def test_codec_calling_sys_exit_fails_its_jobs_not_the_run(image_folder, tmp_pat
         assert len(pd.read_csv(out / "results.csv")) == 3
 
 
-def test_ten_bit_pgm_is_rounded_once_from_its_maxval(tmp_path):
+@pytest.mark.parametrize("comment", [b"", b"# " + b"x" * 600 + b"\n"])
+def test_ten_bit_pgm_is_rounded_once_from_its_maxval(tmp_path, comment):
     # Pillow rescales maxval-1023 files to 16 bits first; rounding twice is off by one for some values
     values = np.arange(1024, dtype=np.uint32).reshape(32, 32)
-    (tmp_path / "ten.pgm").write_bytes(_pnm("P5", 1023, values))
+    data = _pnm("P5", 1023, values)
+    (tmp_path / "ten.pgm").write_bytes(data[:3] + comment + data[3:])  # after "P5\n": a long comment
     src = load_image(tmp_path / "ten.pgm")
     assert np.array_equal(src.pixels[..., 0], np.rint(values * 255 / 1023).astype(np.uint8))
     assert "1023-maxval" in src.notes[0]
