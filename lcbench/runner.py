@@ -56,6 +56,7 @@ class RunOutcome:
     failures: list[dict[str, Any]]
     from_cache: int = 0             # served from the machine-wide result cache
     ignored: list[str] = field(default_factory=list)  # files under the dataset folder not benchmarked
+    old_version_rows: dict[str, int] = field(default_factory=dict)  # codec -> rows left out of results.csv
 
     @property
     def ok(self) -> bool:
@@ -272,15 +273,21 @@ def execute(options: RunOptions) -> RunOutcome:
         if cache is not None:
             cache.put_many((cache_keys[r["key"]], r) for r in new_records if not r.get("error") and r["key"] in cache_keys)
             cache.close()
-        rows = store.latest_by_job(store.read_records(run_dir), planned, versions)
+        stored = store.read_records(run_dir)
+        rows = store.latest_by_job(stored, planned, versions)
         store.write_results_csv(run_dir, list(rows.values()))
+        labels = {j.label for j in jobs}
+        old_rows: dict[str, int] = {}  # rows of this run's codecs that only an older version measured
+        for slot in {store.slot_of(r) for r in stored} - set(rows):
+            if slot[0] in labels:
+                old_rows[slot[0]] = old_rows.get(slot[0], 0) + 1
 
     planned_keys = set(planned.values())
     mine = [r for r in rows.values() if r.get("key") in planned_keys]
     frame = store.records_to_frame(mine)
     failures = [r for r in mine if r.get("error")]
     return RunOutcome(run_dir, frame, len(jobs), len(jobs) - len(todo) - reused, failures, reused,
-                      [_relative(p, dataset.root) for p in dataset.ignored])
+                      [_relative(p, dataset.root) for p in dataset.ignored], old_rows)
 
 
 def _open_cache(jobs: list[Job]):

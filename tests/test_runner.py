@@ -343,7 +343,11 @@ def test_rows_of_an_older_version_leave_results_csv(image_folder, tmp_path):
         _Versioned.version, _Versioned.broken = "v1", False
         lcbench.run(["versioned"], image_folder, out=out, jobs=1, use_cache=False)
         _Versioned.version = "v2"
-        lcbench.run(["versioned"], image_folder, out=out, jobs=1, use_cache=False, image_glob="a")
+        from lcbench.runner import RunOptions, execute
+
+        outcome = execute(RunOptions(codecs=["versioned"], dataset=str(image_folder), out=out, jobs=1,
+                                     use_cache=False, image_glob="a", progress=False))
+        assert outcome.old_version_rows == {"versioned": 4}  # b and c at 2 rates: said, not silent
         on_disk = pd.read_csv(out / "results.csv", keep_default_na=False)
         assert set(on_disk.codec_version) == {"v2"} and sorted(set(on_disk.image)) == ["a"]
     finally:
