@@ -392,3 +392,49 @@ def test_images_named_like_missing_values_are_reported(tmp_path):
 
     assert sorted(read_results(tmp_path / "r").image) == ["NA", "None", "b", "null"]
     assert main(["report", str(tmp_path / "r"), "--no-figures", "--no-html"]) == 0
+
+
+def test_interrupt_is_reraised_as_itself():
+    # SIGTERM's KeyboardInterrupt subclass must survive the SystemError chain (exit 143, "terminated")
+    from lcbench.cli import _Terminated
+    from lcbench.worker import _reraise_interrupt
+
+    try:
+        try:
+            raise _Terminated()
+        except KeyboardInterrupt as k:
+            raise SystemError("returned a result with an exception set") from k
+    except SystemError as exc:
+        with pytest.raises(_Terminated):
+            _reraise_interrupt(exc)
+    _reraise_interrupt(ValueError("an ordinary error"))  # not an interrupt: nothing raised
+
+
+def test_unusable_result_cache_does_not_decode_images_for_keys(image_folder, tmp_path, monkeypatch):
+    from lcbench.result_cache import ResultCache
+
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "results.sqlite").write_text("junk\n")
+    monkeypatch.setenv("LCBENCH_CACHE", str(tmp_path / "cache"))
+
+    calls = []
+    monkeypatch.setattr(ResultCache, "pixel_hash", lambda self, path: calls.append(path) or "x")
+    from lcbench import runner
+
+    cache, keys = runner._open_cache(runner.plan_jobs([("png", create_codec("png"))],
+                                                      folder_dataset(image_folder)))
+    assert not cache.enabled and keys == {} and calls == []  # no image decoded for keys nothing can serve
+    df = lcbench.run(["png"], image_folder, out=tmp_path / "r", jobs=1)
+    assert (df.error == "").all() and len(df) == 3
+
+
+def test_bitstream_check_finds_rate_matched_baseline_bitstreams(image_folder, tmp_path):
+    # rate-matched outputs are saved as image@bpp<target>; the compatibility check looked for image@<target>
+    from lcbench.compat import check_bitstreams
+    from lcbench.results import read_results
+
+    out = tmp_path / "base"
+    lcbench.run(["jpeg"], image_folder, out=out, target_bpp=[0.5, 1.0], jobs=1, save_bitstreams=True)
+    report = check_bitstreams(out, read_results(out), "jpeg", "jpeg",
+                              {p.stem: p for p in image_folder.glob("*.png")})
+    assert report.count("same") == 6 and report.count("missing") == 0
