@@ -67,12 +67,7 @@ class ResultCache:
 
     def _disable(self, exc: BaseException) -> None:
         _warn(self.path, exc)
-        if self._db is not None:
-            try:
-                self._db.close()
-            except sqlite3.Error:
-                pass
-        self._db = None
+        self.close()
 
     def close(self) -> None:
         if self._db is not None:
