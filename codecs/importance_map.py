@@ -12,191 +12,58 @@ Options: ``device`` (cpu/cuda, set by the runner) and ``weights_dir`` (a folder 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import re
-import threading
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
-from lcbench.codec import Availability, CodecError, CodecUnavailable, TorchCodec, check_image
+from lcbench.codec import CodecError, check_image
 from lcbench.learned_batching import group_by_padded_shape, reproducible_synthesis, pad_image, padded
+from lcbench.model_per_rate import ModelFileError, ModelPerRateCodec
 from lcbench.registry import register_codec
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-SHIPPED_MODELS = (1, 2, 3, 4, 5)
-_FILE_RE = re.compile(r"^importance_map_(\d+)\.pt$")
 PAD_MULTIPLE = 16  # code map (1/8 resolution) with even sides, for the 2x2 coding phases
 
 
-def weights_path(model_id: int, folder: Path | None = None) -> Path:
-    return Path(folder if folder is not None else WEIGHTS_DIR) / f"importance_map_{int(model_id)}.pt"
-
-
-def _missing_dependency() -> str | None:
-    for module, pip in (("torch", "torch"), ("constriction", "constriction")):
-        try:
-            __import__(module)
-        except ImportError:
-            return pip
-    return None
-
-
 @register_codec
-class ImportanceMap(TorchCodec):
+class ImportanceMap(ModelPerRateCodec):
     """Li et al. CVPR 2018 content-weighted codec, reduced width, shipped weights (rate = model id)."""
 
     name = "importance_map"
-    rate_param = "model"
+    shipped_models = (1, 2, 3, 4, 5)
+    shipped_weights_dir = WEIGHTS_DIR
     # Model 2 is left out of the default grid: on Kodak it spends more bits than model 1 (0.121 vs
     # 0.102 bpp) for the same MS-SSIM (0.8207), so it is dominated and makes the RD curve
     # non-monotonic (no BD-rate). It still runs with `-q importance_map=2`.
     default_rates: ClassVar[tuple[float, ...]] = (1.0, 3.0, 4.0, 5.0)
-    rate_range = (float(min(SHIPPED_MODELS)), float(max(SHIPPED_MODELS)))
-    discrete_rates = True  # a fixed set of models: --target-bpp picks the nearest one
-    rate_increases_bits = True
+    rate_range = (1.0, 5.0)
     description = "Li et al. CVPR 2018 importance-map codec (learned, range-coded)"
 
     def __init__(self, device: str = "cpu", weights_dir: str | None = None) -> None:
-        super().__init__(device=device)
-        self.weights_dir = Path(weights_dir) if weights_dir else WEIGHTS_DIR
-        if weights_dir:
-            self.options["weights_dir"] = str(weights_dir)
-            # your own models: the grid is whatever importance_map_<id>.pt files the folder has
-            self.default_rates = tuple(float(i) for i in self.model_ids()) or self.default_rates
-        self._models: dict[int, Any] = {}  # id -> (network, ContextModel, sha256)
-        self._load_lock = threading.Lock()  # decode_host may run in the runner's coding thread
+        super().__init__(device=device, weights_dir=weights_dir)
         self.last_estimate: dict[str, float] = {}
         self.last_batch_extras: list[dict[str, float]] = []
-        self._version: str | None = None
-        self._availability: Availability | None = None
 
-    # -- discovery and checks --------------------------------------------------------------
     @classmethod
-    def availability(cls) -> Availability:
-        missing = _missing_dependency()
-        if missing:
-            return Availability.no(f"importance_map needs the Python package {missing!r}", f"pip install {missing}")
-        from lcbench.learned.weights import WeightsError, read
-
-        for model_id in SHIPPED_MODELS:
-            path = weights_path(model_id)
-            try:
-                read(path)
-            except WeightsError as exc:
-                return Availability.no(str(exc), "reinstall lcbench from a full checkout (codecs/weights/*.pt), "
-                                       "or train weights with `lcbench train importance_map`")
-        return Availability.yes()
-
-    def availability_here(self) -> Availability:
-        """With ``weights_dir``: every importance_map_<id>.pt there must load (checked once, before
-        any job runs, so a corrupt file is bad input naming the file, not an error in every job).
-        Without it: the class's check of the shipped weights."""
-        if not self.options.get("weights_dir"):
-            return type(self).availability()
-        if self._availability is None:
-            self._availability = self._check_weights_dir()
-        return self._availability
-
-    def _check_weights_dir(self) -> Availability:
-        missing = _missing_dependency()
-        if missing:
-            return Availability.no(f"importance_map needs the Python package {missing!r}", f"pip install {missing}")
+    def _read_model(cls, path: Path) -> tuple[Any, Any]:
+        """-> (network, ContextModel): the entropy tables must fit the network, or the file is bad."""
         from lcbench.learned.entropy import ContextModel, EntropyModelError
         from lcbench.learned.weights import WeightsError, load_model
 
-        ids = self.model_ids()
-        if not ids:
-            return Availability.no(f"importance_map: no importance_map_<id>.pt weights in {self.weights_dir}",
-                                   "train some with `lcbench train importance_map`")
-        for model_id in ids:
-            path = weights_path(model_id, self.weights_dir)
-            try:
-                net, tables = load_model(path)
-                ContextModel(tables, net.config.n, net.config.levels)
-            except EntropyModelError as exc:
-                return Availability.no(f"importance_map weights file {path}: {exc}",
-                                       "train it again with `lcbench train importance_map`")
-            except WeightsError as exc:
-                return Availability.no(str(exc), "replace or remove that file (`lcbench train importance_map` "
-                                       "writes valid ones)")
-        return Availability.yes()
+        try:
+            net, tables = load_model(path)
+            return net, ContextModel(tables, net.config.n, net.config.levels)
+        except EntropyModelError as exc:
+            raise ModelFileError(f"importance_map weights file {path}: {exc}") from exc
+        except WeightsError as exc:
+            raise ModelFileError(str(exc)) from exc
 
-    def model_ids(self) -> list[int]:
-        """Model ids present in the weights folder."""
-        if not self.weights_dir.is_dir():
-            return []
-        return sorted(int(m.group(1)) for p in self.weights_dir.iterdir() if (m := _FILE_RE.match(p.name)))
-
-    def check_rate(self, rate: float) -> None:
-        """A rate is a model id: one of the weights files this instance can load."""
-        ids = self.model_ids()
-        if rate not in ids:
-            raise ValueError(f"{self.label()}: rate {rate:g} is not a model id (available: {ids})")
-
-    def version(self) -> str:
-        """sha256 over the weights files of every model this codec instance can use, and the bitstream format."""
-        if self._version is None:
-            self._version = self._weights_hash()
-        return self._version
-
-    def _weights_hash(self) -> str:
-        ids = self.model_ids() if self.options else list(SHIPPED_MODELS)
-        if not ids:
-            raise CodecUnavailable(f"importance_map: no importance_map_<id>.pt weights in {self.weights_dir}")
-        from lcbench.learned.weights import sha256_of
-
-        lines = []
-        for i in ids:
-            path = weights_path(i, self.weights_dir)
-            if not path.is_file():
-                raise CodecUnavailable(f"importance_map: weights file {path} is missing")
-            lines.append(f"{i}:{sha256_of(path)}")
+    @classmethod
+    def _bitstream_format_version(cls) -> int:
         from lcbench.learned.bitstream import FORMAT_VERSION
 
-        # the bitstream format is part of the version: cached results of an older format
-        # (different bytes, so a different bpp) must not be reused
-        return f"weights-sha256:{hashlib.sha256(chr(10).join(lines).encode()).hexdigest()} bitstream-v{FORMAT_VERSION}"
-
-    def _model(self, model_id: int) -> tuple[Any, Any, str]:
-        hit = self._models.get(model_id)
-        if hit is not None:
-            return hit
-        with self._load_lock:
-            return self._load(model_id)
-
-    def _load(self, model_id: int) -> tuple[Any, Any, str]:
-        if model_id not in self._models:
-            missing = _missing_dependency()
-            if missing:
-                raise CodecUnavailable(f"importance_map needs {missing!r}: pip install {missing}")
-            from lcbench.learned.entropy import ContextModel, EntropyModelError
-            from lcbench.learned.weights import WeightsError, load_model, sha256_of
-
-            path = weights_path(model_id, self.weights_dir)
-            try:
-                net, tables = load_model(path)
-                ctx = ContextModel(tables, net.config.n, net.config.levels)
-            except (WeightsError, EntropyModelError) as exc:
-                raise CodecUnavailable(f"importance_map model {model_id}: {exc}") from exc
-            self._models[model_id] = (net.to(self.device), ctx, sha256_of(path))
-        return self._models[model_id]
-
-    def to(self, device: str) -> "ImportanceMap":
-        super().to(device)
-        for net, _, _ in self._models.values():
-            net.to(device)
-        return self
-
-    def _model_id(self, rate: float) -> int:
-        model_id = int(round(float(rate)))
-        if model_id != float(rate) or model_id < 0 or model_id > 255:
-            raise CodecError(f"importance_map: rate {rate!r} is not a model id (one of {self.model_ids()})")
-        if not weights_path(model_id, self.weights_dir).is_file():
-            raise CodecUnavailable(f"importance_map: no model {model_id}: {weights_path(model_id, self.weights_dir)} "
-                                   f"is missing (available ids: {self.model_ids()})")
-        return model_id
+        return FORMAT_VERSION
 
     # -- coding ----------------------------------------------------------------------------
     def encode(self, image: np.ndarray, rate: float) -> bytes:
@@ -269,9 +136,7 @@ class ImportanceMap(TorchCodec):
             except BitstreamError as exc:
                 raise CodecError(f"importance_map: {exc}") from exc
             net, ctx, sha = self._model(self._model_id(header.model_id))
-            if header.weights_tag != bytes.fromhex(sha[:8]):
-                raise CodecError(f"importance_map: the bitstream was written with other weights for model "
-                                 f"{header.model_id} (tag {header.weights_tag.hex()}, these weights {sha[:8]})")
+            self._check_weights_tag(header.model_id, header.weights_tag, sha)
             hp, wp = padded(header.height, PAD_MULTIPLE), padded(header.width, PAD_MULTIPLE)
             try:
                 bits, q = ctx.decode(words, hp // 8, wp // 8)

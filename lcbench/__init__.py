@@ -5,7 +5,8 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "run", "Codec", "TorchCodec", "Availability", "register_codec"]
+__all__ = ["__version__", "run", "Codec", "TorchCodec", "Availability", "ModelPerRateCodec",
+           "register_codec"]
 
 
 def __getattr__(name: str) -> Any:  # lazy: `import lcbench` stays cheap for the CLI
@@ -17,6 +18,10 @@ def __getattr__(name: str) -> Any:  # lazy: `import lcbench` stays cheap for the
         from . import codec
 
         return getattr(codec, name)
+    if name == "ModelPerRateCodec":
+        from .model_per_rate import ModelPerRateCodec
+
+        return ModelPerRateCodec
     if name == "register_codec":
         from .registry import register_codec
 

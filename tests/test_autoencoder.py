@@ -155,6 +155,13 @@ def test_corrupt_truncated_and_foreign_bitstreams(tiny) -> None:
         tiny.encode(photo("astronaut", (16, 16)), 1.5)
 
 
+def test_own_weights_folder_sets_the_rate_grid(tiny) -> None:
+    """With weights_dir the default grid is the model ids in that folder (only model 1 here), so
+    `lcbench run` without -q does not plan jobs for models 2-5 that are not there."""
+    assert tiny.default_rates == (1.0,)
+    assert create_codec("autoencoder").default_rates == (1.0, 2.0, 3.0, 4.0, 5.0)
+
+
 def test_corrupt_and_missing_weights_name_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "autoencoder_1.pt").write_bytes(b"not a torch file")
     codec = create_codec("autoencoder", weights_dir=str(tmp_path))
@@ -165,7 +172,7 @@ def test_corrupt_and_missing_weights_name_the_file(tmp_path: Path, monkeypatch: 
     torch.save({"format": "something else"}, tmp_path / "autoencoder_3.pt")
     with pytest.raises(CodecUnavailable, match=r"autoencoder_3\.pt is not an autoencoder weights file"):
         codec.encode(photo("astronaut", (16, 16)), 3)
-    monkeypatch.setattr(ae_codec, "WEIGHTS_DIR", tmp_path)  # availability() checks the shipped folder
+    monkeypatch.setattr(ae_codec.Autoencoder, "shipped_weights_dir", tmp_path)  # availability() checks the shipped folder
     avail = ae_codec.Autoencoder.availability()
     assert not avail and "autoencoder_1.pt" in avail.reason and "corrupt" in avail.reason
 

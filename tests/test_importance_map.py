@@ -212,8 +212,7 @@ def test_corrupt_and_missing_weights_give_clear_errors(tiny_weights_dir: Path, t
     with pytest.raises(CodecUnavailable, match="importance_map_2.pt is missing"):
         codec.encode(photo("astronaut", (16, 16)), 2)
     # availability() checks the shipped folder; point it at the corrupt one.
-    module = sys.modules[type(codec).__module__]
-    monkeypatch.setattr(module, "WEIGHTS_DIR", tmp_path)
+    monkeypatch.setattr(type(codec), "shipped_weights_dir", tmp_path)
     avail = type(codec).availability()
     assert not avail and "corrupt" in avail.reason and "importance_map_1.pt" in avail.reason
 
