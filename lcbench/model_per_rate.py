@@ -132,7 +132,7 @@ class ModelPerRateCodec(TorchCodec):
         bitstream format: cached results of an older format (other bytes, so another bpp) must
         not be reused."""
         if self._version is None:
-            from lcbench.learned.weights import sha256_of
+            from lcbench.weights_file import sha256_of
 
             ids = self.model_ids() if self.options.get("weights_dir") else list(self.shipped_models)
             if not ids:
@@ -158,7 +158,7 @@ class ModelPerRateCodec(TorchCodec):
                 missing = self._missing_dependency()
                 if missing:
                     raise CodecUnavailable(f"{self.name} needs {missing!r}: pip install {missing}")
-                from lcbench.learned.weights import sha256_of
+                from lcbench.weights_file import sha256_of
 
                 path = self.weights_path(model_id, self.weights_dir)
                 try:

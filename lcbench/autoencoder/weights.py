@@ -13,11 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from lcbench.autoencoder.model import AutoEncoder, ModelConfig
 from lcbench.autoencoder.tables import EntropyTableError, EntropyTables, build_tables
-from lcbench.learned.weights import torch_load_dict
+from lcbench.weights_file import half_state, load_state, read_checked, torch_load_dict, write_atomic
 
 FORMAT = "lcbench-autoencoder"
 FORMAT_VERSION = 1
@@ -28,32 +26,20 @@ class WeightsError(RuntimeError):
 
 
 def save(path: str | Path, model: AutoEncoder, meta: dict[str, Any]) -> None:
-    state = {k: v.detach().cpu().to(torch.float16) for k, v in model.state_dict().items()}
+    state = half_state(model)
     # Build the tables from the float16 weights that ship, not from the float32 training copy.
     shipped = AutoEncoder(model.config)
-    shipped.load_state_dict({k: v.float() for k, v in state.items()})
-    blob = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": model.config.to_dict(),
-            "state_dict": state, "tables": build_tables(shipped.density), "meta": meta}
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(blob, tmp)
-    tmp.replace(path)  # atomic: readers never see half a file
+    load_state(shipped, {"state_dict": state})
+    write_atomic(path, {"format": FORMAT, "format_version": FORMAT_VERSION, "config": model.config.to_dict(),
+                        "state_dict": state, "tables": build_tables(shipped.density), "meta": meta})
 
 
 def load(path: str | Path) -> tuple[AutoEncoder, EntropyTables]:
     """Weights file -> (float32 network in eval mode, its integer entropy tables)."""
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"autoencoder weights file {path} is missing")
-    blob = torch_load_dict(path, "autoencoder", WeightsError)
-    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        raise WeightsError(f"{path} is not an autoencoder weights file (format {FORMAT!r} expected)")
-    if blob.get("format_version") != FORMAT_VERSION:
-        raise WeightsError(f"{path} has autoencoder weights format {blob.get('format_version')}, "
-                           f"this lcbench reads {FORMAT_VERSION}")
+    blob = read_checked(path, "autoencoder", FORMAT, FORMAT_VERSION, WeightsError)
     try:
         model = AutoEncoder(ModelConfig.from_dict(blob["config"]))
-        model.load_state_dict({k: v.float() for k, v in blob["state_dict"].items()})
+        load_state(model, blob)
         tables = EntropyTables(blob["tables"], model.config.latent)
     except (KeyError, RuntimeError, TypeError, ValueError, EntropyTableError) as exc:
         raise WeightsError(f"autoencoder weights file {path} does not match the network: {exc}") from exc

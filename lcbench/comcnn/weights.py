@@ -6,14 +6,12 @@ the codec in the loop, its quality set, the data folder, steps and seed.
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from lcbench.comcnn.model import ComRecPair, ModelConfig
-from lcbench.learned.weights import torch_load_dict
+from lcbench.weights_file import half_state, load_state, read_checked, write_atomic
+from lcbench.weights_file import sha256_of  # noqa: F401  (the codec and trainer read it from here)
 
 FORMAT = "lcbench-comcnn"
 FORMAT_VERSION = 1
@@ -23,35 +21,13 @@ class WeightsError(RuntimeError):
     """A weights file is missing, unreadable or not a ComCNN/RecCNN pair; the message names it."""
 
 
-def sha256_of(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def save(path: str | Path, model: ComRecPair, meta: dict[str, Any]) -> None:
-    state = {k: v.detach().cpu().to(torch.float16) for k, v in model.state_dict().items()}
-    blob = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": model.config.to_dict(),
-            "state_dict": state, "meta": meta}
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(blob, tmp)
-    tmp.replace(path)
+    write_atomic(path, {"format": FORMAT, "format_version": FORMAT_VERSION, "config": model.config.to_dict(),
+                        "state_dict": half_state(model), "meta": meta})
 
 
 def read(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"ComCNN weights file {path} is missing")
-    blob = torch_load_dict(path, "ComCNN", WeightsError)
-    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        raise WeightsError(f"{path} is not a ComCNN weights file (format {FORMAT!r} expected)")
-    if blob.get("format_version") != FORMAT_VERSION:
-        raise WeightsError(f"{path} has ComCNN weights format version {blob.get('format_version')}, "
-                           f"this lcbench reads version {FORMAT_VERSION}")
-    return blob
+    return read_checked(path, "ComCNN", FORMAT, FORMAT_VERSION, WeightsError)
 
 
 def load(path: str | Path) -> tuple[ComRecPair, dict[str, Any]]:
@@ -59,7 +35,7 @@ def load(path: str | Path) -> tuple[ComRecPair, dict[str, Any]]:
     blob = read(path)
     try:
         model = ComRecPair(ModelConfig.from_dict(blob["config"]))
-        model.load_state_dict({k: v.float() for k, v in blob["state_dict"].items()})
+        load_state(model, blob)
     except (KeyError, RuntimeError, TypeError, ValueError) as exc:
         raise WeightsError(f"ComCNN weights file {path} does not match the networks: {exc}") from exc
     model.eval()
