@@ -111,7 +111,7 @@ class WebP(PillowCodec):
 
 @register_codec
 class JPEG2000(PillowCodec):
-    """JPEG 2000 (OpenJPEG, 9/7 irreversible wavelet); the rate grid is the target bits per pixel.
+    """JPEG 2000 (OpenJPEG, 9/7 irreversible wavelet); the rate grid is the bpp asked of its rate control.
 
     OpenJPEG's rate control gets close to the target; the reported bpp is always the real
     size of the codestream.
@@ -120,7 +120,9 @@ class JPEG2000(PillowCodec):
     name = "jpeg2000"
     pil_format = "JPEG2000"
     feature = "jpg_2000"
-    rate_param = "target_bpp"
+    # The bpp OpenJPEG's rate control is asked for; "target_bpp" is --target-bpp's (measured) rows.
+    rate_param = "nominal_bpp"
+    rate_is_bpp = True
     default_rates = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0)
     rate_range = (0.01, 8.0)  # searched by rate matching
     accepted_rates = (1e-3, 24.0)  # a compression ratio of at least 1 against 24-bit RGB
@@ -128,7 +130,7 @@ class JPEG2000(PillowCodec):
 
     def save_params(self, rate: float) -> dict[str, Any]:
         if rate <= 0:
-            raise CodecError(f"jpeg2000: target_bpp must be > 0, got {rate}")
+            raise CodecError(f"jpeg2000: nominal_bpp must be > 0, got {rate}")
         # quality_layers in "rates" mode are compression ratios against 24-bit RGB.
         # mct=1: code in YCbCr like every JPEG 2000 benchmark (Pillow's default 0 codes raw RGB).
         return {"quality_mode": "rates", "quality_layers": [24.0 / rate], "irreversible": True,

@@ -59,6 +59,11 @@ def int_option(codec: str, option: str, value: Any, lo: int | None = None, hi: i
     return n
 
 
+# The rate_param of rate-matched jobs (--target-bpp); no codec may call its own parameter
+# this, or its grid rows could not be told from rate-matched ones.
+MATCHED_RATE_PARAM = "target_bpp"
+
+
 class Codec(abc.ABC):
     """Base class of every codec.
 
@@ -84,6 +89,9 @@ class Codec(abc.ABC):
     rate_is_integer: ClassVar[bool | None] = None
     # True when a higher rate parameter gives a larger bitstream (quality); False for QP-like.
     rate_increases_bits: ClassVar[bool] = True
+    # True when the rate parameter is in bits per pixel of the image the codec is given (JPEG
+    # 2000's rate control): a pipeline that downscales first scales it to its smaller image.
+    rate_is_bpp: ClassVar[bool] = False
     lossless: ClassVar[bool] = False
     description: ClassVar[str] = ""
 

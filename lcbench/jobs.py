@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from .codec import Codec
+from .codec import MATCHED_RATE_PARAM, Codec
 from .dataset import Dataset, ImageRef
 
 METRICS_VERSION = 4  # bump when a metric's values change: cached results become stale
@@ -63,8 +63,11 @@ def plan_jobs(codecs: Sequence[tuple[str, Codec]], dataset: Dataset, *, rates: S
                     raise ValueError(f"--target-bpp {target:g}: a target rate must be a positive number of bits per pixel")
             for target in target_bpp:
                 for image in dataset.images:
-                    jobs.append(Job(spec, codec.label(), version, "target_bpp", float(target), image,
-                                    job_key(codec.label(), version, target, image, "target_bpp"), float(target)))
+                    # The key's tag is not a rate_param, so a rate-matched result is never taken for a
+                    # grid result with the same number (results cached before the tag included).
+                    jobs.append(Job(spec, codec.label(), version, MATCHED_RATE_PARAM, float(target), image,
+                                    job_key(codec.label(), version, target, image, "match:" + MATCHED_RATE_PARAM),
+                                    float(target)))
             continue
         grid = codec_rates.get(spec) or codec_rates.get(codec.name) or rates or codec.default_rates
         if not grid:

@@ -137,8 +137,11 @@ def pipeline_class(spec: str) -> type["Pipeline"]:
         "rate_param": inner_cls.rate_param,
         "default_rates": tuple(inner_cls.default_rates),
         "rate_range": inner_cls.rate_range,
+        "accepted_rates": getattr(inner_cls, "accepted_rates", None),
+        "discrete_rates": bool(getattr(inner_cls, "discrete_rates", False)),  # --target-bpp: nearest model
         "rate_is_integer": getattr(inner_cls, "rate_is_integer", None),
         "rate_increases_bits": inner_cls.rate_increases_bits,
+        "rate_is_bpp": bool(getattr(inner_cls, "rate_is_bpp", False)),
         "lossless": False,
         "uses_device": any(c.uses_device for c in step_classes) or bool(getattr(inner_cls, "uses_device", False)),
         "description": f"pipeline: {' then '.join(n for n, _ in step_specs)} around {inner_name}",
@@ -273,7 +276,12 @@ class Pipeline(TorchCodec):
         header = bytearray([FORMAT_TAG]) + self._tag + _varint(height) + _varint(width)
         for side in sides:
             header += _varint(len(side)) + side
-        return bytes(header) + self.inner.encode(np.ascontiguousarray(x), rate)
+        inner_rate = rate
+        if self.rate_is_bpp:
+            # The pipeline's rate is bpp of the original image; the inner codec's rate control
+            # counts its own (smaller) image, so ask it for proportionally more per pixel.
+            inner_rate = rate * (height * width) / (sizes[-1][0] * sizes[-1][1])
+        return bytes(header) + self.inner.encode(np.ascontiguousarray(x), inner_rate)
 
     def decode(self, bitstream: bytes) -> np.ndarray:
         if len(bitstream) < 3 or bitstream[0] != FORMAT_TAG:

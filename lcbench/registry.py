@@ -165,6 +165,12 @@ def register_codec(cls: type | None = None, *, name: str | None = None) -> Calla
         if not isinstance(key, str) or not key or any(ch in key for ch in ":+,=* \t"):
             raise ValueError(f"@register_codec: codec name {key!r} of {c.__name__} must be a non-empty string "
                              "without ':', '+', ',', '=', '*' or spaces (they separate codec specs)")
+        from .codec import MATCHED_RATE_PARAM
+
+        if getattr(c, "rate_param", None) == MATCHED_RATE_PARAM:
+            raise ValueError(f"@register_codec: codec {key!r} ({c.__name__}) names its rate parameter "
+                             f"{MATCHED_RATE_PARAM!r}, which is reserved for --target-bpp rate matching; "
+                             "call it something else (jpeg2000 uses 'nominal_bpp')")
         codecs.register(key, c, origin=_origin_of(c))
         return c
 

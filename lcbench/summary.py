@@ -312,7 +312,7 @@ def summary_table(summary: pd.DataFrame, metrics: Sequence[str] = SUMMARY_METRIC
         rows.append(cells)
     table = Table(header, rows, align="llr" + "r" * len(metrics))
     # Only rate points that mean the same rate for every codec are comparable: quality=50 of
-    # JPEG and of WebP are unrelated, target_bpp=0.5 (rate matching, JPEG 2000) is not.
+    # JPEG and of WebP are unrelated, target_bpp=0.5 (measured bpp after rate matching) is not.
     points: dict[tuple, list[int]] = {}
     for i, (_, r) in enumerate(summary.iterrows()):
         if r["rate_param"] in COMPARABLE_RATE_PARAMS:

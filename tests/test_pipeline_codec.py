@@ -175,3 +175,35 @@ def test_steps_command_explains_a_whole_pipeline_spec(capsys):
     assert "bicubic-x2+jpeg: available; rate grid quality = 5, 10" in out
     assert main(["steps", "nosuchstep+jpeg"]) == 2  # the CLI names the unknown step
     assert "unknown step 'nosuchstep'" in capsys.readouterr().err
+
+
+def test_bpp_rated_inner_codec_is_asked_for_the_original_images_bpp() -> None:
+    """jpeg2000's rate is bpp of the image it codes. Around a x2 downscale the pipeline's nominal
+    0.5 bpp must mean 0.5 bpp of the original (the inner codec is asked for 2.0 on its quarter-size
+    image), not 0.5 bpp of the small image (which measured 0.125 bpp before)."""
+    img = photo("astronaut", (256, 256))
+    direct = create_codec("jpeg2000")
+    piped = create_codec("bicubic-x2+jpeg2000")
+    assert piped.rate_param == "nominal_bpp" and piped.rate_is_bpp
+    small = piped.steps[0].forward(img)[0]
+    for nominal in (0.25, 0.5, 1.0):
+        data = piped.encode(img, nominal)
+        assert 8 * len(data) / (256 * 256) == pytest.approx(nominal, rel=0.1), nominal
+        inner = direct.encode(small, nominal * 4)  # 4 = (256 * 256) / (128 * 128)
+        assert data.endswith(inner) and len(data) - len(inner) < 16  # only the pipeline header besides
+
+
+def test_pipeline_keeps_the_inner_codecs_rate_rules() -> None:
+    """A pipeline around a one-model-per-rate codec picks the nearest model for --target-bpp
+    (a continuous search asked autoencoder for 'model 4.5') and keeps the accepted range."""
+    assert create_codec("bicubic-x2+autoencoder").discrete_rates
+    assert create_codec("bicubic-x2+jpegxl").accepted_rates == codecs.get("jpegxl").accepted_rates
+
+
+def test_target_bpp_through_a_pipeline_around_a_learned_codec(tmp_path: Path) -> None:
+    folder = tmp_path / "img"
+    folder.mkdir()
+    Image.fromarray(photo("chelsea", (64, 96))).save(folder / "cat.png")
+    df = lcbench.run(["bicubic-x2+importance_map"], folder, out=tmp_path / "run", target_bpp=[0.05], jobs=1)
+    assert (df["error"] == "").all(), df["error"].tolist()
+    assert float(df["matched_rate"].iloc[0]) in (1.0, 2.0, 3.0, 4.0, 5.0)

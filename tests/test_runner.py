@@ -224,6 +224,41 @@ def test_target_bpp_lands_within_one_quality_step(image_folder, tmp_path):
         assert abs(bpp[q] - 0.5) <= min(abs(bpp[q - 1] - 0.5), abs(bpp[q + 1] - 0.5)) + 1e-12
 
 
+def test_rate_matched_and_grid_results_are_never_taken_for_each_other(image_folder, tmp_path, monkeypatch):
+    """jpeg2000's grid is in bpp too (nominal_bpp). A --target-bpp 0.5 run after a -q 0.5 run, in
+    the same run directory and through the result cache, must rate-match (matched_rate set), not
+    reuse the grid rows: they shared one job key and one rate_param before."""
+    monkeypatch.setenv("LCBENCH_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    grid = lcbench.run(["jpeg2000"], image_folder, out=out, quality=[0.5], jobs=1, save_bitstreams=True)
+    assert (grid.rate_param == "nominal_bpp").all() and "matched_rate" not in grid.columns
+    for where in (out, tmp_path / "fresh"):
+        matched = lcbench.run(["jpeg2000"], image_folder, out=where, target_bpp=[0.5], jobs=1, save_bitstreams=True)
+        matched = matched[matched.rate_param == "target_bpp"]
+        assert len(matched) == 3 and matched["matched_rate"].notna().all()
+        assert (matched["matched_rate"] != 0.5).any()  # really searched: some image needs another parameter
+    saved = {p.name for p in (out / "bitstreams" / "jpeg2000").iterdir()}
+    assert {f"{i}@0.5.bin" for i in grid.image} | {f"{i}@bpp0.5.bin" for i in grid.image} == saved
+
+
+def test_no_codec_may_use_the_rate_matching_rate_param():
+    from lcbench.codec import Codec
+    from lcbench.registry import register_codec
+
+    class Clash(Codec):
+        name = "clash_codec"
+        rate_param = "target_bpp"
+
+        def encode(self, image, rate):  # pragma: no cover - never registered
+            return b""
+
+        def decode(self, bitstream):  # pragma: no cover
+            return np.zeros((1, 1, 3), np.uint8)
+
+    with pytest.raises(ValueError, match="reserved for --target-bpp"):
+        register_codec(Clash)
+
+
 def test_target_bpp_and_quality_are_exclusive(image_folder, capsys):
     assert main(["run", "--codecs", "jpeg", "--dataset", str(image_folder), "--target-bpp", "0.5", "-q", "50"]) == 2
     assert "--target-bpp" in capsys.readouterr().err
