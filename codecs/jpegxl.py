@@ -12,8 +12,10 @@ from lcbench.tools import CommandLineCodec, tool_version
 class JPEGXL(CommandLineCodec):
     name = "jpegxl"
     default_rates = tuple(float(q) for q in range(10, 100, 5))
-    rate_range = (0.0, 99.0)  # rate matching stays lossy
-    accepted_rates = (0.0, 100.0)  # 100 is lossless; cjxl takes fractional qualities
+    # cjxl maps quality to a distance, which it accepts only up to 25 (quality about 4.05);
+    # lower qualities fail in every job, so they are refused up front and never searched.
+    rate_range = (5.0, 99.0)  # rate matching stays lossy
+    accepted_rates = (5.0, 100.0)  # 100 is lossless; cjxl takes fractional qualities
     tools = {"cjxl": ("cjxl", "LCBENCH_CJXL"), "djxl": ("djxl", "LCBENCH_DJXL")}
     install_hint = "apt-get install libjxl-tools (cjxl/djxl), or set LCBENCH_CJXL/LCBENCH_DJXL"
     bitstream_suffix = ".jxl"
@@ -21,7 +23,8 @@ class JPEGXL(CommandLineCodec):
 
     def __init__(self, effort: int = 7, **tool_paths: str) -> None:
         super().__init__(**tool_paths)
-        self.effort = int_option("jpegxl", "effort", effort, 1, 10)
+        # 10 needs cjxl's --allow_expert_options (and is very slow): 1..9 like cjxl's own check
+        self.effort = int_option("jpegxl", "effort", effort, 1, 9)
         if self.effort != 7:
             self.options["effort"] = self.effort
 

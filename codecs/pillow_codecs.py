@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import numpy as np
 from PIL import Image, features
 
-from lcbench.codec import Availability, Codec, CodecError, check_image, int_option
+from lcbench.codec import Availability, Codec, CodecError, bool_option, check_image, int_option
 from lcbench.registry import register_codec
 
 QUALITY_5_TO_95 = tuple(float(q) for q in range(5, 100, 5))
@@ -72,10 +72,10 @@ class JPEG(PillowCodec):
         sub = int_option("jpeg", "subsampling", str(subsampling).replace(":", ""))
         if sub not in self._SUBSAMPLING:
             raise ValueError(f"jpeg: subsampling must be one of 420, 422, 444, got {subsampling!r}")
-        self.subsampling, self.optimize = sub, bool(optimize)
+        self.subsampling, self.optimize = sub, bool_option("jpeg", "optimize", optimize)
         if sub != 420:
             self.options["subsampling"] = sub
-        if optimize:
+        if self.optimize:
             self.options["optimize"] = True
 
     def version(self) -> str:
@@ -179,16 +179,21 @@ class AVIF(PillowCodec):
 
         return f"pillow-avif-plugin {getattr(pillow_avif, '__version__', '?')}{threads}"
 
-    def __init__(self, speed: int = 6, subsampling: str = "4:2:0", threads: int = 1) -> None:
+    _SUBSAMPLING = {"420": "4:2:0", "422": "4:2:2", "444": "4:4:4", "400": "4:0:0"}
+
+    def __init__(self, speed: int = 6, subsampling: int | str = "4:2:0", threads: int = 1) -> None:
         super().__init__()
-        self.speed, self.subsampling = int_option("avif", "speed", speed, 0, 10), str(subsampling)
+        # 420/422/444/400 as in jpeg's option: a codec spec cannot hold "4:4:4" (':' separates options)
+        self.speed = int_option("avif", "speed", speed, 0, 10)
+        self.subsampling = self._SUBSAMPLING.get(str(subsampling).replace(":", ""), "")
         self.threads = int_option("avif", "threads", threads)
-        if self.subsampling not in ("4:2:0", "4:2:2", "4:4:4", "4:0:0"):
-            raise ValueError(f"avif: subsampling must be 4:2:0, 4:2:2, 4:4:4 or 4:0:0, got {subsampling!r}")
+        if not self.subsampling:
+            raise ValueError(f"avif: subsampling must be 420, 422, 444 or 400 (4:2:0 ... from Python), "
+                             f"got {subsampling!r}")
         if self.speed != 6:
             self.options["speed"] = self.speed
         if self.subsampling != "4:2:0":
-            self.options["subsampling"] = self.subsampling
+            self.options["subsampling"] = int(self.subsampling.replace(":", ""))  # a label that parses back
         if self.threads < 1:
             raise ValueError(f"avif: threads={threads} must be at least 1")
         if self.threads != 1:

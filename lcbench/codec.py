@@ -59,6 +59,15 @@ def int_option(codec: str, option: str, value: Any, lo: int | None = None, hi: i
     return n
 
 
+def bool_option(codec: str, option: str, value: Any) -> bool:
+    """A yes/no codec option, checked: ``jpeg:optimize=flase`` is an error, not True."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise ValueError(f"codec {codec!r}: option {option}={value!r} must be true or false")
+
+
 # The rate_param of rate-matched jobs (--target-bpp); no codec may call its own parameter
 # this, or its grid rows could not be told from rate-matched ones.
 MATCHED_RATE_PARAM = "target_bpp"

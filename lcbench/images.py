@@ -62,7 +62,13 @@ def _to_rgb8(im: Image.Image, notes: list[str], path: Path | None = None) -> np.
         # Pillow stores PNM greyscale with maxval > 255 in 0..65535 (it rescales other maxvals).
         # Only formats without a declared range (32-bit TIFF) fall back to the data.
         declared = mode.startswith("I;16") or im.format in ("PNG", "PPM")
-        peak = 65535.0 if declared or arr.max(initial=0) > 255 else 255.0
+        if not declared:
+            # A float or 32-bit integer image (TIFF) does not say what white is: 0..1 floats or
+            # 12-bit data in int32 came out nearly black when the peak was guessed as 255 or 65535.
+            raise ImageReadError(f"{path or 'image'}: {mode} greyscale ({'float' if mode == 'F' else '32-bit integer'}"
+                                 " samples) has no declared value range, so lcbench cannot map it to 8 bits "
+                                 "without guessing; convert it to an 8- or 16-bit PNG first")
+        peak = 65535.0
         notes.append(f"{mode} greyscale reduced to 8 bits (round(v*255/{peak:g})) and replicated to RGB")
         grey = np.clip(np.rint(arr * 255.0 / peak), 0, 255).astype(np.uint8)
         return np.repeat(grey[:, :, None], 3, axis=2)

@@ -81,20 +81,32 @@ def match_rate_detailed(codec: Any, image: np.ndarray, target_bpp: float, *, rel
     a, b = lo, hi
     if bpp(param(a)) < target_bpp < bpp(param(b)):
         # Invariant: bpp(a) < target < bpp(b).
-        while True:
+        if up and not integer and getattr(codec, "rate_is_bpp", False) and lo < target_bpp < hi:
+            # The parameter is itself a bpp (JPEG 2000's rate control): the target is the best first
+            # guess, and it narrows the bracket.
+            if bpp(target_bpp) < target_bpp:
+                a = target_bpp
+            elif bpp(target_bpp) > target_bpp:
+                b = target_bpp
+            else:
+                a = b = target_bpp
+        while a < b:
             if integer:
                 if b - a <= 1:
                     break
                 mid = float(math.floor((a + b) / 2))
             else:
                 mid = (a + b) / 2
-                if b - a <= rel_tol * (hi - lo) or abs(bpp(param(mid)) - target_bpp) <= rel_tol * target_bpp:
+                # The bracket's width relative to where it is, not to the whole range: at a
+                # 0.02 bpp target, a width of 0.001 x JPEG 2000's range (0.008) was 40% of it.
+                width_done = b - a <= rel_tol * max(abs(a), abs(b), 1e-9 * (hi - lo))
+                if width_done or abs(bpp(param(mid)) - target_bpp) <= rel_tol * target_bpp:
                     break
             if bpp(param(mid)) < target_bpp:
                 a = mid
             else:
                 b = mid
-        if not integer:
+        if not integer and a < b:
             bpp(param((a + b) / 2))
     tried = {r: 8.0 * len(data) / pixels for r, data in cache.items()}
     # Closest of everything tried; on a tie, the smaller bitstream (stays within the budget).

@@ -21,13 +21,25 @@ from .codec import Availability, Codec, CodecError, CodecUnavailable, check_imag
 DEFAULT_TIMEOUT_S = 600.0
 
 
-def find_tool(name: str, *, option: str | None = None, env_var: str | None = None) -> str | None:
-    """Resolve a tool: explicit option, then environment variable, then PATH."""
-    for candidate in (option, os.environ.get(env_var) if env_var else None):
+class ToolPathError(LookupError):
+    """A tool path given by a codec option or an environment variable does not exist."""
+
+
+def find_tool(name: str, *, option: str | None = None, env_var: str | None = None,
+              option_name: str = "option") -> str | None:
+    """Resolve a tool: explicit option, then environment variable, then PATH (None: not found).
+
+    A path the user gave (option or variable) must resolve: ToolPathError otherwise, never the
+    tool on PATH instead, which would be benchmarked and recorded as theirs without a word."""
+    given = [(f"{option_name}={option!r}", option)]
+    if env_var and os.environ.get(env_var):
+        given.append((f"{env_var}={os.environ[env_var]!r}", os.environ[env_var]))
+    for what, candidate in given:
         if candidate:
             path = shutil.which(candidate) or (candidate if Path(candidate).is_file() else None)
-            if path:
-                return path
+            if not path:
+                raise ToolPathError(f"{what}: {candidate} is not an executable on PATH or an existing file")
+            return path
     return shutil.which(name)
 
 
@@ -109,15 +121,21 @@ class CommandLineCodec(Codec):
         unknown = set(tool_paths) - set(self.tools)
         if unknown:
             raise ValueError(f"{self.name}: unknown options {sorted(unknown)}; tool paths: {sorted(self.tools)}")
-        self.paths = {key: find_tool(exe, option=tool_paths.get(key), env_var=env)
-                      for key, (exe, env) in self.tools.items()}
+        try:
+            self.paths = {key: find_tool(exe, option=tool_paths.get(key), env_var=env, option_name=key)
+                          for key, (exe, env) in self.tools.items()}
+        except ToolPathError as exc:
+            raise CodecUnavailable(f"{self.name}: {exc}") from None
         missing = [self.tools[k][0] for k, p in self.paths.items() if not p]
         if missing:
             raise CodecUnavailable(f"{self.name}: {', '.join(missing)} not found. {self.install_hint}")
 
     @classmethod
     def availability(cls) -> Availability:
-        found = {exe: find_tool(exe, env_var=env) for exe, env in cls.tools.values()}
+        try:
+            found = {exe: find_tool(exe, env_var=env) for exe, env in cls.tools.values()}
+        except ToolPathError as exc:
+            return Availability.no(str(exc), "point the variable at the tool, or unset it to use the one on PATH")
         return tool_availability(found, cls.install_hint)
 
     def availability_here(self) -> Availability:

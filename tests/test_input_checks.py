@@ -156,11 +156,67 @@ def test_target_bpp_out_of_reach_is_noted(image_folder, tmp_path):
     ("webp:method=9", "must be in 0..6"),
     ("avif:threads=1.5", "codec 'avif': option threads=1.5 must be a whole number"),
     ("avif:subsampling=4:2:1", "bad option"),
-    ("jpegxl:effort=0", "codec 'jpegxl': option effort=0 must be in 1..10"),
+    ("avif:subsampling=421", "avif: subsampling must be 420, 422, 444 or 400"),
+    ("jpegxl:effort=0", "codec 'jpegxl': option effort=0 must be in 1..9"),
+    ("jpegxl:effort=10", "codec 'jpegxl': option effort=10 must be in 1..9"),  # cjxl refuses it in every job
+    ("jpeg:optimize=flase", "codec 'jpeg': option optimize='flase' must be true or false"),  # was True
+    ("jpeg:optimize=2", "codec 'jpeg': option optimize=2 must be true or false"),
 ])
 def test_codec_options_are_checked_naming_codec_and_option(spec, message):
     with pytest.raises(ValueError, match=message.replace(".", r"\.").replace("(", r"\(")):
         create_codec(spec)
+
+
+def test_avif_subsampling_can_be_given_in_a_codec_spec():
+    """"4:4:4" cannot be written in a spec (':' separates options), so 444 and 4:4:4 AVIF could
+    not be benchmarked; the label must parse back to the same codec."""
+    for spec, mode in (("avif:subsampling=444", "4:4:4"), ("avif:subsampling=400", "4:0:0")):
+        codec = create_codec(spec)
+        assert codec.subsampling == mode and codec.label() == spec
+        assert create_codec(codec.label()).subsampling == mode
+    assert create_codec("avif").label() == "avif"
+    img = photo("astronaut", (64, 64))
+    sizes = {s: len(create_codec(f"avif:subsampling={s}").encode(img, 50)) for s in (420, 444)}
+    assert sizes[420] != sizes[444]  # the option reaches libavif
+
+
+def test_jpegxl_qualities_cjxl_refuses_are_refused_when_planned():
+    """cjxl accepts distances up to 25 (quality about 4.05): -q jpegxl=2 failed in every job, and
+    --target-bpp always started its search at quality 0, so every rate-matched job failed."""
+    codec = lcbench.registry.codecs.get("jpegxl")
+    assert codec.rate_range[0] >= 4.1 and codec.accepted_rates[0] >= 4.1
+
+
+@pytest.mark.skipif(shutil.which("cjxl") is None or shutil.which("djxl") is None, reason="libjxl tools not installed")
+def test_jpegxl_target_bpp_matches(image_folder, tmp_path):
+    df = lcbench.run(["jpegxl"], image_folder, out=tmp_path / "r", target_bpp=[0.05, 1.0], jobs=1, max_images=1)
+    assert (df.error == "").all(), df.error.tolist()
+    assert df.matched_rate.between(5, 99).all()
+
+
+def test_tool_path_that_does_not_exist_is_an_error_not_the_tool_on_path(tmp_path, monkeypatch):
+    """A given path that does not resolve fell back to the tool on PATH, and the run recorded the
+    user's path in run.json while benchmarking another build."""
+    with pytest.raises(lcbench.codec.CodecUnavailable, match=r"hevc: heif_enc='/nonexistent/heif-enc'"):
+        create_codec("hevc:heif_enc=/nonexistent/heif-enc")
+    monkeypatch.setenv("LCBENCH_CJXL", str(tmp_path / "cjxl-0.11"))
+    avail = lcbench.registry.codecs.get("jpegxl").availability()
+    assert not avail and "LCBENCH_CJXL" in avail.reason and "cjxl-0.11" in avail.reason
+    with pytest.raises(lcbench.codec.CodecUnavailable, match="LCBENCH_CJXL"):
+        create_codec("jpegxl")
+
+
+def test_float_and_32bit_integer_images_are_refused_not_guessed(tmp_path):
+    """A 0..1 float TIFF became pixels 0/1 and 12-bit data in int32 was divided by 65535."""
+    from lcbench.images import ImageReadError
+
+    ramp = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)
+    Image.fromarray(ramp, mode="F").save(tmp_path / "f.tif")
+    Image.fromarray((ramp * 4095).astype(np.int32), mode="I").save(tmp_path / "i.tif")
+    for name in ("f.tif", "i.tif"):
+        with pytest.raises(ImageReadError, match="no declared value range") as info:
+            load_image(tmp_path / name)
+        assert name in str(info.value)
 
 
 @pytest.mark.skipif(shutil.which("cjxl") is None or shutil.which("djxl") is None, reason="libjxl tools not installed")
