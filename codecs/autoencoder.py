@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 
 from lcbench.codec import CodecError, check_image
-from lcbench.learned_batching import group_by_padded_shape, reproducible_synthesis, pad_image, padded
+from lcbench.learned_batching import network_batches, pad_image, padded, reproducible_synthesis
 from lcbench.model_per_rate import ModelFileError, ModelPerRateCodec
 from lcbench.registry import register_codec
 
@@ -78,7 +78,7 @@ class Autoencoder(ModelPerRateCodec):
         net, tables, sha = self._model(model_id)
         out: list[bytes] = [b""] * len(images)
         extras: list[dict[str, float]] = [{} for _ in images]
-        for idx in group_by_padded_shape([im.shape[:2] for im in images], PAD_MULTIPLE).values():
+        for idx in network_batches([im.shape[:2] for im in images], PAD_MULTIPLE, self.device):
             batch = torch.from_numpy(np.stack([pad_image(images[i], PAD_MULTIPLE) for i in idx])).permute(0, 3, 1, 2)
             with torch.no_grad():
                 y_hat = torch.round(net.analyse(batch.to(self.device)))

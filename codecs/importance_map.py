@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 
 from lcbench.codec import CodecError, check_image
-from lcbench.learned_batching import group_by_padded_shape, reproducible_synthesis, pad_image, padded
+from lcbench.learned_batching import network_batches, pad_image, padded, reproducible_synthesis
 from lcbench.model_per_rate import ModelFileError, ModelPerRateCodec
 from lcbench.registry import register_codec
 
@@ -100,7 +100,7 @@ class ImportanceMap(ModelPerRateCodec):
         net, _, _ = self._model(model_id)
         levels = net.config.levels
         groups = []
-        for _, idx in group_by_padded_shape([im.shape[:2] for im in images], PAD_MULTIPLE).items():
+        for idx in network_batches([im.shape[:2] for im in images], PAD_MULTIPLE, self.device):
             hwc = _to_device(torch.from_numpy(np.stack([pad_image(images[i], PAD_MULTIPLE) for i in idx])), self.device)
             with torch.inference_mode():
                 code, p = net.analyse(net.scale_in(hwc.permute(0, 3, 1, 2)))
@@ -154,10 +154,13 @@ class ImportanceMap(ModelPerRateCodec):
 
         results: list[np.ndarray | None] = [None] * len(parsed)
         on_device: list[Any] = [None] * len(parsed)
-        groups: dict[tuple[int, int, int], list[int]] = {}
+        by_model: dict[int, list[int]] = {}
         for i, (header, _, _) in enumerate(parsed):
-            groups.setdefault((header.model_id, padded(header.height, PAD_MULTIPLE), padded(header.width, PAD_MULTIPLE)), []).append(i)
-        for (model_id, _, _), idx in groups.items():
+            by_model.setdefault(header.model_id, []).append(i)
+        batches = [(model_id, [idx[j] for j in batch]) for model_id, idx in by_model.items()
+                   for batch in network_batches([(parsed[i][0].height, parsed[i][0].width) for i in idx],
+                                                PAD_MULTIPLE, self.device)]
+        for model_id, idx in batches:
             net, _, _ = self._model(model_id)
             # uint8 bits and int64 levels travel; the 0/1 masked code is formed on the device (exact)
             bits = _to_device(torch.from_numpy(np.stack([parsed[i][1] for i in idx])), self.device)

@@ -31,6 +31,10 @@ class ModelPerRateCodec(TorchCodec):
     shipped_models: ClassVar[tuple[int, ...]] = ()
     shipped_weights_dir: ClassVar[Path]
     required_packages: ClassVar[tuple[str, ...]] = ("torch", "constriction")
+    # Part of the version: bump when the same weights and bitstream format give other bytes or
+    # pixels, so cached results are not mixed. 2: on the CPU the networks see one image at a
+    # time (batches decoded a few pixels 1 off from the same bitstream decoded alone).
+    coding_revision: ClassVar[int] = 2
 
     def __init__(self, device: str = "cpu", weights_dir: str | None = None) -> None:
         super().__init__(device=device)
@@ -144,7 +148,8 @@ class ModelPerRateCodec(TorchCodec):
                     raise CodecUnavailable(f"{self.name}: weights file {path} is missing")
                 lines.append(f"{i}:{sha256_of(path)}")
             digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()
-            self._version = f"weights-sha256:{digest} bitstream-v{self._bitstream_format_version()}"
+            self._version = (f"weights-sha256:{digest} bitstream-v{self._bitstream_format_version()}"
+                             f" coding-r{self.coding_revision}")
         return self._version
 
     # -- models -------------------------------------------------------------------------------

@@ -203,7 +203,7 @@ def test_corrupt_file_in_weights_dir_stops_the_run_before_any_job(tiny_dir: Path
 def test_version_is_the_weights_hash(tiny, tiny_dir: Path) -> None:
     file_hash = hashlib.sha256((tiny_dir / "autoencoder_1.pt").read_bytes()).hexdigest()
     assert tiny.version() == ("weights-sha256:" + hashlib.sha256(f"1:{file_hash}".encode()).hexdigest()
-                              + f" bitstream-v{bitstream.FORMAT_VERSION}")
+                              + f" bitstream-v{bitstream.FORMAT_VERSION} coding-r2")
     assert bitstream.FORMAT_VERSION == 2  # header under the CRC
 
 

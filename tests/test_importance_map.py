@@ -259,7 +259,7 @@ def test_version_is_the_weights_hash(tiny_codec, tiny_weights_dir: Path) -> None
 
     file_hash = hashlib.sha256((tiny_weights_dir / "importance_map_1.pt").read_bytes()).hexdigest()
     expected = hashlib.sha256(f"1:{file_hash}".encode()).hexdigest()
-    assert tiny_codec.version() == f"weights-sha256:{expected} bitstream-v3"
+    assert tiny_codec.version() == f"weights-sha256:{expected} bitstream-v3 coding-r2"
 
 
 # -- shipped weights --------------------------------------------------------------------------
