@@ -282,7 +282,7 @@ def test_train_writes_weights_curves_checkpoint_and_resumes(tmp_path: Path) -> N
     rows = out.with_suffix(".csv").read_text().splitlines()
     assert rows[0] == "step,loss,bpp,mse,psnr,lr,elapsed_s"
     assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3", "4"]
-    assert torch.load(out.with_suffix(".ckpt"), weights_only=False)["step"] == 4
+    assert torch.load(out.with_suffix(".ckpt"), weights_only=True)["step"] == 4
     assert weights.meta_of(out)["steps"] == 4 and weights.meta_of(out)["lmbda"] == 0.01
     codec = create_codec("autoencoder", weights_dir=str(out.parent))
     img = photo("chelsea", (20, 30))

@@ -298,7 +298,7 @@ def test_train_writes_curves_checkpoint_weights_and_resumes(tmp_path: Path) -> N
     assert main(common + ["--steps", "3", "--resume", str(out.with_suffix(".ckpt"))]) == 0
     rows = out.with_suffix(".csv").read_text().splitlines()
     assert rows[0].startswith("step,loss,mse,psnr,occupancy") and [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3"]
-    ckpt = torch.load(out.with_suffix(".ckpt"), weights_only=False)
+    ckpt = torch.load(out.with_suffix(".ckpt"), weights_only=True)
     assert ckpt["step"] == 3
     codec = create_codec("importance_map", weights_dir=str(tmp_path / "w"))
     (tmp_path / "w").mkdir()
@@ -333,3 +333,32 @@ def test_kodak_low_rate_ms_ssim_beats_jpeg(kodak_dir: Path, tmp_path: Path) -> N
             assert row.ms_ssim > jpeg.ms_ssim.iloc[0]
         else:
             assert row.ms_ssim > np.interp(row.bpp, jpeg.bpp, jpeg.ms_ssim)
+
+
+class _RunsCode:
+    """A pickle that runs a command when loaded without weights_only=True."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("model, option", [("importance_map", "--init"), ("importance_map", "--resume"),
+                                           ("autoencoder", "--resume")])
+def test_training_never_runs_code_from_a_pickled_file(tmp_path: Path, capsys, model: str, option: str) -> None:
+    """--init and --resume loaded checkpoints with weights_only=False: a crafted file given to them
+    ran its command (then the run failed). Now torch refuses to unpickle it at all."""
+    from lcbench.cli import main
+
+    marker = tmp_path / "ran"
+    evil = tmp_path / "evil.pt"
+    torch.save({"model": _RunsCode(marker)}, evil)
+    code = main(["train", model, "--data", str(tmp_path), "--out", str(tmp_path / "w" / "m.pt"), option, str(evil)])
+    err = capsys.readouterr().err
+    assert code == 2 and str(evil) in err and "Traceback" not in err
+    assert "weights_only=False" not in err
+    assert not marker.exists()

@@ -23,6 +23,7 @@ import torch
 
 from lcbench.learned.model import ImportanceMapNet, ModelConfig, count_parameters
 from lcbench.learned import weights as weights_io
+from lcbench.weights_file import load_reason
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 CHECKPOINT_KEYS = ("model", "optimizer", "step", "model_config", "train_config", "sampler_rng", "torch_rng")
@@ -42,10 +43,12 @@ def load_checkpoint(path: str | Path, model: str) -> dict[str, Any]:
     if not p.is_file():
         raise CheckpointError(f"cannot resume from {p}: not a file; {hint}")
     try:
-        ckpt = torch.load(p, map_location="cpu", weights_only=False)  # our own checkpoint format
+        # weights_only=True: a checkpoint is tensors and plain values (the sampler state is a dict of
+        # ints), and a file someone hands over must not run pickled code
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for garbage/truncated files
         raise CheckpointError(f"cannot resume from {p}: not a training checkpoint "
-                              f"({type(exc).__name__}: {exc}); {hint}") from None
+                              f"({load_reason(exc)}); {hint}") from None
     missing = [k for k in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:
         raise CheckpointError(f"cannot resume from {p}: not a training checkpoint of {model} "
