@@ -48,12 +48,37 @@ def preset_names() -> list[str]:
     return sorted(PRESET_CODECS)
 
 
-def get_preset(name: str, rescalers: Sequence[str] = ("bicubic",)) -> Preset:
-    """The preset's codec specs and rate grids; ``rescalers`` names step families (``bicubic``, ``lanczos``, ...)."""
+def rescaler_names() -> list[str]:
+    """Step families usable as ``rescalers=``: registered steps ``NAME-xS`` for every scale of SR_SCALES."""
+    from .pipeline import steps
+
+    names = set(steps.names())
+    suffix = f"-x{SR_SCALES[0]}"
+    return sorted(n[: -len(suffix)] for n in names if n.endswith(suffix)
+                  and all(f"{n[: -len(suffix)]}-x{s}" in names for s in SR_SCALES))
+
+
+def get_preset(name: str, rescalers: str | Sequence[str] = ("bicubic",)) -> Preset:
+    """The preset's codec specs and rate grids; ``rescalers`` names step families (``bicubic``, ``lanczos``, ...):
+    one name or a sequence of names, each registered as steps ``NAME-x2`` and ``NAME-x4`` (a learned
+    rescaler's plugin must be loaded first)."""
+    from .pipeline import steps
+
     if name not in PRESET_CODECS:
         raise ValueError(f"unknown preset {name!r} (known: {', '.join(preset_names())})")
+    if isinstance(rescalers, str):  # one rescaler, not its letters
+        rescalers = (rescalers,)
+    rescalers = tuple(rescalers)
     if not rescalers:
         raise ValueError(f"preset {name!r}: give at least one rescaler")
+    for r in rescalers:
+        if not isinstance(r, str) or not r.strip():
+            raise ValueError(f"preset {name!r}: a rescaler is a step family name such as 'bicubic', got {r!r}")
+        missing = [f"{r}-x{s}" for s in SR_SCALES if f"{r}-x{s}" not in steps]
+        if missing:
+            raise ValueError(f"preset {name!r}: unknown rescaler {r!r}: no step {', '.join(map(repr, missing))} "
+                             f"(rescalers with steps -x{'/-x'.join(map(str, SR_SCALES))}: "
+                             f"{', '.join(rescaler_names())}; load a learned rescaler's plugin first)")
     return _rescale_preset(name, PRESET_CODECS[name], rescalers)
 
 
@@ -109,7 +134,7 @@ def _isnan(v) -> bool:
 
 
 def sr_table(frame, metrics: Sequence[str] = SR_METRICS):
-    """Mean PSNR/SSIM per (dataset, method, scale, codec) x quality: the papers' layout.
+    """Mean PSNR/SSIM per (dataset, method, scale, codec) x rate point: the papers' layout.
 
     ``frame``: lcbench results (one row per job) of rescaling pipelines (other codecs are
     ignored). Each metric is averaged over the jobs that have a value for it, so a NaN SSIM
@@ -118,7 +143,9 @@ def sr_table(frame, metrics: Sequence[str] = SR_METRICS):
     of that dataset/method/scale/codec at any quality), ``left_out`` (``image: why`` for each
     image of the row missing from a mean: failed job, undefined metric, no result) and ``bpp``
     (mean over the successful jobs). ``scale`` is the border S the metrics were computed with
-    (0 when unknown: a step not registered here).
+    (0 when unknown: a step not registered here). A rate point is (``rate_param``, ``quality``):
+    rows of different rate parameters (a grid's ``quality`` or ``nominal_bpp``, a rate-matched
+    ``target_bpp``) with the same number are different rate points, never averaged together.
     """
     import pandas as pd
 
@@ -145,17 +172,21 @@ def sr_table(frame, metrics: Sequence[str] = SR_METRICS):
     failed = err != ""
     for m in metrics:  # a failed job's value (if any) is not a measurement
         df.loc[failed, m] = float("nan")
+    if "rate_param" not in df.columns:  # results written before the column existed: a quality grid
+        df["rate_param"] = "quality"
+    df["rate_param"] = df["rate_param"].fillna("quality").astype(str)
     row_keys = ["dataset", "method", "scale", "inner"]
+    rate_keys = ["rate_param", "quality"]
     row_images = {k: sorted(set(map(str, g["image"]))) for k, g in df.groupby(row_keys, sort=False)}
     out = []
-    for key, g in df.groupby(row_keys + ["quality"], sort=False):
+    for key, g in df.groupby(row_keys + rate_keys, sort=False):
         n_row = len(row_images[key[:4]])
-        rec = dict(zip(row_keys + ["quality"], key))
+        rec = dict(zip(row_keys + rate_keys, key))
         why: dict[str, list[str]] = {}
         present = set(map(str, g["image"]))
         for img in row_images[key[:4]]:
             if img not in present:
-                why.setdefault(img, []).append("no result at this quality")
+                why.setdefault(img, []).append(f"no result at this {key[4]}")
         for m in metrics:
             v = g[m].astype(float)
             rec[m] = float(v.mean()) if v.notna().any() else float("nan")
@@ -177,29 +208,41 @@ def sr_table(frame, metrics: Sequence[str] = SR_METRICS):
     # datasets in the order the results list them (e.g. set5 before set14, as in the papers)
     order = {d: i for i, d in enumerate(dict.fromkeys(df["dataset"]))}
     agg["_order"] = agg["dataset"].map(order)
-    agg = agg.sort_values(["_order", "inner", "method", "scale", "quality"]).drop(columns="_order")
-    cols = row_keys + ["quality"] + [c for m in metrics for c in (m, f"{m}_n")] + ["n_images", "bpp", "left_out"]
+    agg["_grid"] = agg["rate_param"] != "quality"  # quality columns first, as in the papers
+    agg = agg.sort_values(["_order", "inner", "method", "scale", "_grid", "rate_param", "quality"]).drop(
+        columns=["_order", "_grid"])
+    cols = row_keys + rate_keys + [c for m in metrics for c in (m, f"{m}_n")] + ["n_images", "bpp", "left_out"]
     return agg[cols].reset_index(drop=True)
 
 
-def format_sr_table(frame, metrics: Sequence[str] = SR_METRICS, style: str = "markdown") -> str:
-    """The papers' table: one row per dataset/method/scale, one column per quality, cells PSNR/SSIM.
+def rate_point_label(rate_param: str, value: float) -> str:
+    """A table column's label: ``q=30`` for a quality, else ``<rate_param>=<value>`` (``target_bpp=0.3``)."""
+    return f"{'q' if rate_param == 'quality' else rate_param}={value:g}"
 
-    ``images`` is the row's N; a cell whose mean is over fewer images says so, ``(n=2)`` (or
-    ``(n=3/2)``: PSNR over 3, SSIM over 2), and a note below names the images left out and why."""
+
+def format_sr_table(frame, metrics: Sequence[str] = SR_METRICS, style: str = "markdown") -> str:
+    """The papers' table: one row per dataset/method/scale, one column per rate point, cells PSNR/SSIM.
+
+    Columns are labelled by their rate parameter: ``q=30`` (quality grid), ``nominal_bpp=0.5``
+    (e.g. jpeg2000's grid), ``target_bpp=0.3`` (rate-matched, ``--target-bpp``); quality columns
+    come first. ``images`` is the row's N; a cell whose mean is over fewer images says so, ``(n=2)``
+    (or ``(n=3/2)``: PSNR over 3, SSIM over 2), and a note below names the images left out and why."""
+    from .codec import MATCHED_RATE_PARAM
+
     table = sr_table(frame, metrics)
-    qualities = sorted(table["quality"].unique())
-    header = ["dataset", "method", "scale", "codec"] + [f"q={q:g}" for q in qualities] + ["images"]
+    points = list(dict.fromkeys(zip(table["rate_param"], table["quality"])))
+    points.sort(key=lambda p: (p[0] != "quality", p[0], p[1]))
+    header = ["dataset", "method", "scale", "codec"] + [rate_point_label(*p) for p in points] + ["images"]
     rows, notes, unknown_scale = [], [], []
     for (dataset, method, scale, inner), g in table.groupby(["dataset", "method", "scale", "inner"], sort=False):
-        by_q = {q: r for q, r in zip(g["quality"], g.to_dict("records"))}
+        by_q = {(rp, q): r for rp, q, r in zip(g["rate_param"], g["quality"], g.to_dict("records"))}
         n_row = int(g["n_images"].iloc[0])
         scale_text = f"x{scale}" if scale else "?"
         if not scale:
             unknown_scale.append(f"{method}+{inner}")
         cells = []
-        for q in qualities:
-            r = by_q.get(q)
+        for point in points:
+            r = by_q.get(point)
             if r is None:
                 cells.append("-")
                 continue
@@ -215,11 +258,15 @@ def format_sr_table(frame, metrics: Sequence[str] = SR_METRICS, style: str = "ma
             ns = [int(r[f"{m}_n"]) for m in metrics]
             if any(n != n_row for n in ns):
                 cell += f" (n={ns[0]})" if len(set(ns)) == 1 else f" (n={'/'.join(map(str, ns))})"
-                notes.append(f"{dataset or '-'} {method} {scale_text} {inner} q={q:g}: {r['left_out']}")
+                notes.append(f"{dataset or '-'} {method} {scale_text} {inner} {rate_point_label(*point)}: "
+                             f"{r['left_out']}")
             cells.append(cell)
         rows.append([str(dataset), str(method), scale_text, str(inner)] + cells + [str(n_row)])
     title = f"{' / '.join(metrics)} (mean over images; Y = BT.601, border = scale)"
     foot = []
+    if any(rp == MATCHED_RATE_PARAM for rp, _ in points):
+        foot.append(f"{MATCHED_RATE_PARAM}=X: rate-matched (--target-bpp), per image the rate parameter whose "
+                    f"bitstream is closest to X bpp; not a quality grid point")
     if notes:
         foot.append("(n=...): the cell's mean is over fewer images than the row's N (images column)"
                     + (f"; n=a/b: {metrics[0]} over a images, {' / '.join(metrics[1:])} over b" if len(metrics) > 1
@@ -227,7 +274,7 @@ def format_sr_table(frame, metrics: Sequence[str] = SR_METRICS, style: str = "ma
         foot += [f"- {n}" for n in notes]
     if unknown_scale:
         foot.append(f"scale ?: border unknown for {', '.join(dict.fromkeys(unknown_scale))} "
-                    f"(a step not registered here; load its plugin)")
+                    f"(a step not registered here; load its plugin: --plugin FILE.py)")
     if style == "markdown":
         lines = [f"| {' | '.join(header)} |", "|" + "|".join("---" for _ in header) + "|"]
         lines += [f"| {' | '.join(r)} |" for r in rows]

@@ -55,6 +55,21 @@ def test_presets() -> None:
         get_preset("rescale-bpg")
 
 
+def test_preset_rescalers_one_name_and_unknown_names() -> None:
+    """A str was iterated letter by letter (b-x2+jpeg, i-x2+jpeg, ...); unknown rescalers went unchecked."""
+    assert get_preset("rescale-jpeg", rescalers="lanczos").codecs == ("lanczos-x2+jpeg", "lanczos-x4+jpeg")
+    assert get_preset("rescale-jpeg", rescalers=["bicubic"]).codecs == ("bicubic-x2+jpeg", "bicubic-x4+jpeg")
+    with pytest.raises(ValueError, match=r"unknown rescaler 'bicubik': no step 'bicubik-x2', 'bicubik-x4' "
+                                         r"\(rescalers with steps -x2/-x4: bicubic, lanczos"):
+        get_preset("rescale-jpeg", rescalers=("bicubic", "bicubik"))
+    with pytest.raises(ValueError, match="unknown rescaler 'comcnn': no step 'comcnn-x2'"):
+        get_preset("rescale-webp", rescalers="comcnn")  # a step, but not a -x2/-x4 family
+    with pytest.raises(ValueError, match="give at least one rescaler"):
+        get_preset("rescale-jpeg", rescalers=())
+    with pytest.raises(ValueError, match="a rescaler is a step family name"):
+        get_preset("rescale-jpeg", rescalers=("bicubic", ""))
+
+
 def test_split_rescale_label() -> None:
     assert split_rescale_label("bicubic-x2+jpeg") == ("bicubic", 2, "jpeg")
     assert split_rescale_label("lanczos-x4+webp:method=4") == ("lanczos", 4, "webp:method=4")
@@ -213,3 +228,113 @@ def test_run_preset_cli_runs_protocol_grid_and_prints_papers_table(tmp_path, cap
     assert sorted(pd.read_csv(tmp_path / "run2" / "results.csv").quality.unique()) == [50]
     assert cli_main(["run", "--preset", "rescale-avif", "--dataset", str(data)]) == 2
     assert "rescale-avif" in capsys.readouterr().err
+
+
+def _two_rate_params() -> pd.DataFrame:
+    """One row, two images: a jpeg2000 grid point nominal_bpp=0.5 and a rate-matched target_bpp=0.5 with
+    the same number but different results, and a quality point."""
+    rows = []
+    for rp, q, base in (("nominal_bpp", 0.5, 30.0), ("target_bpp", 0.5, 20.0), ("target_bpp", 0.25, 18.0),
+                        ("quality", 30.0, 25.0)):
+        for img, d in (("a", 1.0), ("b", -1.0)):
+            rows.append({"codec": "bicubic-x2+jpeg2000", "rate_param": rp, "quality": q, "image": img,
+                         "dataset": "set5", "bpp": 0.5, "error": "", "psnr_y_sr": base + d, "ssim_y_sr": base / 100})
+    return pd.DataFrame(rows)
+
+
+def test_sr_table_keeps_rate_params_apart() -> None:
+    """Grouped by quality only, nominal_bpp=0.5 and target_bpp=0.5 were averaged into one `q=0.5` cell."""
+    t = sr_table(_two_rate_params())
+    assert list(zip(t.rate_param, t.quality, t.psnr_y_sr)) == [
+        ("quality", 30.0, 25.0), ("nominal_bpp", 0.5, 30.0), ("target_bpp", 0.25, 18.0), ("target_bpp", 0.5, 20.0)]
+    assert (t.n_images == 2).all() and (t.psnr_y_sr_n == 2).all()
+    lines = format_sr_table(_two_rate_params()).splitlines()
+    assert lines[2] == "| dataset | method | scale | codec | q=30 | nominal_bpp=0.5 | target_bpp=0.25 | target_bpp=0.5 | images |"
+    assert lines[4] == "| set5 | bicubic | x2 | jpeg2000 | 25.00/.2500 | 30.00/.3000 | 18.00/.1800 | 20.00/.2000 | 2 |"
+    assert any(line.startswith("target_bpp=X: rate-matched (--target-bpp)") for line in lines)
+    # a cell over fewer images is named by its own rate point
+    df = _two_rate_params()
+    df = df[~((df.rate_param == "target_bpp") & (df.quality == 0.5) & (df.image == "b"))]
+    assert "- set5 bicubic x2 jpeg2000 target_bpp=0.5: b: no result at this target_bpp" in format_sr_table(df)
+    assert "nominal_bpp=0.5 | " in format_sr_table(df) and "q=0.5" not in format_sr_table(df)
+
+
+def test_rescale_table_of_a_grid_run_and_a_rate_matched_run(tmp_path, capsys) -> None:
+    """The audit's repro: -q 30 then --target-bpp into one run directory showed `q=0.3 | q=0.5 | q=30`."""
+    from PIL import Image
+
+    data = tmp_path / "imgs"
+    data.mkdir()
+    Image.fromarray(photo(size=(67, 53))).save(data / "a.png")
+    out = tmp_path / "run"
+    common = ["--codecs", "bicubic-x2+jpeg", "--dataset", str(data), "--out", str(out), "-j", "1", "--no-progress",
+              "--no-cache"]
+    assert cli_main(["run", *common, "-q", "30"]) == 0
+    assert cli_main(["run", *common, "--target-bpp", "1.5,2"]) == 0
+    capsys.readouterr()
+    df = pd.read_csv(out / "results.csv")
+    assert cli_main(["rescale-table", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2] == "| dataset | method | scale | codec | q=30 | target_bpp=1.5 | target_bpp=2 | images |"
+
+    def cell(rp: str, q: float) -> str:
+        r = df[(df.rate_param == rp) & (df.quality == q)].iloc[0]
+        return f"{r.psnr_y_sr:.2f}/{r.ssim_y_sr:.4f}".replace("/0.", "/.")
+
+    assert lines[4] == f"| imgs | bicubic | x2 | jpeg | {cell('quality', 30)} | {cell('target_bpp', 1.5)} | " \
+                       f"{cell('target_bpp', 2)} | 1 |"
+
+
+def test_rescale_table_on_duplicate_and_plugin(tmp_path, capsys) -> None:
+    """The error recommended --on-duplicate and the note "load its plugin": rescale-table had neither option."""
+    rows = pd.DataFrame(_cell_rows()).assign(rate_param="quality", width=10, height=10, bytes=1)
+    for name, shift in (("r1", 0.0), ("r2", 1.0)):
+        (tmp_path / name).mkdir()
+        rows.assign(psnr_y_sr=rows.psnr_y_sr + shift).to_csv(tmp_path / name / "results.csv", index=False)
+    runs = [str(tmp_path / "r1"), str(tmp_path / "r2")]
+    assert cli_main(["rescale-table", *runs]) == 2
+    assert "(--on-duplicate first|last)" in capsys.readouterr().err
+    assert cli_main(["rescale-table", *runs, "--on-duplicate", "last"]) == 0
+    assert "| set14 | bicubic | x2 | jpeg | 33.00/.3200 | 36.00/.3500 | 3 |" in capsys.readouterr().out.splitlines()
+    assert cli_main(["rescale-table", *runs, "--on-duplicate", "first"]) == 0
+    assert "| set14 | bicubic | x2 | jpeg | 32.00/.3200 | 35.00/.3500 | 3 |" in capsys.readouterr().out.splitlines()
+    # a plugin step without an -xS suffix: border unknown until --plugin loads it
+    (tmp_path / "p").mkdir()
+    pd.DataFrame(_cell_rows("rt-halve+jpeg")).to_csv(tmp_path / "p" / "results.csv", index=False)
+    assert cli_main(["rescale-table", str(tmp_path / "p")]) == 0
+    out = capsys.readouterr().out
+    assert "| set14 | rt-halve | ? | jpeg |" in out and "load its plugin: --plugin FILE.py" in out
+    plugin = tmp_path / "rt_halve.py"
+    plugin.write_text(
+        "from lcbench.pipeline import Step, register_step\n"
+        "@register_step\n"
+        "class Halve(Step):\n"
+        "    name = 'rt-halve'\n"
+        "    scale = 2\n"
+        "    def version(self): return '1'\n"
+        "    def forward(self, image): return image[::2, ::2], b''\n"
+        "    def inverse(self, image, side, height, width): return image.repeat(2, 0).repeat(2, 1)\n")
+    assert cli_main(["rescale-table", str(tmp_path / "p"), "--plugin", str(plugin)]) == 0
+    out = capsys.readouterr().out
+    assert "| set14 | rt-halve | x2 | jpeg | 32.00/.3200 | 35.00/.3500 | 3 |" in out and "scale ?" not in out
+
+
+def test_run_preset_with_target_bpp_rate_matches_the_preset_codecs(tmp_path, capsys) -> None:
+    """--preset with --target-bpp failed with "do not combine it with -q/--quality" although no -q was given."""
+    from PIL import Image
+
+    data = tmp_path / "imgs"
+    data.mkdir()
+    Image.fromarray(photo(size=(67, 53))).save(data / "a.png")
+    out = tmp_path / "run"
+    assert cli_main(["run", "--preset", "rescale-jpeg", "--target-bpp", "1.5", "--dataset", str(data), "--out",
+                     str(out), "-j", "1", "--no-progress", "--no-cache"]) == 0
+    printed = capsys.readouterr().out
+    df = pd.read_csv(out / "results.csv")
+    assert sorted(df.codec) == ["bicubic-x2+jpeg", "bicubic-x4+jpeg"]
+    assert set(df.rate_param) == {"target_bpp"} and set(df.quality) == {1.5}  # the preset's grid is not used
+    assert "target_bpp=1.5" in printed and "q=30" not in printed
+    # the user's own -q with --target-bpp is still refused
+    assert cli_main(["run", "--preset", "rescale-jpeg", "--target-bpp", "1.5", "-q", "30", "--dataset", str(data),
+                     "--out", str(tmp_path / "run2"), "-j", "1", "--no-progress", "--no-cache"]) == 2
+    assert "do not combine it with -q/--quality" in capsys.readouterr().err

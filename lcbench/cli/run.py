@@ -15,7 +15,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", metavar="NAME",
                    help="a published protocol's codecs and rate grid: rescale-jpeg or rescale-webp (bicubic x2/x4 "
                         "around the codec at quality 30..90; prints the papers' Y-channel PSNR/SSIM table); "
-                        "--codecs adds to it")
+                        "--codecs adds to it; with --target-bpp its codecs are rate-matched instead of the grid")
     p.add_argument("--dataset", "-d", default="sample", help="folder path or dataset name (default: sample, offline)")
     p.add_argument("--out", "-o", help="run directory (default: reports/<dataset>); re-running resumes it")
     p.add_argument("-q", "--quality", action="append", metavar="GRID",
@@ -53,19 +53,21 @@ def run(args: argparse.Namespace) -> int:
         load_plugin(plugin)
     codecs = [c.strip() for c in args.codecs.split(",") if c.strip()]
     every, per_codec = parse_rate_overrides(args.quality)
+    targets = parse_rate_list(args.target_bpp) if args.target_bpp else None
+    if targets and (every or per_codec):  # the user's -q only: a preset's grid is not the user's input
+        raise ValueError("--target-bpp replaces the rate grid: do not combine it with -q/--quality")
     preset = None
     if args.preset:
         from lcbench.presets import get_preset
 
         preset = get_preset(args.preset)
         codecs = list(preset.codecs) + [c for c in codecs if c not in preset.codecs]
-        # the protocol's grid, unless -q overrides it for a codec (or for all)
-        per_codec = {**({} if every else {k: v for k, v in preset.rates.items()}), **per_codec}
+        if not targets:
+            # the protocol's grid, unless -q overrides it for a codec (or for all); with --target-bpp the
+            # preset's codecs are rate-matched to the targets like every other codec (its grid is not used)
+            per_codec = {**({} if every else {k: v for k, v in preset.rates.items()}), **per_codec}
     if not codecs:
         raise ValueError("--codecs: no codec given (or use --preset)")
-    targets = parse_rate_list(args.target_bpp) if args.target_bpp else None
-    if targets and (every or per_codec):
-        raise ValueError("--target-bpp replaces the rate grid: do not combine it with -q/--quality")
     options = RunOptions(codecs=codecs, dataset=args.dataset, out=args.out, rates=every, codec_rates=per_codec,
                          target_bpp=targets, jobs=args.jobs, device=args.device, max_images=args.max_images,
                          image_glob=",".join(args.image_glob) if args.image_glob else None,
