@@ -39,11 +39,16 @@ class ComCNNStep(Step):
     def __init__(self, device: str = "cpu", weights: str | None = None) -> None:
         super().__init__()
         self.device = device
-        self.weights: Path | None = Path(weights) if weights else None
-        if weights:
+        if weights is not None and not str(weights).strip():
+            # `comcnn:weights=+jpeg` would otherwise run the default weights under the label comcnn+jpeg
+            raise ValueError("comcnn: option weights is empty; give a weights file (comcnn:weights=FILE+jpeg) "
+                             "or leave the option out for the default weights of the inner codec")
+        self.weights: Path | None = Path(str(weights)) if weights is not None else None
+        if weights is not None:
             self.options["weights"] = str(weights)
         self._model: Any = None
         self._sha: str | None = None
+        self._inner_name: str | None = None
 
     @classmethod
     def availability(cls) -> Availability:
@@ -53,18 +58,43 @@ class ComCNNStep(Step):
             return Availability.no("comcnn needs the Python package 'torch'", "pip install torch")
         return Availability.yes()
 
+    def availability_here(self) -> Availability:
+        """torch, and the weights file this step will load (after ``bind``: the inner codec's default
+        ``comcnn_<codec>.pt`` unless ``weights=FILE`` was given) exists. Never raises."""
+        avail = type(self).availability()
+        if not avail:
+            return avail
+        missing = self._missing_weights()
+        return Availability.no(*missing) if missing else Availability.yes()
+
+    def _missing_weights(self) -> tuple[str, str] | None:
+        """(reason, fix) when no weights file is chosen or it does not exist, else None."""
+        if self.weights is None:
+            return "no weights chosen", "use it inside a pipeline, e.g. comcnn+jpeg"
+        if self.weights.is_file():
+            return None
+        codec = self._inner_name or "CODEC"
+        shipped = sorted(p.stem[len("comcnn_"):] for p in WEIGHTS_DIR.glob("comcnn_*.pt"))
+        reason = (f"weights file {self.weights} is missing (shipped weights exist for "
+                  f"{', '.join(shipped) or 'no codec'} only: {', '.join(f'comcnn+{c}' for c in shipped) or '-'})")
+        if "weights" in self.options:
+            fix = f"check the path given as comcnn:weights=, or train weights with `lcbench train comcnn --codec {codec} ...`"
+        else:
+            fix = (f"train weights with `lcbench train comcnn --codec {codec} --data DIR --out {self.weights}`, "
+                   f"or pass comcnn:weights=FILE")
+        return reason, fix
+
     def bind(self, inner: Codec) -> None:
         """Pick the weights trained with the inner codec unless a file was given."""
+        self._inner_name = inner.name
         if self.weights is None:
             self.weights = default_weights(inner.name)
 
     def _path(self) -> Path:
-        if self.weights is None:
-            raise CodecUnavailable("comcnn: no weights chosen (use it inside a pipeline, e.g. comcnn+jpeg)")
-        if not self.weights.is_file():
-            raise CodecUnavailable(f"comcnn: weights file {self.weights} is missing; shipped weights exist for "
-                                   f"jpeg only (comcnn+jpeg), or train some with `lcbench train comcnn --codec ...` "
-                                   f"and pass comcnn:weights=FILE")
+        missing = self._missing_weights()
+        if missing:
+            raise CodecUnavailable(f"comcnn: {missing[0]}; {missing[1]}")
+        assert self.weights is not None
         return self.weights
 
     def version(self) -> str:

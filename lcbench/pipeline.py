@@ -7,11 +7,13 @@ parts are split on ``+`` first, so a ``+`` cannot appear inside an option value.
 
 A pipeline is a codec: its label is the full spec; its rate grid, rate parameter, rate
 range and direction are the inner codec's; ``version()`` joins every step's version
-(weights hash for learned steps) with the inner codec's. Its bitstream is a small header
+(weights hash for learned steps) with the inner codec's and the pipeline bitstream format
+(``pipeline-format N``: results coded in an older header format are stale). Its bitstream is a small header
 followed by the inner codec's bitstream:
 
     byte 0        format tag 0xB7
-    bytes 1-2     first two bytes of sha256(step labels): decoding with other steps fails clearly
+    bytes 1-2     first two bytes of sha256(pipeline label, i.e. step labels and the inner codec's
+                  label): decoding with other steps or another inner codec fails clearly
     varint H, W   original size (LEB128)
     per step      varint length + that step's side information (usually length 0)
     rest          the inner codec's bitstream
@@ -41,6 +43,9 @@ from .resample import pad_to_multiple
 STEP_MODULES = ("lcbench_codecs.rescale", "lcbench_codecs.comcnn")
 STEP_ENTRY_POINT_GROUP = "lcbench.steps"
 FORMAT_TAG = 0xB7
+# Header format, part of Pipeline.version(): 2 = the 2-byte check covers the inner codec's label too
+# (format 1 covered only the steps, so another inner codec's bitstream decoded without error).
+PIPELINE_FORMAT = 2
 
 
 class Step(abc.ABC):
@@ -65,6 +70,11 @@ class Step(abc.ABC):
     def availability(cls) -> Availability:
         """Whether this step can run here. Never raises."""
         return Availability.yes()
+
+    def availability_here(self) -> Availability:
+        """Whether this configured step (options, and after ``bind`` the inner codec, e.g. the
+        weights file it picked) can run here; default: the class's. Never raises."""
+        return type(self).availability()
 
     @abc.abstractmethod
     def version(self) -> str:
@@ -207,8 +217,8 @@ class Pipeline(TorchCodec):
         for step in self.steps:
             step.bind(self.inner)
         self.multiple = math.prod(s.scale for s in self.steps)
-        chain = "+".join(s.label() for s in self.steps).encode()
-        self._tag = hashlib.sha256(chain).digest()[:2]
+        # the whole label: steps and inner codec, so another pipeline's bitstream is refused
+        self._tag = hashlib.sha256(self.label().encode()).digest()[:2]
 
     @classmethod
     def availability(cls) -> Availability:
@@ -219,10 +229,10 @@ class Pipeline(TorchCodec):
         return Availability.yes()
 
     def availability_here(self) -> Availability:
-        for part in self.step_classes:
-            avail = part.availability()
+        for step in self.steps:  # configured and bound: e.g. comcnn's weights file for this inner codec
+            avail = step.availability_here()
             if not avail:
-                return Availability.no(f"{part.name}: {avail.reason}", avail.fix)
+                return Availability.no(f"{step.name}: {avail.reason}", avail.fix)
         avail = self.inner.availability_here()  # the inner codec's tool-path options count
         return avail if avail else Availability.no(f"{self.inner.name}: {avail.reason}", avail.fix)
 
@@ -237,7 +247,8 @@ class Pipeline(TorchCodec):
             raise ValueError(f"{self.label()}: {exc}") from None
 
     def version(self) -> str:
-        return " | ".join([f"{s.label()} {s.version()}" for s in self.steps] + [f"{self.inner.label()} {self.inner.version()}"])
+        return " | ".join([f"{s.label()} {s.version()}" for s in self.steps] + [f"{self.inner.label()} {self.inner.version()}"]
+                          + [f"pipeline-format {PIPELINE_FORMAT}"])
 
     def to(self, device: str) -> "Pipeline":
         super().to(device)
@@ -287,7 +298,8 @@ class Pipeline(TorchCodec):
         if len(bitstream) < 3 or bitstream[0] != FORMAT_TAG:
             raise CodecError(f"{self.label()}: not a pipeline bitstream (bad first byte)")
         if bitstream[1:3] != self._tag:
-            raise CodecError(f"{self.label()}: the bitstream was written by a pipeline with other steps")
+            raise CodecError(f"{self.label()}: the bitstream was written by a pipeline with other steps or "
+                             f"another codec (or an older pipeline format)")
         height, pos = _read_varint(bitstream, 3, "the height")
         width, pos = _read_varint(bitstream, pos, "the width")
         if height < 1 or width < 1:

@@ -42,7 +42,7 @@ def test_spec_parsing_and_label() -> None:
     assert c.rate_param == "quality" and c.default_rates == codecs.get("webp").default_rates
     assert c.rate_range == codecs.get("webp").rate_range and c.rate_increases_bits
     assert c.version() == (f"lanczos-x4 Pillow {Image.__version__} lanczos float | webp:method=4 "
-                           + create_codec("webp:method=4").version())
+                           + create_codec("webp:method=4").version() + " | pipeline-format 2")
     # default options drop out of the label, like the codec's own label
     assert create_codec("bicubic-x2+jpeg:subsampling=420").label() == "bicubic-x2+jpeg"
 
@@ -96,7 +96,7 @@ def test_bitstream_is_header_plus_inner_codec_bitstream() -> None:
     low = resize_uint8(padded, 75, 33, "bicubic")
     buf = io.BytesIO()
     Image.fromarray(low).save(buf, format="JPEG", quality=50, subsampling=2, optimize=False)
-    tag = hashlib.sha256(b"bicubic-x4").digest()[:2]
+    tag = hashlib.sha256(b"bicubic-x4+jpeg").digest()[:2]  # the whole label: steps and inner codec
     header = bytes([0xB7]) + tag + bytes([129, 1]) + bytes([0xAC, 0x02]) + bytes([0])  # varints 129, 300; no side info
     assert data == header + buf.getvalue()
 
@@ -110,6 +110,25 @@ def test_decode_errors_are_clear() -> None:
         create_codec("bicubic-x2+jpeg").decode(data[1:])
     with pytest.raises(CodecError, match="truncated"):
         create_codec("bicubic-x2+jpeg").decode(data[:4])
+
+
+def test_bitstream_of_another_inner_codec_is_refused() -> None:
+    """The header's 2-byte check covers the inner codec too: bicubic-x2+webp refused to decode a
+    bicubic-x2+jpeg bitstream only by luck of the inner decoder before (the check covered the steps)."""
+    img = photo("astronaut", (32, 48))
+    jpeg_data = create_codec("bicubic-x2+jpeg").encode(img, 50)
+    for other in ("bicubic-x2+webp", "bicubic-x2+png", "bicubic-x2+jpeg:subsampling=444"):
+        with pytest.raises(CodecError, match="other steps or another codec"):
+            create_codec(other).decode(jpeg_data)
+    # the header's size is unchanged (1 + 2 + varints + side lengths), so bpp is too
+    low = resize_uint8(img, 24, 16, "bicubic")
+    assert len(jpeg_data) == 1 + 2 + 1 + 1 + 1 + len(create_codec("jpeg").encode(low, 50))
+    assert create_codec("bicubic-x2+jpeg").decode(jpeg_data).shape == img.shape
+    # bitstreams of the old format (check over the steps only) are refused, and the version says which format
+    old = jpeg_data[:1] + hashlib.sha256(b"bicubic-x2").digest()[:2] + jpeg_data[3:]
+    with pytest.raises(CodecError, match="older pipeline format"):
+        create_codec("bicubic-x2+jpeg").decode(old)
+    assert create_codec("bicubic-x2+jpeg").version().endswith(" | pipeline-format 2")
 
 
 def test_user_step_plugin(tmp_path: Path) -> None:
@@ -131,7 +150,7 @@ def test_user_step_plugin(tmp_path: Path) -> None:
     data = c.encode(img, 6)
     assert np.array_equal(c.decode(data), img)
     assert data[5:8] == bytes([2]) + b"ab"  # side information after the size varints (17, 29)
-    assert c.version() == "test-invert invert 1 | " + "png " + create_codec("png").version()
+    assert c.version() == "test-invert invert 1 | " + "png " + create_codec("png").version() + " | pipeline-format 2"
 
 
 def test_run_counts_bpp_on_the_original_and_records_sr_metrics(tmp_path: Path) -> None:

@@ -41,7 +41,7 @@ def test_shipped_weights_are_small_plain_tensors_trained_on_wikipedia() -> None:
 def test_version_is_the_weights_sha256() -> None:
     c = create_codec("comcnn+jpeg")
     sha = hashlib.sha256(SHIPPED.read_bytes()).hexdigest()
-    assert c.version() == f"comcnn weights-sha256:{sha} | jpeg " + create_codec("jpeg").version()
+    assert c.version() == f"comcnn weights-sha256:{sha} | jpeg " + create_codec("jpeg").version() + " | pipeline-format 2"
     assert c.label() == "comcnn+jpeg" and c.uses_device and c.default_rates == create_codec("jpeg").default_rates
 
 
@@ -83,6 +83,42 @@ def test_missing_weights_are_named() -> None:
         create_codec("comcnn+webp").version()
     with pytest.raises(CodecUnavailable, match="nope.pt is missing"):
         create_codec("comcnn:weights=nope.pt+jpeg").encode(photo("coffee", (16, 16)), 50)
+
+
+@pytest.mark.parametrize("inner", ["jpeg2000", "webp", "webp:method=4"])
+def test_availability_finds_the_missing_default_weights(inner: str, capsys) -> None:
+    """Only comcnn_jpeg.pt ships: `lcbench steps comcnn+webp` said "available" and `run` then refused."""
+    from lcbench.cli import main
+
+    name = inner.split(":")[0]
+    avail = create_codec(f"comcnn+{inner}").availability_here()
+    assert not avail
+    assert f"comcnn_{name}.pt is missing" in avail.reason and "jpeg only" in avail.reason
+    assert f"lcbench train comcnn --codec {name} " in avail.fix
+    assert main(["steps", f"comcnn+{inner}"]) == 0
+    out = capsys.readouterr().out
+    assert f"comcnn+{inner}: UNAVAILABLE: comcnn: weights file " in out
+    assert f"comcnn_{name}.pt is missing" in out and f"Fix: train weights with `lcbench train comcnn --codec {name}" in out
+    assert create_codec("comcnn+jpeg").availability_here()
+    assert main(["steps", "comcnn+jpeg"]) == 0
+    assert "comcnn+jpeg: available; rate grid quality" in capsys.readouterr().out
+
+
+def test_missing_weights_file_option_is_unavailable(tmp_path: Path) -> None:
+    avail = create_codec(f"comcnn:weights={tmp_path / 'nope.pt'}+jpeg").availability_here()
+    assert not avail and "nope.pt is missing" in avail.reason and "comcnn:weights=" in avail.fix
+    assert create_codec(f"comcnn:weights={SHIPPED}+jpeg").availability_here()
+
+
+@pytest.mark.parametrize("spec", ["comcnn:weights=+jpeg", "comcnn:weights= +jpeg"])
+def test_empty_weights_option_is_refused(spec: str, capsys) -> None:
+    """`comcnn:weights=+jpeg` used the default weights under the label comcnn+jpeg."""
+    from lcbench.cli import main
+
+    with pytest.raises(ValueError, match="comcnn: option weights is empty"):
+        create_codec(spec)
+    assert main(["steps", spec]) == 2
+    assert "option weights is empty" in capsys.readouterr().err
 
 
 def test_corrupt_weights_file(tmp_path: Path) -> None:

@@ -95,3 +95,15 @@ def test_init_from_a_file_that_is_neither_weights_nor_checkpoint(tmp_path, capsy
     err = capsys.readouterr().err
     assert f"importance_map weights file {junk} is corrupt or not a torch file" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("codec,qualities,bad", [("jpeg", "30,500", "quality 500 is outside the codec's range"),
+                                                 ("jpeg", "50.5", "quality 50.5: the codec takes whole numbers"),
+                                                 ("webp", "50,101", "quality 101 is outside the codec's range")])
+def test_comcnn_qualities_are_checked_by_the_codec(tmp_path, capsys, codec, qualities, bad):
+    """`lcbench train comcnn --qualities 500` trained silently on a quality jpeg refuses in `lcbench run`."""
+    (tmp_path / "a.png").write_bytes(b"")  # never read: the check comes first
+    assert main(_train(tmp_path, "comcnn", "--codec", codec, "--qualities", qualities)) == 2
+    err = capsys.readouterr().err
+    assert f"--qualities: {codec}: {bad}" in err and "Traceback" not in err
+    assert not (tmp_path / "w").exists()

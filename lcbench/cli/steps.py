@@ -15,6 +15,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from lcbench.codec import Availability
     from lcbench.pipeline import steps
     from lcbench.registry import load_plugin
 
@@ -30,7 +31,15 @@ def run(args: argparse.Namespace) -> int:
         inner_name, _ = cls.inner_spec
         print(f"codec  {inner_name:<14}     {cls.inner_class.description}")
         avail = cls.availability()
-        print(f"\n{cls.name}: {'available' if avail else f'UNAVAILABLE: {avail.reason} {avail.fix}'.strip()}; "
+        if avail:  # the configured pipeline: options, and what its steps pick for this codec (comcnn's weights)
+            from lcbench.codec import CodecUnavailable
+            from lcbench.registry import create_codec
+
+            try:
+                avail = create_codec(args.pattern, device="cpu").availability_here()
+            except CodecUnavailable as exc:
+                avail = Availability.no(str(exc))
+        print(f"\n{cls.name}: {_state(avail)}; "
               f"rate grid {cls.rate_param} = {', '.join(f'{r:g}' for r in cls.default_rates)}")
         return 0
     names = steps.names(args.pattern)
@@ -40,10 +49,15 @@ def run(args: argparse.Namespace) -> int:
         entry = steps.entry(name)
         cls = entry.load()
         avail = cls.availability()
-        state = "available" if avail else f"UNAVAILABLE: {avail.reason} {avail.fix}".strip()
-        print(f"{name:<14} x{cls.scale:<2} {state}")
+        print(f"{name:<14} x{cls.scale:<2} {_state(avail)}")
         print(f"{'':<14} {cls.description}  ({entry.origin})")
     for module, err in steps.import_errors.items():
         print(f"(could not import {module}: {err})")
     print("\nUse as STEP+...+CODEC, e.g. --codecs bicubic-x2+jpeg,comcnn+jpeg")
     return 0
+
+
+def _state(avail) -> str:
+    if avail:
+        return "available"
+    return f"UNAVAILABLE: {avail.reason}" + (f". Fix: {avail.fix}" if avail.fix else "")

@@ -33,12 +33,18 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "resume", None) or getattr(args, "init", None):
         raise ValueError("lcbench train comcnn cannot resume or start from other weights (--resume/--init); "
                          "start a new run")
+    codec = create_codec(args.codec)
     if args.qualities:
         qualities = parse_rate_list(args.qualities)
-    elif args.codec.split(":")[0] == "jpeg":
+    elif codec.name == "jpeg":
         qualities = tuple(float(q) for q in range(10, 91, 10))
     else:
-        qualities = tuple(create_codec(args.codec).default_rates)
+        qualities = tuple(codec.default_rates)
+    for q in qualities:  # the codec's own rule, as `lcbench run -q` applies it (jpeg: 1..95, whole numbers)
+        try:
+            codec.check_rate(float(q))
+        except ValueError as exc:
+            raise ValueError(f"--qualities: {exc}") from None
     if args.crop % 16:
         raise ValueError(f"--crop {args.crop}: comcnn needs a multiple of 16")
     cfg = TrainConfig(data=args.data, out=args.out, codec=args.codec, qualities=qualities, steps=args.steps,
