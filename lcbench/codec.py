@@ -182,8 +182,16 @@ class TorchCodec(Codec):
         return self
 
     def encode_batch(self, images: Sequence[np.ndarray], rate: float) -> list[bytes]:
-        """Encode several images at one rate point; default loops over ``encode``."""
-        return [self.encode(im, rate) for im in images]
+        """Encode several images at one rate point; default loops over ``encode``.
+
+        A codec that overrides this and has extra columns sets ``self.last_batch_extras`` to one
+        dict per image (``extra_columns()`` only describes the last image encoded)."""
+        out, extras = [], []
+        for im in images:
+            out.append(self.encode(im, rate))
+            extras.append(dict(self.extra_columns()))
+        self.last_batch_extras = extras
+        return out
 
     def decode_batch(self, bitstreams: Sequence[bytes]) -> list[np.ndarray]:
         return [self.decode(b) for b in bitstreams]

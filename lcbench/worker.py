@@ -18,7 +18,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from . import store
-from .codec import Codec
+from .codec import Codec, CodecError
 from .dataset import ImageRef
 from .images import ImageReadError, SourceImage, load_image, pixel_hash
 from .jobs import Job, file_identity
@@ -379,9 +379,15 @@ class _DevicePipeline:
         n = len(batch)
         try:
             t0 = time.perf_counter()
+            if hasattr(codec, "last_batch_extras"):
+                codec.last_batch_extras = None  # never a previous batch's values
             bitstreams = codec.encode_batch([src.pixels for _, src, _, _ in batch], quality)
             t1 = time.perf_counter()
-            extras = getattr(codec, "last_batch_extras", None) or [codec.extra_columns()] * n
+            extras = getattr(codec, "last_batch_extras", None)
+            if extras is None or len(extras) != n:
+                # extra_columns() describes the last image encoded: right for one image; for a
+                # batch it would give every image the last one's values, so none are recorded
+                extras = [codec.extra_columns()] if n == 1 else [{} for _ in batch]
             decoded = codec.decode_batch(bitstreams)
             t2 = time.perf_counter()
         except (Exception, SystemExit) as exc:
@@ -396,6 +402,11 @@ class _DevicePipeline:
                  on_device: Sequence[Any] | None, extras: Sequence[dict[str, Any]], enc_s: float,
                  dec_s: float) -> list[dict[str, Any]]:
         n = len(batch)
+        counts = {"bitstreams": len(bitstreams), "decoded images": len(decoded), "extras": len(extras)}
+        wrong = {k: v for k, v in counts.items() if v != n}
+        if wrong:  # zip() would drop the jobs without outputs, and the run would say "all ok"
+            what = ", ".join(f"{v} {k}" for k, v in wrong.items())
+            return self._failed(batch, CodecError(f"{codec.label()} returned {what} for a batch of {n} images"))
         measured = _batch_metrics(batch, decoded, on_device) if self.backend == "torch" else {}
         records = []
         # per-image time: the batch's time shared equally (noted when batched)

@@ -67,3 +67,70 @@ def test_cuda_synthesis_turns_tf32_off_and_restores() -> None:
         for f, v in zip(flags, saved):
             setattr(torch.backends.cudnn, f, v)
         torch.backends.cuda.matmul.allow_tf32 = saved[-1]
+
+
+PLUGIN = '''
+import numpy as np
+from lcbench import TorchCodec, register_codec
+
+@register_codec
+class MeanCodec(TorchCodec):
+    """Stores the image raw; extra_columns() is the mean of the last image encoded."""
+    name = "mean_codec_{tag}"
+    default_rates = (1.0,)
+    def version(self): return "1"
+    def encode(self, image, rate):
+        self.last_mean = float(image.mean())
+        h, w = image.shape[:2]
+        return h.to_bytes(4, "big") + w.to_bytes(4, "big") + image.tobytes()
+    def decode(self, data):
+        h, w = int.from_bytes(data[:4], "big"), int.from_bytes(data[4:8], "big")
+        return np.frombuffer(data[8:], np.uint8).reshape(h, w, 3).copy()
+    def extra_columns(self): return {{"img_mean": self.last_mean}}
+{extra}
+'''
+
+
+def _same_size_folder(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for name in ("astronaut", "chelsea", "coffee"):
+        Image.fromarray(photo(name, (48, 64))).save(folder / f"{name}.png")
+    return folder
+
+
+def test_plugin_extra_columns_are_per_image_in_a_batch(tmp_path):
+    """The default encode_batch recorded nothing per image, and the runner copied the last image's
+    extra_columns() to every image of the batch."""
+    import pandas as pd
+
+    from lcbench.cli import main
+
+    plugin = tmp_path / "mean_plugin.py"
+    plugin.write_text(PLUGIN.format(tag="a", extra=""))
+    folder = _same_size_folder(tmp_path)
+    assert main(["run", "--plugin", str(plugin), "--codecs", "mean_codec_a", "--dataset", str(folder),
+                 "--out", str(tmp_path / "run"), "--device", "cpu", "--jobs", "1", "--no-progress", "--no-cache"]) == 0
+    df = pd.read_csv(tmp_path / "run" / "results.csv").set_index("image")
+    for name in ("astronaut", "chelsea", "coffee"):
+        assert df.loc[name, "img_mean"] == pytest.approx(photo(name, (48, 64)).mean())
+        assert df.loc[name, "psnr_rgb"] == float("inf")
+
+
+def test_a_batch_with_missing_outputs_fails_instead_of_dropping_jobs(tmp_path, capsys):
+    """decode_batch returning one image fewer: zip() dropped a job, and the run said 3/3 ok."""
+    import pandas as pd
+
+    from lcbench.cli import main
+
+    plugin = tmp_path / "short_plugin.py"
+    plugin.write_text(PLUGIN.format(tag="b", extra="    def decode_batch(self, bs):\n"
+                                    "        return [self.decode(b) for b in bs][:-1]\n"))
+    folder = _same_size_folder(tmp_path)
+    assert main(["run", "--plugin", str(plugin), "--codecs", "mean_codec_b", "--dataset", str(folder),
+                 "--out", str(tmp_path / "run"), "--device", "cpu", "--jobs", "1", "--no-progress", "--no-cache"]) == 1
+    df = pd.read_csv(tmp_path / "run" / "results.csv", keep_default_na=False)
+    assert len(df) == 3
+    assert df["error"].str.contains("returned 2 decoded images for a batch of 3 images").all()
