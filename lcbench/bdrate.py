@@ -94,9 +94,9 @@ def _delta(ax: np.ndarray, ay: np.ndarray, tx: np.ndarray, ty: np.ndarray, metho
     return mean, (hi - lo) / union
 
 
-def bd_rate(anchor_rate: Sequence[float], anchor_metric: Sequence[float], test_rate: Sequence[float],
-            test_metric: Sequence[float], method: Method = "pchip") -> BDResult:
-    """Bjontegaard delta rate of test against anchor, in percent (negative = test saves bits)."""
+def _both_curves(anchor_rate: Sequence[float], anchor_metric: Sequence[float], test_rate: Sequence[float],
+                 test_metric: Sequence[float], method: str) -> tuple[tuple[np.ndarray, np.ndarray], ...] | BDResult:
+    """((anchor log rate, metric), (test log rate, metric)), or the NaN result saying why not."""
     if method not in METHODS:
         raise ValueError(f"unknown BD method {method!r}; choose one of {METHODS}")
     a = _curve(anchor_rate, anchor_metric, "anchor")
@@ -104,7 +104,16 @@ def bd_rate(anchor_rate: Sequence[float], anchor_metric: Sequence[float], test_r
     for c in (a, t):
         if isinstance(c, str):
             return BDResult.nan(c)
-    (alr, am), (tlr, tm) = a, t
+    return a, t
+
+
+def bd_rate(anchor_rate: Sequence[float], anchor_metric: Sequence[float], test_rate: Sequence[float],
+            test_metric: Sequence[float], method: Method = "pchip") -> BDResult:
+    """Bjontegaard delta rate of test against anchor, in percent (negative = test saves bits)."""
+    curves = _both_curves(anchor_rate, anchor_metric, test_rate, test_metric, method)
+    if isinstance(curves, BDResult):
+        return curves
+    (alr, am), (tlr, tm) = curves
     # Rate as a function of quality: x = metric, y = log rate.
     d = _delta(am, alr, tm, tlr, method, "quality")
     if isinstance(d, BDResult):
@@ -116,14 +125,10 @@ def bd_rate(anchor_rate: Sequence[float], anchor_metric: Sequence[float], test_r
 def bd_metric(anchor_rate: Sequence[float], anchor_metric: Sequence[float], test_rate: Sequence[float],
               test_metric: Sequence[float], method: Method = "pchip") -> BDResult:
     """Bjontegaard delta metric (BD-PSNR for PSNR): mean quality gain at equal rate, metric units."""
-    if method not in METHODS:
-        raise ValueError(f"unknown BD method {method!r}; choose one of {METHODS}")
-    a = _curve(anchor_rate, anchor_metric, "anchor")
-    t = _curve(test_rate, test_metric, "test")
-    for c in (a, t):
-        if isinstance(c, str):
-            return BDResult.nan(c)
-    (alr, am), (tlr, tm) = a, t
+    curves = _both_curves(anchor_rate, anchor_metric, test_rate, test_metric, method)
+    if isinstance(curves, BDResult):
+        return curves
+    (alr, am), (tlr, tm) = curves
     d = _delta(alr, am, tlr, tm, method, "log rate")
     if isinstance(d, BDResult):
         return d
