@@ -65,13 +65,7 @@ class ImportanceMap(ModelPerRateCodec):
 
         return FORMAT_VERSION
 
-    # -- coding ----------------------------------------------------------------------------
-    def encode(self, image: np.ndarray, rate: float) -> bytes:
-        return self.encode_batch([image], rate)[0]
-
-    def decode(self, bitstream: bytes) -> np.ndarray:
-        return self.decode_batch([bitstream])[0]
-
+    # -- coding (encode/decode of one image go through these) ---------------------------------
     def encode_batch(self, images: Sequence[np.ndarray], rate: float) -> list[bytes]:
         """Encode images at one model; images of equal padded size share one network pass."""
         bitstreams, estimates = self.encode_host(self.encode_device(images, rate))

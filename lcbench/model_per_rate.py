@@ -63,6 +63,19 @@ class ModelPerRateCodec(TorchCodec):
     def _train_command(cls) -> str:
         return f"lcbench train {cls.name}"
 
+    # -- coding: a subclass implements encode_batch and decode_batch --------------------------
+    def encode(self, image: Any, rate: float) -> bytes:
+        return self.encode_batch([image], rate)[0]
+
+    def decode(self, bitstream: bytes) -> Any:
+        return self.decode_batch([bitstream])[0]
+
+    def encode_batch(self, images: Any, rate: float) -> list[bytes]:
+        raise NotImplementedError(f"{type(self).__name__} must implement encode_batch")
+
+    def decode_batch(self, bitstreams: Any) -> list[Any]:
+        raise NotImplementedError(f"{type(self).__name__} must implement decode_batch")
+
     # -- files --------------------------------------------------------------------------------
     @classmethod
     def weights_path(cls, model_id: int, folder: Path | None = None) -> Path:
