@@ -59,19 +59,48 @@ def read_checked(path: str | Path, what: str, fmt: str, version: int, error: typ
     if blob.get("format_version") != version:
         raise error(f"{path} has {what} weights format version {blob.get('format_version')}, "
                     f"this lcbench reads version {version}")
+    bad = nonfinite_entries(blob.get("state_dict"))
+    if bad:
+        raise error(f"{what} weights file {path} contains NaN/inf weights ({len(bad)} tensors, e.g. {bad[0]!r}): "
+                    f"written by a training run that diverged; retrain (e.g. with a lower --lr) or use another file")
     return blob
+
+
+def nonfinite_entries(state: Any) -> list[str]:
+    """Names of the floating-point tensors of a state_dict that hold NaN or inf (anything that is not
+    a dict of tensors is left to loading, which names what does not match)."""
+    import torch
+
+    if not isinstance(state, dict):
+        return []
+    return [str(k) for k, v in state.items()
+            if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
 
 
 def half_state(model: Any) -> dict[str, Any]:
     """A module's weights as float16 CPU tensors (what ships; loaded back as float32)."""
     import torch
 
-    return {k: v.detach().cpu().to(torch.float16) for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu().to(torch.float16) for k, v in model.state_dict().items()}
+    bad = [k for k, v in state.items() if not bool(torch.isfinite(v).all())]
+    if bad:  # NaN/inf already, or beyond float16's range (65504): the file would not load
+        raise ValueError(f"the weights cannot be shipped: {len(bad)} tensors are NaN/inf in float16 "
+                         f"(e.g. {bad[0]!r}; values beyond +-65504 overflow), so no weights file was written")
+    return state
 
 
 def load_state(model: Any, blob: dict[str, Any]) -> None:
-    """Shipped (float16) weights into ``model`` as float32; a mismatch raises the module's error."""
-    model.load_state_dict({k: v.float() for k, v in blob["state_dict"].items()})
+    """Shipped (float16) weights into ``model`` as float32; a mismatch raises the module's error
+    (TypeError for a state_dict that is not a dict of tensors)."""
+    import torch
+
+    state = blob["state_dict"]
+    if not isinstance(state, dict):
+        raise TypeError(f"'state_dict' is a {type(state).__name__}, not a dict of tensors")
+    for k, v in state.items():
+        if not torch.is_tensor(v):
+            raise TypeError(f"state_dict entry {k!r} is a {type(v).__name__}, not a tensor")
+    model.load_state_dict({k: v.float() for k, v in state.items()})
 
 
 def write_atomic(path: str | Path, blob: dict[str, Any]) -> None:

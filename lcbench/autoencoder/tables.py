@@ -51,6 +51,10 @@ def build_tables(density: torch.nn.Module) -> dict[str, torch.Tensor]:
         v = grid.expand(channels, 1, -1)
         upper = torch.sigmoid(d.logits_cdf(v + 0.5))[:, 0].numpy()  # c(k + 0.5)
         lower = torch.sigmoid(d.logits_cdf(v - 0.5))[:, 0].numpy()  # c(k - 0.5)
+    if not (np.isfinite(upper).all() and np.isfinite(lower).all()):
+        bad = sorted(set(np.flatnonzero(~(np.isfinite(upper) & np.isfinite(lower)).all(axis=1)).tolist()))
+        raise EntropyTableError(f"the density model gives NaN/inf probabilities for {len(bad)} latent channels "
+                                f"(e.g. channel {bad[0]}): its weights are not finite (training diverged?)")
     offsets, sizes, rows = [], [], []
     for c in range(channels):
         inside = (upper[c] > TAIL_MASS) & (lower[c] < 1 - TAIL_MASS)
@@ -76,7 +80,10 @@ def build_tables(density: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def quantise_pmf(pmf: np.ndarray) -> np.ndarray:
     """Probabilities -> integer counts, each >= 1, summing to exactly TOTAL."""
-    pmf = np.clip(np.asarray(pmf, dtype=np.float64), 0, None)
+    pmf = np.asarray(pmf, dtype=np.float64)
+    if not np.isfinite(pmf).all():
+        raise EntropyTableError("probabilities are NaN/inf: no integer table can be built from them")
+    pmf = np.clip(pmf, 0, None)
     n = len(pmf)
     if n >= TOTAL:
         raise EntropyTableError(f"{n} symbols do not fit a {PROB_BITS}-bit table")
@@ -89,13 +96,20 @@ class EntropyTables:
     """Validated integer tables of one model, and coding of a latent tensor (C, h, w) with them."""
 
     def __init__(self, tables: dict[str, torch.Tensor], channels: int) -> None:
-        try:
-            self.offsets = tables["offsets"].numpy().astype(np.int64)
-            self.sizes = tables["sizes"].numpy().astype(np.int64)
-            counts = tables["counts"].numpy().astype(np.int64)
-        except KeyError as exc:
-            raise EntropyTableError(f"entropy table {exc} is missing") from exc
-        if self.offsets.shape != (channels,) or self.sizes.shape != (channels,) or counts.shape[0] != channels:
+        if not isinstance(tables, dict):
+            raise EntropyTableError(f"the entropy tables are a {type(tables).__name__}, not a dict of tables")
+        for name in ("offsets", "sizes", "counts"):
+            if name not in tables:
+                raise EntropyTableError(f"entropy table {name!r} is missing")
+            t = tables[name]
+            if not torch.is_tensor(t) or t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+                what = t.dtype if torch.is_tensor(t) else f"a {type(t).__name__}"
+                raise EntropyTableError(f"entropy table {name!r} is {what}, not an integer tensor")
+        self.offsets = tables["offsets"].numpy().astype(np.int64)
+        self.sizes = tables["sizes"].numpy().astype(np.int64)
+        counts = tables["counts"].numpy().astype(np.int64)
+        if self.offsets.shape != (channels,) or self.sizes.shape != (channels,) or counts.ndim != 2 \
+                or counts.shape[0] != channels:
             raise EntropyTableError(f"entropy tables do not have {channels} channels")
         self.rows = []
         for c in range(channels):

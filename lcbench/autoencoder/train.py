@@ -26,7 +26,9 @@ import torch
 
 from lcbench.autoencoder import weights as weights_io
 from lcbench.autoencoder.model import AutoEncoder, ModelConfig, count_parameters
-from lcbench.learned.train import CropSampler, checkpoint_mismatch, list_images, load_checkpoint, load_images, lr_at
+from lcbench.learned.train import (CropSampler, DivergenceGuard, check_lr, check_out_path, check_positive,
+                                   checkpoint_mismatch, list_images, load_checkpoint, load_images, lr_at,
+                                   refuse_nonfinite_checkpoint)
 
 CSV_FIELDS = ["step", "loss", "bpp", "mse", "psnr", "lr", "elapsed_s"]
 
@@ -52,17 +54,30 @@ class TrainConfig:
     latent: int = 96
 
     def paths(self) -> tuple[Path, Path]:
+        """(checkpoint, curves) beside ``out``; ValueError when ``out`` would be one of them."""
         out = Path(self.out)
-        return out.with_suffix(".ckpt"), out.with_suffix(".csv")
+        ckpt, curves = out.with_suffix(".ckpt"), out.with_suffix(".csv")
+        check_out_path(self.out, ckpt, curves)
+        return ckpt, curves
+
+    def check(self) -> None:
+        """Options that would fail only after training started: ValueError naming them."""
+        check_positive(steps=self.steps, batch=self.batch, log_every=self.log_every,
+                       checkpoint_every=self.checkpoint_every, hidden_channels=self.channels,
+                       latent_channels=self.latent)
+        check_lr(lr=self.lr, lmbda=self.lmbda)
+        if not (math.isfinite(self.lr_final) and self.lr_final >= 0):
+            raise ValueError(f"--lr-final {self.lr_final}: must be a number >= 0")
 
 
 def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train (or resume); write checkpoint, CSV curves and the final weights file."""
+    cfg.check()
+    ckpt_path, csv_path = cfg.paths()
     torch.set_num_threads(max(1, cfg.threads))
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    ckpt_path, csv_path = cfg.paths()
 
     step, ckpt = 0, None
     if cfg.resume:
@@ -73,14 +88,15 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict[str, Any
             step = int(ckpt["step"])
         except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
             raise checkpoint_mismatch(cfg.resume, "autoencoder", exc) from exc
+        refuse_nonfinite_checkpoint(cfg.resume, model)
     elif cfg.init:
         model, _ = weights_io.load(cfg.init)
     else:
         model = AutoEncoder(ModelConfig(channels=cfg.channels, latent=cfg.latent))
-    Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)  # only once the start point loaded
+    images = load_images(list_images(cfg.data))  # refuses evaluation images before anything is written
+    Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)  # only once the start point and data loaded
     model.to(cfg.device).train()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    images = load_images(list_images(cfg.data))
     sampler = CropSampler(images, cfg.crop, cfg.seed)
     if ckpt is not None:
         opt.load_state_dict(ckpt["optimizer"])
@@ -93,6 +109,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict[str, Any
     writer = csv.DictWriter(csv_file, fieldnames=CSV_FIELDS)
     t0 = time.perf_counter() - (float(ckpt.get("elapsed_s", 0.0)) if ckpt else 0.0)
     acc = {"loss": 0.0, "bpp": 0.0, "mse": 0.0, "n": 0}
+    guard = DivergenceGuard("autoencoder", cfg, ckpt_path, step if cfg.resume else None)
     try:
         while step < cfg.steps:
             for g in opt.param_groups:
@@ -102,9 +119,12 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict[str, Any
             mse = torch.mean((out["x_hat"] - x) ** 2)
             bpp = out["bits"].sum() / (x.shape[0] * x.shape[2] * x.shape[3])
             loss = bpp + cfg.lmbda * 255 ** 2 * mse
+            guard.loss(loss.item(), step + 1)  # before the update: the weights are still the last step's
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # early GDN steps can spike
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # early GDN steps can spike
+            if not math.isfinite(float(grad_norm)):  # clipping a NaN/inf gradient would make every weight NaN
+                guard.stop(f"the gradient norm is {float(grad_norm)}", step + 1)
             opt.step()
             step += 1
             for k, v in (("loss", loss), ("bpp", bpp), ("mse", mse)):
@@ -120,9 +140,13 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict[str, Any
                 log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
                 acc = {"loss": 0.0, "bpp": 0.0, "mse": 0.0, "n": 0}
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                guard.weights(model, step)
                 _save_checkpoint(ckpt_path, model, opt, step, sampler, cfg, time.perf_counter() - t0)
+                guard.saved(step)
     finally:
         csv_file.close()
+
+    guard.weights(model, step, half=True)  # the weights file stores float16
 
     meta = {"lmbda": cfg.lmbda, "steps": step, "batch": cfg.batch, "crop": cfg.crop, "lr": cfg.lr, "seed": cfg.seed,
             "data": Path(cfg.data).name, "init": Path(cfg.init).name if cfg.init else None,

@@ -40,9 +40,14 @@ def load(path: str | Path) -> tuple[AutoEncoder, EntropyTables]:
     try:
         model = AutoEncoder(ModelConfig.from_dict(blob["config"]))
         load_state(model, blob)
-        tables = EntropyTables(blob["tables"], model.config.latent)
-    except (KeyError, RuntimeError, TypeError, ValueError, EntropyTableError) as exc:
+    except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as exc:
         raise WeightsError(f"autoencoder weights file {path} does not match the network: {exc}") from exc
+    if "tables" not in blob:
+        raise WeightsError(f"autoencoder weights file {path} has no entropy tables ('tables')")
+    try:
+        tables = EntropyTables(blob["tables"], model.config.latent)
+    except EntropyTableError as exc:
+        raise WeightsError(f"autoencoder weights file {path}: {exc}") from exc
     return model.eval(), tables
 
 

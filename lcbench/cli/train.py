@@ -56,9 +56,10 @@ TRAINERS["autoencoder"] = (_autoencoder_cli.add_arguments, _autoencoder_cli.run)
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", choices=sorted(TRAINERS), help="which model to train")
-    p.add_argument("--data", required=True, metavar="DIR", help="folder of training images (never the test sets)")
-    p.add_argument("--out", required=True, metavar="FILE", help="weights file to write; FILE.csv (curves) and "
-                   "FILE.ckpt (checkpoint) are written beside it")
+    p.add_argument("--data", required=True, metavar="DIR", help="folder of training images (never the test sets: "
+                   "a named evaluation set, or any image with the pixels of one, is refused)")
+    p.add_argument("--out", required=True, metavar="FILE", help="weights file to write, e.g. m.pt; FILE.csv (curves) "
+                   "and FILE.ckpt (checkpoint) are written beside it, so FILE cannot end in .csv or .ckpt")
     p.add_argument("--steps", type=int, default=6000, help="total optimizer steps (default 6000)")
     p.add_argument("--batch", type=int, default=8, help="crops per step (default 8)")
     p.add_argument("--crop", type=int, default=128, help="crop side in pixels (default 128)")
@@ -111,9 +112,48 @@ def check_options(args: argparse.Namespace) -> None:
                          f"{'it' if len(unused) == 1 else 'them'}")
 
 
-def run(args: argparse.Namespace) -> int:
-    _, run_model = TRAINERS[args.model]
-    check_options(args)
+def check_values(args: argparse.Namespace) -> None:
+    """Values that would fail only once training started (or never train), checked before anything
+    runs: ValueError naming the option."""
+    import math
+
     if args.steps <= 0 or args.batch <= 0 or args.crop < 16 or args.crop % 8:
         raise ValueError("--steps and --batch must be positive and --crop a multiple of 8, at least 16")
-    return run_model(args)
+    counts = {"--log-every": args.log_every, "--checkpoint-every": args.checkpoint_every, "--threads": args.threads}
+    if args.model == "importance_map":
+        counts.update({"--n": args.n, "--levels": args.levels})
+    elif args.model == "autoencoder":
+        counts.update({"--hidden-channels": args.hidden_channels, "--latent-channels": args.latent_channels})
+    elif args.model == "comcnn":
+        counts.update({"--channels": args.channels, "--rounds": args.rounds})
+        if args.rec_layers < 2:
+            raise ValueError(f"--rec-layers {args.rec_layers}: RecCNN needs at least 2 layers")
+    for option, value in counts.items():
+        if value < 1:
+            raise ValueError(f"{option} {value}: must be at least 1")
+    rates = {"--lr": args.lr, "--com-lr": getattr(args, "com_lr", None)}
+    for option, value in rates.items():
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{option} {value}: must be a positive number")
+    if args.lr_final is not None and not (math.isfinite(args.lr_final) and args.lr_final >= 0):
+        raise ValueError(f"--lr-final {args.lr_final}: must be a number >= 0")
+    if args.model == "importance_map":
+        from lcbench.learned.train import check_width
+
+        check_width(args.width)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Exit 2 for bad input (options, data, files); 1 when training diverged (loss or weights not finite)."""
+    from lcbench.learned.train import TrainingDiverged
+
+    _, run_model = TRAINERS[args.model]
+    check_options(args)
+    check_values(args)
+    try:
+        return run_model(args)
+    except TrainingDiverged as exc:  # the run failed (not bad input): what was kept is in the message
+        import sys
+
+        print(f"lcbench train: error: {exc}", file=sys.stderr)
+        return 1

@@ -64,10 +64,30 @@ class TrainConfig:
     checkpoint_every: int = 500
 
     def csv_path(self) -> Path:
-        return Path(self.out).with_suffix(".csv")
+        """The curves beside ``out``; ValueError when ``out`` is that file (--out x.csv)."""
+        from lcbench.learned.train import check_out_path
+
+        curves = Path(self.out).with_suffix(".csv")
+        check_out_path(self.out, None, curves)
+        return curves
+
+    def check(self) -> None:
+        """Options that would fail only after training started: ValueError naming them."""
+        from lcbench.learned.train import check_lr, check_positive
+
+        check_positive(steps=self.steps, batch=self.batch, log_every=self.log_every,
+                       checkpoint_every=self.checkpoint_every, rounds=self.rounds, channels=self.channels,
+                       threads=self.threads)
+        check_lr(lr=self.lr, com_lr=self.com_lr)
+        if self.rec_layers < 2:
+            raise ValueError(f"--rec-layers {self.rec_layers}: RecCNN needs at least 2 layers")
+        self.csv_path()
 
 
 def list_images(folder: str | Path) -> list[Path]:
+    from lcbench.learned.train import refuse_evaluation_folder
+
+    refuse_evaluation_folder(folder)
     root = Path(folder)
     if not root.is_dir():
         raise FileNotFoundError(f"training data folder {root} does not exist")
@@ -78,14 +98,20 @@ def list_images(folder: str | Path) -> list[Path]:
 
 
 def load_images(files: Sequence[Path], min_side: int) -> list[np.ndarray]:
+    """Decoded RGB arrays of at least ``min_side``; EvaluationDataError for evaluation images."""
     from PIL import Image
 
+    from lcbench.learned.train import EvaluationImageCheck
+
+    check = EvaluationImageCheck()
     out = []
     for f in files:
         with Image.open(f) as im:
+            check.see(f, im)
             arr = np.asarray(im.convert("RGB"))
         if min(arr.shape[:2]) >= min_side:
             out.append(arr)
+    check.refuse()
     if not out:
         raise ValueError(f"no training image is at least {min_side} px on both sides")
     return out
@@ -166,8 +192,10 @@ def pipeline_loss(model: ComRecPair, x: torch.Tensor, codec: Any, qualities: Seq
 
 def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
     """Run the alternating training; returns the weights file written to ``cfg.out``."""
+    from lcbench.learned.train import DivergenceGuard
     from lcbench.registry import create_codec
 
+    cfg.check()
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
@@ -193,6 +221,8 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
     writer = csv.writer(csv_file)
     writer.writerow(["step", "phase", "loss", "psnr_restored", "psnr_bicubic", "bpp", "lr", "seconds"])
     step = 0
+    guard = DivergenceGuard("comcnn", cfg, out, None, final=None,
+                            hint="--lr or --com-lr (this run: {lr:g} and {com_lr:g})")
     t_start = time.perf_counter()
     acc: dict[str, float] = {"loss": 0.0, "mse_up": 0.0, "bits": 0.0, "pixels": 0.0, "n": 0}
     try:
@@ -209,6 +239,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
                 crops = sample_crops(images, cfg.batch, cfg.crop, rng)
                 x = to_tensor(crops, cfg.device)
                 loss, up_np, bits = pipeline_loss(model, x, codec, cfg.qualities, rng, train_com=not train_rec)
+                guard.loss(loss.item(), step + 1)  # before the update: the weights are still the last step's
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -228,8 +259,12 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
                         f"{row[3]:.2f} dB bicubic {row[4]:.2f} dB bpp {row[5]:.3f} ({row[7]:.0f} s)")
                     acc = {k: 0.0 for k in acc}
                 if step % cfg.checkpoint_every == 0:
+                    guard.weights(model, step, half=True)
                     weights_io.save(out, model, {**meta, "trained_steps": step, "finished": False})
+                    guard.saved(step)
+            guard.weights(model, step, half=True)
             weights_io.save(out, model, {**meta, "trained_steps": step, "finished": False})
+            guard.saved(step)
     finally:
         csv_file.close()
     weights_io.save(out, model, {**meta, "trained_steps": step, "finished": True,

@@ -122,16 +122,28 @@ class ContextModel:
     """Integer tables of one trained model: bit weights (n, 4, F), logistic table, map prior."""
 
     def __init__(self, tables: dict[str, torch.Tensor], n: int, levels: int) -> None:
-        try:
-            self.weights = tables["bit_weights"].numpy().astype(np.int64)
-            self.table = tables["logistic_table"].numpy().astype(np.int64)
-            self.map_prior = _map_prior(tables["map_counts"].numpy())
-        except KeyError as exc:
-            raise EntropyModelError(f"entropy model table {exc} is missing from the weights file") from exc
-        if self.weights.shape != (n, len(PHASES), N_FEATURES) or self.table.shape != (2 * LOGIT_CLIP + 1,) \
-                or self.map_prior.shape != (levels + 1, levels):
+        if not isinstance(tables, dict):
+            raise EntropyModelError(f"entropy model tables are a {type(tables).__name__}, not a dict of tables")
+        for name in ("bit_weights", "logistic_table", "map_counts"):
+            if name not in tables:
+                raise EntropyModelError(f"entropy model table {name!r} is missing from the weights file")
+            t = tables[name]
+            if not torch.is_tensor(t) or t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+                what = t.dtype if torch.is_tensor(t) else f"a {type(t).__name__}"
+                raise EntropyModelError(f"entropy model table {name!r} is {what}, not an integer tensor")
+        shapes = [tuple(tables[k].shape) for k in ("bit_weights", "logistic_table", "map_counts")]
+        if shapes != [(n, len(PHASES), N_FEATURES), (2 * LOGIT_CLIP + 1,), (levels + 1, levels)]:
             raise EntropyModelError(f"entropy model tables have the wrong shape for n={n}, L={levels}: "
-                                    f"{self.weights.shape}, {self.table.shape}, {self.map_prior.shape}")
+                                    f"{', '.join(map(str, shapes))}")
+        self.weights = tables["bit_weights"].numpy().astype(np.int64)
+        self.table = tables["logistic_table"].numpy().astype(np.int64)
+        if self.table.min() < 1 or self.table.max() >= 1 << PROB_BITS:
+            raise EntropyModelError(f"entropy model table 'logistic_table' holds probabilities outside "
+                                    f"1..{(1 << PROB_BITS) - 1}")
+        counts = tables["map_counts"].numpy()
+        if counts.min() < 0:
+            raise EntropyModelError("entropy model table 'map_counts' holds negative counts")
+        self.map_prior = _map_prior(counts)
         self.n, self.levels = n, levels
 
     def encode(self, bits: np.ndarray, q: np.ndarray) -> np.ndarray:

@@ -33,6 +33,54 @@ class CheckpointError(ValueError):
     """A file given to resume from is not a training checkpoint of this model; names the file."""
 
 
+class TrainingDiverged(RuntimeError):
+    """The loss (or the weights) stopped being finite: training stopped, nothing non-finite was saved."""
+
+
+class EvaluationDataError(ValueError):
+    """The training data is (or holds images of) an evaluation set; names the image and the set."""
+
+
+def check_out_path(out: str | Path, checkpoint: Path | None, curves: Path) -> None:
+    """Refuse an output file that is also where the checkpoint, its temporary file or the curves go
+    (``--out m.csv`` wrote the weights over the curves, ``--out m.ckpt`` over the checkpoint)."""
+    p = Path(out)
+    clash = {curves: "the curves (CSV)"}
+    if checkpoint is not None:
+        clash.update({checkpoint: "the checkpoint", checkpoint.with_suffix(".tmp"): "the checkpoint's temporary file"})
+    for path, what in clash.items():
+        if p == path:
+            raise ValueError(f"--out {out}: a run writes {what} to {path}, which is --out itself; give a "
+                             f"weights file name ending in .pt, e.g. --out {p.with_suffix('.pt')}")
+
+
+def check_positive(**options: float) -> None:
+    """Each ``option_name=value`` (the option without its dashes, _ for -) must be at least 1."""
+    for name, value in options.items():
+        if value is None or value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} {value}: must be at least 1")
+
+
+def check_lr(**options: float | None) -> None:
+    """Learning rates: finite and positive (None: not set)."""
+    for name, value in options.items():
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ValueError(f"--{name.replace('_', '-')} {value}: must be a positive number")
+
+
+def check_width(width: float) -> None:
+    """--width must give the decoder valid channel counts: PixelShuffle(2) needs round(512 * width)
+    (at least 4) divisible by 4 and PixelShuffle(4) needs round(256 * width) divisible by 16."""
+    if not (math.isfinite(width) and width > 0):
+        raise ValueError(f"--width {width}: must be a positive number (1 = the paper's network)")
+    cfg = ModelConfig(width=width)
+    c256, c512 = cfg.ch(256), cfg.ch(512)
+    if c256 % 16 or c512 % 4:
+        raise ValueError(f"--width {width}: gives {c256} and {c512} decoder channels, but its depth-to-space "
+                         f"layers need a multiple of 16 and of 4 (round(256 * width) and round(512 * width)); "
+                         f"use a multiple of 1/16, e.g. 0.0625, 0.125 or 0.25")
+
+
 def load_checkpoint(path: str | Path, model: str) -> dict[str, Any]:
     """A checkpoint written by ``lcbench train MODEL`` (``FILE.ckpt``), checked for the keys resuming
     needs. Anything else (missing, a folder, garbage, a weights file) raises CheckpointError."""
@@ -88,11 +136,32 @@ class TrainConfig:
     entropy_crops: int = 64  # crops used to fit the entropy coder's context model at the end
 
     def paths(self) -> tuple[Path, Path]:
+        """(checkpoint, curves) beside ``out``; ValueError when ``out`` would be one of them."""
         out = Path(self.out)
-        return out.with_suffix(".ckpt"), out.with_suffix(".csv")
+        ckpt, curves = out.with_suffix(".ckpt"), out.with_suffix(".csv")
+        check_out_path(self.out, ckpt, curves)
+        return ckpt, curves
+
+    def check(self) -> None:
+        """Options that would fail only after training started (or never train): ValueError naming them."""
+        check_positive(steps=self.steps, batch=self.batch, log_every=self.log_every,
+                       checkpoint_every=self.checkpoint_every, n=self.n, levels=self.levels,
+                       entropy_crops=self.entropy_crops)
+        check_lr(lr=self.lr)
+        if not (math.isfinite(self.lr_final) and self.lr_final >= 0):
+            raise ValueError(f"--lr-final {self.lr_final}: must be a number >= 0")
+        check_width(self.width)
+        if self.map_off_steps < 0:
+            raise ValueError(f"--map-off-steps {self.map_off_steps}: must be >= 0")
+        for name, value in (("gamma", self.gamma), ("msssim-weight", self.msssim_weight)):
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"--{name} {value}: must be a number >= 0")
+        if not 0 <= self.rate_target <= 1:
+            raise ValueError(f"--rate-target {self.rate_target}: must be between 0 and 1 (a mask occupancy)")
 
 
 def list_images(folder: str | Path) -> list[Path]:
+    refuse_evaluation_folder(folder)
     root = Path(folder)
     if not root.is_dir():
         raise FileNotFoundError(f"training data folder {root} does not exist")
@@ -103,13 +172,98 @@ def list_images(folder: str | Path) -> list[Path]:
 
 
 def load_images(files: list[Path]) -> list[np.ndarray]:
+    """Decoded RGB arrays; EvaluationDataError when any has the pixels of an evaluation image."""
     from PIL import Image
 
+    check = EvaluationImageCheck()
     out = []
     for f in files:
         with Image.open(f) as im:
+            check.see(f, im)
             out.append(np.asarray(im.convert("RGB")))
+    check.refuse()
     return out
+
+
+# ---------------------------------------------------------------------------------------
+# Never train on evaluation sets: the named sets' folders, and any image whose pixels a
+# dataset manifest records (pixel SHA-256, lcbench.verify's definition).
+
+def refuse_evaluation_folder(data: str | Path) -> None:
+    """EvaluationDataError when ``data`` names a registered (evaluation) dataset, or is, holds or lies
+    in a copy of one: the cache's ``datasets/<name>``, an ``$LCBENCH_DATA`` mirror, or a folder
+    with the marker of a fetched copy."""
+    from lcbench import named_datasets
+    from lcbench.manifest import manifest_names
+
+    names = manifest_names()
+    p = Path(data).expanduser()
+    if not p.is_dir():
+        if str(data) in names:
+            raise EvaluationDataError(f"--data {data}: {str(data)!r} is an evaluation dataset, never trained on; "
+                                      f"give a folder of training images")
+        return
+    root = p.resolve()
+    for folder in (root, *root.parents):
+        if (folder / named_datasets.MARKER).is_file():
+            raise EvaluationDataError(f"--data {data}: {folder} is a fetched copy of an evaluation dataset "
+                                      f"({folder / named_datasets.MARKER}), never trained on")
+    for name in names:
+        for loc in named_datasets.candidates(name):
+            try:
+                copy = loc.root.resolve()
+            except OSError:
+                continue
+            if copy.is_dir() and (copy == root or copy in root.parents or root in copy.parents):
+                raise EvaluationDataError(f"--data {data}: {copy} is the {loc.where} copy of the evaluation "
+                                          f"dataset {name!r}, never trained on; give a folder of training images")
+
+
+def _evaluation_index() -> dict[tuple[int, int] | None, dict[str, tuple[str, str]]]:
+    """(width, height) -> {pixel sha256: (set name, image path)} over every manifest's recorded images
+    (the raw pixels, and the RGB pixels lcbench loads where a manifest records them); key None
+    holds images whose size is not recorded."""
+    from lcbench.manifest import all_manifests
+
+    index: dict[tuple[int, int] | None, dict[str, tuple[str, str]]] = {}
+    for m in all_manifests():
+        for e in m.images:
+            key = (e.width, e.height) if e.width and e.height else None
+            for digest in (e.pixels_sha256, e.rgb_sha256):
+                if digest:
+                    index.setdefault(key, {})[digest] = (m.name, e.path)
+    return index
+
+
+class EvaluationImageCheck:
+    """Fed every training image as it is opened; hashes only the images whose size is the size of a
+    recorded evaluation image (header only for the rest), and ``refuse`` names any matches."""
+
+    def __init__(self) -> None:
+        self.index = _evaluation_index()
+        self.found: list[str] = []
+
+    def see(self, path: Path, im: Any) -> None:
+        known = {**self.index.get(None, {}), **self.index.get(tuple(im.size), {})}
+        if not known:
+            return
+        import hashlib
+
+        im.load()
+        arrays = [np.asarray(im)]
+        if im.mode != "RGB":  # e.g. an RGBA or greyscale-as-RGB copy: compare what training sees too
+            arrays.append(np.asarray(im.convert("RGB")))
+        for arr in arrays:
+            hit = known.get(hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest())
+            if hit:
+                self.found.append(f"{path} is {hit[0]}'s {hit[1]}")
+                return
+
+    def refuse(self) -> None:
+        if self.found:
+            more = f" and {len(self.found) - 5} more" if len(self.found) > 5 else ""
+            raise EvaluationDataError(f"the training data holds evaluation images (identical pixels), never "
+                                      f"trained on: {'; '.join(self.found[:5])}{more}; remove them from --data")
 
 
 class CropSampler:
@@ -143,6 +297,56 @@ class CropSampler:
         return torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2)
 
 
+def nonfinite_tensors(model: torch.nn.Module, half: bool = False) -> list[str]:
+    """Names of the parameters and buffers holding NaN or inf (``half``: or that overflow float16,
+    the precision weights files store)."""
+    return [k for k, v in model.state_dict().items()
+            if torch.is_tensor(v) and v.is_floating_point()
+            and not bool(torch.isfinite(v.half() if half else v).all())]
+
+
+def refuse_nonfinite_checkpoint(path: str | Path, model: torch.nn.Module) -> None:
+    bad = nonfinite_tensors(model)
+    if bad:
+        raise CheckpointError(f"cannot start from {path}: it contains NaN/inf weights ({len(bad)} tensors, e.g. "
+                              f"{bad[0]}), written by a run that diverged; use an earlier checkpoint")
+
+
+class DivergenceGuard:
+    """Stops a training run whose loss or weights stop being finite (TrainingDiverged), before
+    anything non-finite is written; the message says which checkpoint is the last good one."""
+
+    def __init__(self, model: str, cfg: Any, checkpoint: Path | None, resumed_at: int | None,
+                 final: str | None = "{out} was not written", hint: str = "--lr (this run: {lr:g})") -> None:
+        self.model, self.checkpoint = model, checkpoint
+        self.final = final.format(out=cfg.out) if final else None
+        self.hint = hint.format(lr=cfg.lr, com_lr=getattr(cfg, "com_lr", 0.0))
+        self.kept: tuple[str, int] | None = (str(cfg.resume), resumed_at) if resumed_at is not None else None
+
+    def saved(self, step: int, path: Path | None = None) -> None:
+        self.kept = (str(path or self.checkpoint), step)
+
+    def stop(self, what: str, step: int) -> None:
+        if self.kept:
+            kept = f"the last good checkpoint, {self.kept[0]} (step {self.kept[1]}), is kept"
+        else:
+            kept = "no checkpoint had been written"
+        final = f"; {self.final}" if self.final else ""
+        raise TrainingDiverged(f"{self.model} training diverged at step {step}: {what}, so training stopped "
+                               f"before saving anything non-finite; {kept}{final}. Try a lower {self.hint}")
+
+    def loss(self, value: float, step: int) -> None:
+        if not math.isfinite(value):
+            self.stop(f"the loss is {value}", step)
+
+    def weights(self, model: torch.nn.Module, step: int, half: bool = False) -> None:
+        """Stop when a weight is NaN/inf (``half``: or beyond float16's range, before a weights file)."""
+        bad = nonfinite_tensors(model, half)
+        if bad:
+            limit = " or beyond float16's +-65504" if half else ""
+            self.stop(f"{len(bad)} weight tensors hold NaN/inf{limit} (e.g. {bad[0]})", step)
+
+
 def lr_at(cfg: TrainConfig, step: int) -> float:
     t = min(1.0, step / max(1, cfg.steps))
     return cfg.lr_final + 0.5 * (cfg.lr - cfg.lr_final) * (1 + math.cos(math.pi * t))
@@ -156,9 +360,10 @@ def _seed_all(seed: int) -> None:
 
 def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train (or resume), write the checkpoint, the CSV curves and the final weights file."""
+    cfg.check()
+    ckpt_path, csv_path = cfg.paths()
     torch.set_num_threads(max(1, cfg.threads))
     _seed_all(cfg.seed)
-    ckpt_path, csv_path = cfg.paths()
 
     step = 0
     sampler_state = None
@@ -174,6 +379,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict[str, Any
                 raise KeyError("train_config has no n/levels/width")
         except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
             raise checkpoint_mismatch(cfg.resume, "importance_map", exc) from exc
+        refuse_nonfinite_checkpoint(cfg.resume, model)
         sampler_state = ckpt["sampler_rng"]
         for key in ("n", "levels", "width"):
             if saved[key] != getattr(cfg, key):
@@ -186,14 +392,14 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict[str, Any
     else:
         mcfg = ModelConfig(n=cfg.n, levels=cfg.levels, width=cfg.width)
         model = ImportanceMapNet(mcfg)
-    Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)  # only once the start point loaded
+    images = load_images(list_images(cfg.data))  # refuses evaluation images before anything is written
+    Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)  # only once the start point and data loaded
     model.to(cfg.device).train()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     if cfg.resume:
         opt.load_state_dict(ckpt["optimizer"])
         torch.set_rng_state(ckpt["torch_rng"])
 
-    images = load_images(list_images(cfg.data))
     sampler = CropSampler(images, cfg.crop, cfg.seed)
     if sampler_state is not None:
         sampler.rng.bit_generator.state = sampler_state
@@ -215,6 +421,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict[str, Any
         writer.writeheader()
     t0 = time.perf_counter()
     acc: dict[str, float] = {"loss": 0.0, "mse": 0.0, "occ": 0.0, "count": 0}
+    guard = DivergenceGuard("importance_map", cfg, ckpt_path, step if cfg.resume else None)
     try:
         while step < cfg.steps:
             for g in opt.param_groups:
@@ -230,6 +437,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict[str, Any
                 loss = loss + cfg.msssim_weight * _msssim_term(out["x_hat"], x)
             if use_map and occupancy.item() > cfg.rate_target:
                 loss = loss + cfg.gamma * out["p"].mean()
+            guard.loss(loss.item(), step + 1)  # before the update: the weights are still the last step's
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -249,10 +457,13 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict[str, Any
                 log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
                 acc = {"loss": 0.0, "mse": 0.0, "occ": 0.0, "count": 0}
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                guard.weights(model, step)
                 _save_checkpoint(ckpt_path, model, opt, step, sampler, cfg)
+                guard.saved(step)
     finally:
         csv_file.close()
 
+    guard.weights(model, step, half=True)  # the weights file stores float16
     model.eval()
     from lcbench.learned.entropy import fit_context_model
 
@@ -283,6 +494,7 @@ def _load_init(path: str) -> ImportanceMapNet:
         except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
             raise weights_io.WeightsError(f"--init {path}: an importance_map checkpoint whose network does "
                                           f"not load ({type(exc).__name__}: {exc})") from exc
+        refuse_nonfinite_checkpoint(path, model)
         return model
 
 

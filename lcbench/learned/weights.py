@@ -43,4 +43,22 @@ def load_model(path: str | Path) -> tuple[ImportanceMapNet, dict[str, torch.Tens
     except (KeyError, RuntimeError, TypeError, ValueError) as exc:
         raise WeightsError(f"importance_map weights file {path} does not match the network: {exc}") from exc
     model.eval()
-    return model, dict(blob.get("entropy") or {})
+    return model, entropy_tables(path, blob.get("entropy"))
+
+
+def entropy_tables(path: str | Path, entropy: Any) -> dict[str, torch.Tensor]:
+    """The file's ``entropy`` entry: a dict of integer tensors (empty when absent); anything else
+    raises WeightsError naming the file and the entry."""
+    if entropy is None:
+        return {}
+    if not isinstance(entropy, dict):
+        raise WeightsError(f"importance_map weights file {path}: 'entropy' is a {type(entropy).__name__}, "
+                           f"not a dict of entropy-model tables")
+    for name, table in entropy.items():
+        if not torch.is_tensor(table):
+            raise WeightsError(f"importance_map weights file {path}: entropy table {name!r} is a "
+                               f"{type(table).__name__}, not a tensor")
+        if table.is_floating_point() or table.is_complex() or table.dtype == torch.bool:
+            raise WeightsError(f"importance_map weights file {path}: entropy table {name!r} is {table.dtype}, "
+                               f"not integers")
+    return dict(entropy)
