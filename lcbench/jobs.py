@@ -43,6 +43,12 @@ def job_key(label: str, version: str, quality: float, image: ImageRef, rate_para
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
+def key_tag(rate_param: str) -> str:
+    """The rate part of a job key: rate-matched jobs get their own tag, so a result cached before
+    the tag existed, or a grid result with the same number, is never taken for one."""
+    return "match:" + MATCHED_RATE_PARAM if rate_param == MATCHED_RATE_PARAM else rate_param
+
+
 def plan_jobs(codecs: Sequence[tuple[str, Codec]], dataset: Dataset, *, rates: Sequence[float] | None = None,
               codec_rates: Mapping[str, Sequence[float]] | None = None,
               target_bpp: Sequence[float] | None = None) -> list[Job]:
@@ -63,10 +69,8 @@ def plan_jobs(codecs: Sequence[tuple[str, Codec]], dataset: Dataset, *, rates: S
                     raise ValueError(f"--target-bpp {target:g}: a target rate must be a positive number of bits per pixel")
             for target in target_bpp:
                 for image in dataset.images:
-                    # The key's tag is not a rate_param, so a rate-matched result is never taken for a
-                    # grid result with the same number (results cached before the tag included).
                     jobs.append(Job(spec, codec.label(), version, MATCHED_RATE_PARAM, float(target), image,
-                                    job_key(codec.label(), version, target, image, "match:" + MATCHED_RATE_PARAM),
+                                    job_key(codec.label(), version, target, image, key_tag(MATCHED_RATE_PARAM)),
                                     float(target)))
             continue
         grid = codec_rates.get(spec) or codec_rates.get(codec.name) or rates or codec.default_rates
@@ -77,5 +81,5 @@ def plan_jobs(codecs: Sequence[tuple[str, Codec]], dataset: Dataset, *, rates: S
         for quality in grid:
             for image in dataset.images:
                 jobs.append(Job(spec, codec.label(), version, codec.rate_param, float(quality), image,
-                                job_key(codec.label(), version, quality, image, codec.rate_param)))
+                                job_key(codec.label(), version, quality, image, key_tag(codec.rate_param))))
     return jobs

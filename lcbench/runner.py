@@ -14,13 +14,13 @@ import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from . import __version__, store
 from .cache import write_json_atomic
 from .codec import Codec, CodecUnavailable
 from .dataset import Dataset, resolve_dataset, select_images
-from .jobs import METRICS_VERSION, Job, plan_jobs
+from .jobs import METRICS_VERSION, Job, job_key, key_tag, plan_jobs
 from .metrics import METRIC_NAMES
 from .registry import codecs as codecs_registry
 from .registry import create_codec, parse_codec_spec
@@ -209,8 +209,8 @@ def _check_same_dataset(previous: dict[str, Any] | None, dataset: Dataset, run_d
 
 def execute(options: RunOptions) -> RunOutcome:
     """Resolve, plan, run what is not done yet, and write results.csv and run.json."""
-    dataset = options.dataset if isinstance(options.dataset, Dataset) else resolve_dataset(options.dataset)
-    dataset = select_images(dataset, max_images=options.max_images, pattern=options.image_glob)
+    whole = options.dataset if isinstance(options.dataset, Dataset) else resolve_dataset(options.dataset)
+    dataset = select_images(whole, max_images=options.max_images, pattern=options.image_glob)
     needs_device = any(getattr(codecs_registry.get(parse_codec_spec(s)[0]), "uses_device", False)
                        for s in options.codecs)
     if options.device:
@@ -237,7 +237,8 @@ def execute(options: RunOptions) -> RunOutcome:
     planned = {(j.label, j.rate_param, j.quality, j.image.id): j.key for j in jobs}
     existing = store.read_records(run_dir)
     done = {r["key"] for r in existing if not r.get("error") and r.get("key")}
-    todo = [j for j in jobs if j.key not in done]
+    saving = options.save_bitstreams or options.save_decoded
+    todo = [j for j in jobs if j.key not in done or (saving and _outputs_missing(j, run_dir, options))]
     cache, cache_keys, reused = None, {}, 0
     if options.use_cache and todo and not (options.save_bitstreams or options.save_decoded):
         cache, cache_keys = _open_cache(todo)
@@ -274,7 +275,7 @@ def execute(options: RunOptions) -> RunOutcome:
             cache.put_many((cache_keys[r["key"]], r) for r in new_records if not r.get("error") and r["key"] in cache_keys)
             cache.close()
         stored = store.read_records(run_dir)
-        rows = store.latest_by_job(stored, planned, versions)
+        rows = store.latest_by_job(stored, planned, versions, _current_key(versions, whole))
         store.write_results_csv(run_dir, list(rows.values()))
         labels = {j.label for j in jobs}
         old_rows: dict[str, int] = {}  # rows of this run's codecs that only an older version measured
@@ -288,6 +289,33 @@ def execute(options: RunOptions) -> RunOutcome:
     failures = [r for r in mine if r.get("error")]
     return RunOutcome(run_dir, frame, len(jobs), len(jobs) - len(todo) - reused, failures, reused,
                       [_relative(p, dataset.root) for p in dataset.ignored], old_rows)
+
+
+def _outputs_missing(job: Job, run_dir: Path, options: RunOptions) -> bool:
+    """A finished job whose bitstream/decoded image was asked for (--save-*) but not saved by the
+    run that did it: it runs again, or a resumed run would say all ok with the files missing."""
+    from .worker import output_folder, output_stem
+
+    stem = output_stem(job.image.id, job.quality, job.rate_param)
+    wanted = [("bitstreams", ".bin")] * bool(options.save_bitstreams) + [("decoded", ".png")] * bool(options.save_decoded)
+    return any(not (run_dir / kind / output_folder(job.label) / f"{stem}{ext}").is_file() for kind, ext in wanted)
+
+
+def _current_key(versions: dict[str, str], dataset: Dataset) -> Callable[[tuple], str | None]:
+    """slot -> the key its job would have now (codec version from run.json, the image file as
+    it is now, today's metric definitions); None when the codec or the image is unknown."""
+    images = {im.id: im for im in dataset.images}
+    memo: dict[tuple, str | None] = {}
+
+    def key(slot: tuple) -> str | None:
+        if slot not in memo:
+            label, rate_param, quality, image = slot
+            version, ref = versions.get(label), images.get(image)
+            ok = version is not None and ref is not None and isinstance(quality, (int, float))
+            memo[slot] = job_key(label, version, float(quality), ref, key_tag(str(rate_param))) if ok else None
+        return memo[slot]
+
+    return key
 
 
 def _open_cache(jobs: list[Job]):

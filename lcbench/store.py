@@ -14,7 +14,7 @@ import socket
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 RESULTS_CSV = "results.csv"
 METADATA_JSON = "run.json"
@@ -118,17 +118,20 @@ def slot_of(record: dict[str, Any]) -> tuple:
 
 
 def latest_by_job(records: Iterable[dict[str, Any]], planned: Mapping[tuple, str] | None = None,
-                  versions: Mapping[str, str] | None = None) -> dict[tuple, dict[str, Any]]:
+                  versions: Mapping[str, str] | None = None,
+                  current_key: Callable[[tuple], str | None] | None = None) -> dict[tuple, dict[str, Any]]:
     """One record per results.csv row (``slot_of``).
 
     Several keys can fill one row: the same codec label and rate after a new codec version,
     an edited image or new metric definitions. A row in ``planned`` (this run's jobs: slot ->
     key) shows only its planned key's record, and nothing while that job is not done, so a
     result of an older version never stands in for the current one. Other rows show the key
-    written last among the records of the codec's current version (``versions``: label ->
-    version, from run.json), and are left out when only other versions measured them (the
-    next run of that codec fills them). Within one key a success wins over a failure, later
-    over earlier.
+    such a job would have now (``current_key(slot)``: the codec's current version, the image
+    file as it is now, today's metric definitions), and are left out when only other keys
+    measured them (the next run of that codec fills them). Where ``current_key`` cannot say
+    (None: the image is not in the dataset any more), the key written last among the records
+    of the codec's current version (``versions``: label -> version, from run.json). Within one
+    key a success wins over a failure, later over earlier.
     """
     by_slot: dict[tuple, list[tuple[int, int, dict[str, Any]]]] = {}
     for order, rec in enumerate(records):
@@ -137,8 +140,11 @@ def latest_by_job(records: Iterable[dict[str, Any]], planned: Mapping[tuple, str
     for slot, entries in by_slot.items():
         entries.sort(key=lambda e: (e[0], e[1]))  # records from before time stamps: read order
         records_in_order = [e[2] for e in entries]
+        now = current_key(slot) if current_key is not None and not (planned and slot in planned) else None
         if planned is not None and slot in planned:
             key = planned[slot]
+        elif now is not None:
+            key = now  # an edited image or new metric definitions: older records do not fill the row
         else:
             current = (versions or {}).get(slot[0])
             of_current = [r for r in records_in_order if r.get("codec_version") == current]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 import sys
 import time
 from collections import OrderedDict
@@ -43,6 +44,21 @@ def get_codec(spec: str, device: str) -> Codec:
     if codec is None:
         codec = _codec_cache[(spec, device)] = create_codec(spec, device=device)
     return codec
+
+
+_version_cache: dict[tuple[str, str], str] = {}
+
+
+def _version_here(spec: str, device: str, codec: Codec, planned: str) -> str:
+    """The codec's version in this process: asked once while it matches the plan (a tool's
+    version is a subprocess), asked again when it does not (the process outlived a change)."""
+    key = (spec, device)
+    if _version_cache.get(key) != planned:
+        try:
+            _version_cache[key] = codec.version()
+        except Exception as exc:  # noqa: BLE001 - reported as the job's error by the mismatch
+            _version_cache[key] = f"unknown ({type(exc).__name__}: {exc})"
+    return _version_cache[key]
 
 
 def get_image(ref: ImageRef) -> tuple[SourceImage | None, Reference | None, str | None]:
@@ -210,7 +226,16 @@ def run_cpu_task(run_dir: str, dataset: str, device: str, jobs: list[Job], save_
     writer = store.writer_for(Path(run_dir)) if write_records else None
     records = []
     for job in jobs:
-        rec = run_job(get_codec(job.spec, device), job, dataset, Path(run_dir), save_bitstreams, save_decoded)
+        codec = get_codec(job.spec, device)
+        here = _version_here(job.spec, device, codec, job.version)
+        if here != job.version:
+            # a Dask worker with another library or tool build would be recorded under the
+            # client's version (and cached under it): the job fails, saying both
+            rec = {**base_record(job, dataset), "error": error_text(job, CodecError(
+                f"this worker ({socket.gethostname()}) has {job.label} version {here!r}, the run planned "
+                f"{job.version!r}: install the same version on every worker"))}
+        else:
+            rec = run_job(codec, job, dataset, Path(run_dir), save_bitstreams, save_decoded)
         if writer is not None:
             writer.append(rec)
         records.append(rec)

@@ -20,6 +20,7 @@ import lcbench
 from lcbench.cli import main
 from lcbench.registry import create_codec
 from lcbench.store import COLUMNS, read_records
+from support import photo
 
 REQUIRED = ["codec", "quality", "image", "width", "height", "bytes", "bpp", "psnr_rgb", "psnr_y", "ssim", "ms_ssim",
             "ms_ssim_db", "enc_time_s", "dec_time_s", "error"]
@@ -368,6 +369,45 @@ def test_new_codec_version_replaces_old_rows_even_when_it_fails(image_folder, tm
         assert len(on_disk) == 6 + 3
     finally:
         _Versioned.version, _Versioned.broken = "v1", False
+
+
+def test_rows_of_an_edited_image_leave_results_csv(image_folder, tmp_path):
+    """jpeg at q20 and q40, then the image a.png is edited and only q20 is run again: results.csv
+    showed a@q20 of the new image beside a@q40 of the old one, and said "all ok"."""
+    from lcbench.runner import RunOptions, execute
+
+    out = tmp_path / "run"
+    lcbench.run(["jpeg"], image_folder, out=out, quality=[20, 40], jobs=1, use_cache=False)
+    edited = 255 - photo("astronaut", (192, 256))
+    Image.fromarray(edited).save(image_folder / "a.png")
+    os.utime(image_folder / "a.png", ns=(time.time_ns(), time.time_ns() + 10**9))
+    outcome = execute(RunOptions(codecs=["jpeg"], dataset=str(image_folder), out=out, jobs=1, use_cache=False,
+                                 rates=[20.0], progress=False))
+    assert outcome.old_version_rows == {"jpeg": 1}  # a@q40 of the old image: said, not shown
+    on_disk = pd.read_csv(out / "results.csv", keep_default_na=False)
+    rows = {(r.image, r.quality): r for r in on_disk.itertuples()}
+    assert set(rows) == {("a", 20.0), ("b", 20.0), ("c", 20.0), ("b", 40.0), ("c", 40.0)}
+    jpeg = create_codec("jpeg")
+    assert rows[("a", 20.0)].bytes == len(jpeg.encode(edited, 20))
+
+
+def test_resume_with_save_flags_saves_the_finished_jobs_too(image_folder, tmp_path):
+    """A run, then the same run resumed with --save-bitstreams --save-decoded: only the new rate
+    point's files were written, the finished jobs' never, and it said all ok."""
+    out = tmp_path / "run"
+    lcbench.run(["jpeg"], image_folder, out=out, quality=[20, 40], jobs=1, use_cache=False)
+    lcbench.run(["jpeg"], image_folder, out=out, quality=[20, 40, 60], jobs=1, use_cache=False,
+                save_bitstreams=True, save_decoded=True)
+    jpeg = create_codec("jpeg")
+    for name in ("a", "b", "c"):
+        img = np.asarray(Image.open(image_folder / f"{name}.png").convert("RGB"))
+        for q in (20, 40, 60):
+            data = (out / "bitstreams" / "jpeg" / f"{name}@{q}.bin").read_bytes()
+            assert data == jpeg.encode(img, q)
+            assert np.array_equal(np.asarray(Image.open(out / "decoded" / "jpeg" / f"{name}@{q}.png")),
+                                  jpeg.decode(data))
+    df = pd.read_csv(out / "results.csv", keep_default_na=False)
+    assert len(df) == 9 and (df.error == "").all()
 
 
 def test_rows_of_an_older_version_leave_results_csv(image_folder, tmp_path):

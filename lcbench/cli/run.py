@@ -84,8 +84,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"\n{done}/{outcome.planned} jobs ok ({outcome.skipped} reused from {outcome.run_dir}, "
           f"{outcome.from_cache} from the result cache); results: {outcome.run_dir / 'results.csv'}")
     for label, n in outcome.old_version_rows.items():
-        print(f"note: {n} row(s) of {label} measured only by an older version of it are left out of results.csv "
-              "(rerun without --images/--max-images to measure them with this version)", file=sys.stderr)
+        print(f"note: {n} row(s) of {label} measured only by an older version of it, on an earlier state of "
+              "the image file or with older metric definitions are left out of results.csv (run those rate "
+              "points and images again to measure them now)", file=sys.stderr)
     if outcome.ignored:
         names = ", ".join(outcome.ignored[:8])
         more = f" and {len(outcome.ignored) - 8} more" if len(outcome.ignored) > 8 else ""
