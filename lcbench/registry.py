@@ -227,6 +227,26 @@ def _exec_plugin(path: str, source: str) -> None:
     except (Exception, SystemExit) as exc:  # SystemExit: a plugin calling sys.exit() must not end the run
         del sys.modules[module_name]
         raise ImportError(f"plugin {path} failed to import: {type(exc).__name__}: {exc}") from exc
+    _tag_versions(module, hashlib.sha256(source.encode()).hexdigest()[:12])
+
+
+def _tag_versions(module: types.ModuleType, digest: str) -> None:
+    """Append the plugin source's hash to the version of every class it defines: a user who edits
+    the plugin's code but not its version() string must not get the old code's cached results."""
+    for obj in list(vars(module).values()):
+        if not (isinstance(obj, type) and obj.__module__ == module.__name__):
+            continue
+        original = getattr(obj, "version", None)
+        if not callable(original) or getattr(original, "_lcbench_plugin_source", None):
+            continue  # no version, or inherited from a class of this plugin that is tagged already
+
+        bound = isinstance(inspect.getattr_static(obj, "version"), (classmethod, staticmethod))
+
+        def version(self: Any, _original: Callable[..., str] = original, _bound: bool = bound) -> str:
+            return f"{_original() if _bound else _original(self)} plugin-sha256:{digest}"
+
+        version._lcbench_plugin_source = digest  # type: ignore[attr-defined]
+        obj.version = version  # type: ignore[attr-defined]
 
 
 def parse_value(text: str) -> Any:

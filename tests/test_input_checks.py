@@ -494,3 +494,48 @@ def test_bitstream_check_finds_rate_matched_baseline_bitstreams(image_folder, tm
     report = check_bitstreams(out, read_results(out), "jpeg", "jpeg",
                               {p.stem: p for p in image_folder.glob("*.png")})
     assert report.count("same") == 6 and report.count("missing") == 0
+
+
+PLUGIN_V = '''
+import io
+import numpy as np
+from PIL import Image
+from lcbench import Codec, register_codec
+
+@register_codec
+class {cls}(Codec):
+    name = "{name}"
+    default_rates = (50.0,)
+    def version(self): return "1"  # never changed by its author
+    def encode(self, image, rate):
+        buf = io.BytesIO()
+        Image.fromarray(image).save(buf, "JPEG", quality=int(rate), subsampling={sub})
+        return buf.getvalue()
+    def decode(self, data): return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+class {cls}Static({cls}):
+    name = "{name}_static"
+    @staticmethod
+    def version(): return "s1"
+
+register_codec({cls}Static)
+'''
+
+
+def test_editing_a_plugin_without_changing_its_version_is_not_served_from_the_cache(image_folder, tmp_path):
+    """The result cache (and a resumed run) keyed plugin results by version() alone: edited plugin
+    code with the same version string gave the old code's numbers, even in a fresh --out."""
+    from lcbench.registry import codecs
+
+    first, second = tmp_path / "one" / "plug.py", tmp_path / "two" / "plug.py"
+    for path, sub in ((first, 2), (second, 0)):
+        path.parent.mkdir()
+        path.write_text(PLUGIN_V.format(cls=f"Plug{sub}", name=f"plugv{sub}", sub=sub))
+        load_plugin(path)
+    v_first, v_second = create_codec("plugv2").version(), create_codec("plugv0").version()
+    assert v_first.startswith("1 plugin-sha256:") and v_second.startswith("1 plugin-sha256:")
+    assert v_first != v_second  # same version() text, other source
+    assert create_codec("plugv2_static").version().startswith("s1 plugin-sha256:")
+    assert create_codec("plugv2_static").version().count("plugin-sha256") == 1
+    assert "jpeg" in codecs and "plugin" not in create_codec("jpeg").version()
