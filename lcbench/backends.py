@@ -43,11 +43,77 @@ def run_cpu_jobs(run_dir: Path, dataset: str, device: str, jobs: list[Job], *, n
         for a in args:
             yield run_cpu_task(*a)
         return
+    yield from _run_loky(run_dir, args, n)
+
+
+def _indexed_task(i: int, a: tuple, plugins: tuple) -> tuple[int, list[dict[str, Any]]]:
+    return i, run_cpu_task(*a, plugins=plugins)
+
+
+def _run_loky(run_dir: Path, args: list[tuple], n: int) -> Iterator[list[dict[str, Any]]]:
+    """Tasks on n loky worker processes. A task that kills its process (a codec that segfaults
+    or calls os._exit) broke the whole pool, so the run stopped and stopped again on every
+    rerun. Now the unfinished tasks are run one by one in a fresh process, earliest first (the
+    ones that were running), until the one that kills its process is found: its unfinished jobs
+    fail with that reason, and the rest go back to the pool."""
     from joblib import Parallel, delayed
+    from joblib.externals.loky.process_executor import TerminatedWorkerError
 
     plugins = loaded_plugins()  # workers are fresh processes: they load the same plugin code
-    parallel = Parallel(n_jobs=n, return_as="generator_unordered", backend="loky", batch_size=1)
-    yield from parallel(delayed(run_cpu_task)(*a, plugins=plugins) for a in args)
+    remaining = list(args)
+    while remaining:
+        finished: set[int] = set()
+        try:
+            parallel = Parallel(n_jobs=n, return_as="generator_unordered", backend="loky", batch_size=1)
+            for i, records in parallel(delayed(_indexed_task)(i, a, plugins) for i, a in enumerate(remaining)):
+                finished.add(i)
+                yield records
+            return
+        except TerminatedWorkerError:
+            remaining = [a for i, a in enumerate(remaining) if i not in finished]
+        # the tasks that were running are the earliest unfinished ones (tasks start in order)
+        for _ in range(min(len(remaining), 2 * n + 2)):
+            a = remaining.pop(0)
+            records, died = _run_alone(run_dir, a, plugins)
+            yield records
+            if died:
+                break
+
+
+def _exit_codes(exc: BaseException) -> str:
+    """loky's long message, down to what matters: the worker's exit code or signal."""
+    import re
+
+    m = re.search(r"exit codes of the workers are (\{[^}]*\})", str(exc))
+    return f"worker exit codes {m.group(1)}" if m else str(exc).splitlines()[0]
+
+
+def _run_alone(run_dir: Path, a: tuple, plugins: tuple) -> tuple[list[dict[str, Any]], bool]:
+    """One task in a fresh one-worker process: (its records, whether it killed the process)."""
+    from joblib.externals.loky import get_reusable_executor
+    from joblib.externals.loky.process_executor import TerminatedWorkerError
+
+    executor = get_reusable_executor(max_workers=1)
+    try:
+        return executor.submit(run_cpu_task, *a, plugins=plugins).result(), False
+    except TerminatedWorkerError as exc:
+        jobs, dataset = a[3], a[1]
+        done = {r.get("key") for r in store.read_records(run_dir) if not r.get("error")}
+        writer = store.writer_for(run_dir)
+        records = []
+        for job in jobs:
+            if job.key in done:
+                continue  # finished (and stored by the worker) before the process died
+            rec = base_record(job, dataset)
+            rec["error"] = error_text(job, RuntimeError(
+                f"the worker process died (a crash in the codec, e.g. a segfault) while running this "
+                f"job or an earlier one of this codec on this image ({_exit_codes(exc)})"))
+            writer.append(rec)
+            records.append(rec)
+        return records, True
+    except BaseException:
+        executor.shutdown(wait=False, kill_workers=True)
+        raise
 
 
 def _run_dask(run_dir: Path, args: list[tuple], scheduler: str | None, n_workers: int

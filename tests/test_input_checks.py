@@ -539,3 +539,46 @@ def test_editing_a_plugin_without_changing_its_version_is_not_served_from_the_ca
     assert create_codec("plugv2_static").version().startswith("s1 plugin-sha256:")
     assert create_codec("plugv2_static").version().count("plugin-sha256") == 1
     assert "jpeg" in codecs and "plugin" not in create_codec("jpeg").version()
+
+
+CRASH_PLUGIN = '''
+import io, os
+import numpy as np
+from PIL import Image
+from lcbench import Codec, register_codec
+
+@register_codec
+class CrashJpeg(Codec):
+    """JPEG, except that it kills its process on one image at quality 40 (like a segfault)."""
+    name = "crashjpeg"
+    default_rates = (20.0, 40.0, 60.0)
+    def version(self): return "1"
+    def encode(self, image, rate):
+        if rate == 40 and image.shape[0] == 200:
+            os._exit(3)
+        buf = io.BytesIO()
+        Image.fromarray(image).save(buf, "JPEG", quality=int(rate))
+        return buf.getvalue()
+    def decode(self, data): return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+'''
+
+
+def test_a_codec_that_kills_its_worker_process_fails_only_its_own_jobs(image_folder, tmp_path, capsys):
+    """A crash (segfault, os._exit) in one task broke the whole loky pool: the run stopped with
+    exit 2 and no results.csv, and every rerun stopped the same way."""
+    plugin = tmp_path / "crashplug.py"
+    plugin.write_text(CRASH_PLUGIN)
+    out = tmp_path / "run"
+    code = main(["run", "--plugin", str(plugin), "--codecs", "crashjpeg,jpeg", "-q", "20,40,60", "--dataset",
+                 str(image_folder), "--out", str(out), "--jobs", "2", "--no-progress", "--no-cache"])
+    assert code == 1, capsys.readouterr().err
+    df = pd.read_csv(out / "results.csv").set_index(["codec", "image", "quality"])
+    df["error"] = df["error"].fillna("")
+    assert len(df) == 18
+    failed = df[df.error != ""]
+    assert sorted(failed.index) == [("crashjpeg", "b", 40.0), ("crashjpeg", "b", 60.0)]  # b is 200 px high
+    assert failed.error.str.contains(r"worker process died .* \(worker exit codes \{EXIT\(3\)\}\)").all()
+    jpeg = create_codec("jpeg")
+    img = np.asarray(Image.open(image_folder / "b.png").convert("RGB"))
+    assert df.loc[("crashjpeg", "b", 20.0), "bytes"] == len(jpeg.encode(img, 20))  # stored before the crash
+    assert (df.drop(index=failed.index).bytes > 0).all()
