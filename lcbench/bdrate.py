@@ -169,8 +169,15 @@ def bootstrap_mean_ci(values: Sequence[float], confidence: float = 0.95, n_boot:
 
 
 def _image_curves(df: pd.DataFrame, codec: str, metric: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Image -> (bpp, metric) of the successful jobs of one curve label (one rate parameter: the
+    frame is split by ``split_rate_curves`` first)."""
     rows = df.loc[(df["codec"] == codec) & df["ok"], ["image", "bpp", metric]]
     return {str(img): (g["bpp"].to_numpy(), g[metric].to_numpy()) for img, g in rows.groupby("image", sort=True)}
+
+
+def _images_with_rows(df: pd.DataFrame, codec: str) -> set[str]:
+    """Images with any row of ``codec``, failed jobs included."""
+    return set(map(str, df.loc[df["codec"] == codec, "image"]))
 
 
 def bd_per_image(df: pd.DataFrame, anchor: str, test: str, metric: str = "psnr_rgb",
@@ -180,14 +187,23 @@ def bd_per_image(df: pd.DataFrame, anchor: str, test: str, metric: str = "psnr_r
     then the mean and a bootstrap interval over the images where it is defined."""
     if metric not in df.columns:
         raise ValueError(f"metric column {metric!r} not in the results; columns are {list(df.columns)}")
+    from lcbench.results import split_rate_curves
+
+    df = split_rate_curves(df)
     fn = bd_rate if kind == "rate" else bd_metric
     a, t = _image_curves(df, anchor, metric), _image_curves(df, test, metric)
-    images = sorted(set(a) & set(t))
-    per = {img: fn(*a[img], *t[img], method=method) for img in images}
+    # Every image both codecs have rows for counts, also one whose jobs all failed on a side: it gets
+    # a NaN value saying so, never silently fewer images (the mean over the others hides it).
+    images = sorted(_images_with_rows(df, anchor) & _images_with_rows(df, test))
+    per = {}
+    for img in images:
+        lacking = [name for name, curves in ((anchor, a), (test, t)) if img not in curves]
+        per[img] = (BDResult.nan(f"no successful {' or '.join(map(repr, lacking))} job on this image")
+                    if lacking else fn(*a[img], *t[img], method=method))
     vals = [r.value for r in per.values() if r.ok]
     if not images:
         return PerImageBD(math.nan, math.nan, math.nan, 0, 0, per,
-                          f"no image has usable results for both {anchor!r} and {test!r}")
+                          f"no image has results for both {anchor!r} and {test!r}")
     if not vals:
         first = next(iter(per.values())).reason
         return PerImageBD(math.nan, math.nan, math.nan, len(images), 0, per, f"no image gives a value, e.g.: {first}")
@@ -202,6 +218,9 @@ def image_completeness(df: pd.DataFrame, codecs: Sequence[str], metric: str) -> 
     ``metric`` at every rate point that codec has for any image. Average curves over anything
     else would mix image sets across rate points (a rate point measured on 1 of 3 images pulls
     the curve towards that image)."""
+    from lcbench.results import split_rate_curves
+
+    df = split_rate_curves(df)
     sub = df.loc[df["codec"].isin(codecs)]
     good = sub["ok"] & np.isfinite(sub[metric].astype(float))
     all_images = sorted(set(map(str, sub["image"])))
@@ -250,11 +269,14 @@ def bd_table(df: pd.DataFrame, anchor: str, metrics: Sequence[str] = DEFAULT_MET
     for the anchor). A published codec's row has no image counts (``n_images``,
     ``n_images_left_out`` and the per-image counts NaN): its curve was not measured on the run's
     images; ``left_out`` there lists the measured anchor's images left out of its curve.
-    One row per (codec, metric); NaN values carry a ``*_reason``.
+    One row per (codec, metric); NaN values carry a ``*_reason``. Codec names are the curve labels of
+    ``lcbench.results.split_rate_curves``: a codec with grid and rate-matched rows gives two rows
+    (``jpeg2000``, ``jpeg2000@target_bpp``), and either may be the anchor.
     """
-    from lcbench.results import codecs_in_order
+    from lcbench.results import codecs_in_order, split_rate_curves
     from lcbench.summary import rd_curve
 
+    df = split_rate_curves(df)  # a codec's grid and rate-matched rows are two curves (jpeg, jpeg@target_bpp)
     extra = dict(extra_curves or {})
     sources = dict(extra_sources or {})
 
@@ -331,8 +353,9 @@ def per_image_bd_frame(df: pd.DataFrame, anchor: str, metric: str = "psnr_rgb",
                        kind: Literal["rate", "metric"] = "rate", method: Method = "pchip") -> pd.DataFrame:
     """Long table of per-image BD values against ``anchor``: columns codec, image, metric, kind,
     value, reason; shows on which images a codec wins or loses."""
-    from lcbench.results import codecs_in_order
+    from lcbench.results import codecs_in_order, split_rate_curves
 
+    df = split_rate_curves(df)
     rows = []
     for codec in codecs_in_order(df):
         if codec == anchor:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .compare import MIN_BOOTSTRAP, Check, CompareInputError, Thresholds, Verdict, compare_sides, load_side, parse_pair, side_from_frame
+from .compare import MIN_BOOTSTRAP, Check, CompareInputError, Thresholds, Verdict, compare_sides, load_side, parse_pair, run_label, side_from_frame
 
 DEFAULT_CONFIG = "lcbench-check.toml"
 
@@ -373,14 +373,15 @@ def run_check(cfg: CheckConfig) -> CheckResult:
     candidate = side_from_frame(outcome.frame, "candidate", str(outcome.run_dir), outcome.run_dir)
     verdict = compare_sides(baseline, candidate, cfg.metrics, cfg.pairs or None, cfg.thresholds, cfg.method,
                             cfg.bootstrap)
-    compared = {p.candidate_codec for p in verdict.pairs}
+    # labels the compared curves ran under (jpeg for jpeg@target_bpp); compare_sides already noted the
+    # candidate codecs it did not compare
+    compared = {run_label(candidate, p.candidate_codec) for p in verdict.pairs}
     specs = {}
     for spec in cfg.codecs:
         codec = create_codec(spec, device="cpu")
         specs[codec.label()] = (spec, codec)
     for label in specs:
         if label not in compared:
-            verdict.notes.append(f"codec {label!r} has no counterpart in the baseline: not compared")
             # not compared, but its failures still fail the gate, as they fail `lcbench run`
             failed = outcome.frame.loc[(outcome.frame["codec"] == label) & (outcome.frame["error"] != "")]
             if len(failed):
@@ -391,17 +392,24 @@ def run_check(cfg: CheckConfig) -> CheckResult:
 
     images = {im.id: im.path for im in dataset.images}
     if cfg.bitstreams and baseline.run_dir is not None:
+        required = cfg.bitstreams is True
         for pair in verdict.pairs:
-            spec = specs[pair.candidate_codec][0]
+            spec = specs[run_label(candidate, pair.candidate_codec)][0]
             try:
                 report = check_bitstreams(baseline.run_dir, baseline.frame, pair.baseline_codec, spec, images,
                                           device=cfg.device or "cpu")
             except CompatInputError as exc:
-                if cfg.bitstreams is True:
+                if required:
                     raise CompareInputError(str(exc)) from exc
                 verdict.notes.append(f"bitstream compatibility not checked for {pair.candidate_codec}: {exc}")
                 continue
-            verdict.checks.append(report.to_check(pair.candidate_codec))
+            # true: every baseline job's bitstream must be there; "auto": the stored ones are checked
+            check = report.to_check(pair.candidate_codec, required=required)
+            if not required and check.data["missing"]:
+                verdict.notes.append(f"bitstream compatibility of {pair.candidate_codec}: {check.data['missing']} of "
+                                     f"{len(report.outcomes)} baseline bitstreams not stored, so not checked "
+                                     "(bitstreams = \"auto\"; true fails on them)")
+            verdict.checks.append(check)
     elif cfg.bitstreams == "auto":
         verdict.notes.append(f"bitstream compatibility not checked: the baseline {cfg.baseline} is not a run directory")
     elif cfg.bitstreams is True:

@@ -1,7 +1,10 @@
 """Compare a candidate run against a baseline run: the regression verdict CI acts on.
 
 Each side is a run directory, a ``results.csv`` or a CompressAI-style JSON (a file, or a folder
-of them). For each codec present on both sides (or each ``--pair old:new``) and each metric:
+of them). For each codec of the baseline (or each ``--pair old:new``) and each metric; a baseline
+codec the candidate has no rows for is bad input, a codec only the candidate has is noted. A codec's
+grid rows and its rate-matched rows are two curves, ``jpeg`` and ``jpeg@target_bpp``
+(``lcbench.results.split_rate_curves``), each compared with the same curve of the other side:
 
 - BD-rate of the candidate against the baseline on the average curves (``lcbench.bdrate.bd_rate``
   over ``lcbench.summary.rd_curve`` of the images both sides have complete), and per image with a
@@ -19,7 +22,10 @@ images would hide exactly that image. Images whose metric is undefined at every 
 sides (MS-SSIM of images with a short side of 160 px or less) are left out and named instead.
 A passing check whose worst image exceeds the threshold names that image and its BD-rate.
 
-Inputs that cannot be compared fairly (an image or job missing on one side, different rate
+An image both sides have rows for but without a usable curve on one (every job of it failed) has
+no per-image BD value, so it fails the check like any image without one.
+
+Inputs that cannot be compared fairly (an image, job or baseline codec missing on one side, different rate
 points on the two sides, different datasets or image sizes, fewer than 4 rate points, no codec
 in common, a metric name that is not a quality metric column, a non-positive bootstrap count)
 raise ``CompareInputError`` naming what is wrong; the CLI maps it to exit code 2.
@@ -116,7 +122,18 @@ def load_side(path: str | Path, role: str = "baseline") -> Side:
     except ResultsError as exc:
         raise CompareInputError(f"{role}: {exc}") from exc
     run_dir = p if p.is_dir() else p.parent
-    return Side(role, str(p), frame=frame, run_dir=run_dir)
+    return Side(role, str(p), frame=_split(frame, role, str(p)), run_dir=run_dir)
+
+
+def _split(frame: pd.DataFrame, role: str, source: str) -> pd.DataFrame:
+    """A codec's grid rows and its rate-matched rows are separate curves (``jpeg``, ``jpeg@target_bpp``),
+    compared separately: one curve through both would mix two samplings of the codec."""
+    from .results import ResultsError, split_rate_curves
+
+    try:
+        return split_rate_curves(frame)
+    except ResultsError as exc:
+        raise CompareInputError(f"{role} {source}: {exc}") from exc
 
 
 def side_from_frame(frame: pd.DataFrame, role: str, source: str, run_dir: Path | None = None) -> Side:
@@ -124,7 +141,7 @@ def side_from_frame(frame: pd.DataFrame, role: str, source: str, run_dir: Path |
     from .results import ResultsError, validate
 
     try:
-        return Side(role, source, frame=validate(frame, source=source), run_dir=run_dir)
+        return Side(role, source, frame=_split(validate(frame, source=source), role, source), run_dir=run_dir)
     except ResultsError as exc:
         raise CompareInputError(f"{role}: {exc}") from exc
 
@@ -346,8 +363,24 @@ def _names(items: Sequence[str], limit: int = 12) -> str:
     return shown + (f" ... ({len(items)} in all)" if len(items) > limit else "")
 
 
+def _curve_keys(side: Side) -> dict[str, tuple[str, str]]:
+    """Curve label -> (codec label it ran under, rate_param), for sides with per-image rows."""
+    from .results import CODEC_LABEL
+
+    if side.frame is None:
+        return {}
+    f = side.frame
+    run_label = f[CODEC_LABEL] if CODEC_LABEL in f.columns else f["codec"]
+    firsts = pd.DataFrame({"codec": f["codec"], "run": run_label, "rp": f["rate_param"]}).drop_duplicates("codec")
+    return {str(c): (str(r), str(p)) for c, r, p in zip(firsts["codec"], firsts["run"], firsts["rp"])}
+
+
 def resolve_pairs(baseline: Side, candidate: Side, pairs: Sequence[tuple[str, str]] | None) -> list[tuple[str, str]]:
-    """Explicit pairs checked against both sides, or every codec label present on both sides."""
+    """Explicit pairs checked against both sides, or every codec (curve) label of the baseline paired
+    with the candidate's. Without pairs, a baseline codec the candidate has no rows for is bad input
+    (``CompareInputError`` naming it), as a missing image is: a gate must not pass on the codecs that
+    happen to be left. A codec's rate-matched curve (``jpeg@target_bpp``) pairs with the curve of the
+    same codec and rate parameter on the other side."""
     bc, cc = baseline.codecs, candidate.codecs
     if pairs:
         for b, c in pairs:
@@ -356,11 +389,31 @@ def resolve_pairs(baseline: Side, candidate: Side, pairs: Sequence[tuple[str, st
             if c not in cc:
                 raise CompareInputError(f"--pair {b}:{c}: candidate {candidate.source} has no codec {c!r}; it has {cc}")
         return list(pairs)
-    common = [c for c in bc if c in cc]
-    if not common:
+    kb, kc = _curve_keys(baseline), _curve_keys(candidate)
+    by_key = {k: c for c, k in kc.items()}
+    out, missing, claimed = [], [], set()
+    for b in bc:
+        # same codec and rate parameter first (one side split into jpeg/jpeg@target_bpp, the other not),
+        # else the same label (a grid parameter renamed between releases: BD over the overlap, with a note)
+        c = by_key.get(kb[b]) if b in kb else None
+        if c is None and b in cc and b not in claimed:
+            # ... unless the candidate's curve of that label is another baseline curve's exact match
+            exact_elsewhere = b in kc and kc[b] != kb.get(b) and kc[b] in kb.values()
+            c = None if exact_elsewhere else b
+        if c is None:
+            missing.append(b)
+            continue
+        claimed.add(c)
+        out.append((b, c))
+    if not out:
         raise CompareInputError(f"no codec is on both sides: baseline {baseline.source} has {bc}, candidate "
                                 f"{candidate.source} has {cc}; name the pairs with --pair OLD:NEW")
-    return [(c, c) for c in common]
+    if missing:
+        raise CompareInputError(
+            f"candidate {candidate.source} has no rows for {len(missing)} codec(s) the baseline {baseline.source} "
+            f"has: {_names(missing)} (candidate has {cc}); run them in the candidate too, or compare only some "
+            "codecs with --pair OLD:NEW (baseline.pairs in lcbench check)")
+    return out
 
 
 def parse_pair(text: str) -> tuple[str, str]:
@@ -389,20 +442,32 @@ def check_datasets(baseline: Side, candidate: Side) -> None:
                                 f"candidate {candidate.source} on {', '.join(cd)}")
 
 
+def run_label(side: Side, codec: str) -> str:
+    """The codec label a curve's rows ran under: ``jpeg`` for the curve ``jpeg@target_bpp`` (see
+    ``lcbench.results.split_rate_curves``); the label itself otherwise."""
+    from .results import CODEC_LABEL
+
+    if side.frame is None or CODEC_LABEL not in side.frame.columns:
+        return codec
+    rows = _rows(side, codec)
+    return str(rows[CODEC_LABEL].iloc[0]) if len(rows) else codec
+
+
 def _rows(side: Side, codec: str) -> pd.DataFrame:
     assert side.frame is not None
     return side.frame.loc[side.frame["codec"] == codec]
 
 
 def _check_jobs(side: Side, codec: str, rows: pd.DataFrame) -> None:
-    """Every image of the codec at every rate point of that codec; at least MIN_POINTS points."""
-    rates = sorted(set(rows["quality"]))
+    """Every image of the codec at every rate point of that codec; at least MIN_POINTS points. A rate
+    point is (rate_param, quality)."""
+    rates = sorted(set(zip(rows["rate_param"], rows["quality"])))
     if len(rates) < MIN_POINTS:
         raise CompareInputError(
             f"too few rate points: {side.role} {codec!r} in {side.source} has {len(rates)} "
-            f"({', '.join(f'{q:g}' for q in rates)}); BD-rate needs at least {MIN_POINTS}")
-    have = set(zip(rows["image"], rows["quality"]))
-    missing = [f"{img}@{q:g}" for img in sorted(set(rows["image"])) for q in rates if (img, q) not in have]
+            f"({', '.join(f'{q:g}' for _, q in rates)}); BD-rate needs at least {MIN_POINTS}")
+    have = set(zip(rows["image"], rows["rate_param"], rows["quality"]))
+    missing = [f"{img}@{q:g}" for img in sorted(set(rows["image"])) for rp, q in rates if (img, rp, q) not in have]
     if missing:
         raise CompareInputError(f"{side.role} {codec!r} in {side.source} lacks {len(missing)} job(s) other rate "
                                 f"points have: {_names(missing)}; finish the run (re-run resumes it)")
@@ -472,7 +537,7 @@ def _time_ratio(rb: pd.DataFrame, rc: pd.DataFrame, column: str, kind: str, n_bo
     """Per image: total candidate time / total baseline time over the jobs (rate point) both did."""
     if column not in rb.columns or column not in rc.columns:
         return TimeRatio(kind, math.nan)
-    keys = ["image", "quality"]
+    keys = ["image", "rate_param", "quality"]
     b = rb.loc[rb["ok"], keys + [column]].dropna()
     c = rc.loc[rc["ok"], keys + [column]].dropna()
     joined = b.merge(c, on=keys, suffixes=("_b", "_c"))
@@ -584,8 +649,12 @@ def compare_pair(baseline: Side, candidate: Side, b: str, c: str, metrics: Seque
         # An image whose metric is undefined at every point on both sides (MS-SSIM of a small image) says
         # nothing about the candidate: it is left out of the per-image BD and named; any other image
         # without a BD value fails the check (see _bd_check).
-        finite = both.loc[both["ok"]].assign(_f=np.isfinite(both[metric])).groupby("image")["_f"].any()
-        undefined = sorted(str(i) for i in finite.index[~finite.to_numpy()])
+        # (only an image both sides measured: one whose jobs all failed on a side is not "undefined", it
+        # gets no BD value and fails the check)
+        ok_rows = both.loc[both["ok"]]
+        finite = ok_rows.assign(_f=np.isfinite(ok_rows[metric])).groupby("image")["_f"].any()
+        sides = ok_rows.groupby("image")["codec"].nunique()
+        undefined = sorted(str(i) for i in finite.index[~finite.to_numpy()] if sides.get(i, 0) == 2)
         per_frame = both.loc[~both["image"].isin(undefined)] if undefined else both
         # A rate point where the metric is not finite on both sides (PSNR inf: lossless on both) is
         # the same outcome on both sides: it leaves that image's curve, and an image with too few
@@ -775,6 +844,11 @@ def compare_sides(baseline: Side, candidate: Side, metrics: Sequence[str] | None
                                     "choose one with --metric")
         if dropped:
             v.notes.append(f"default metric(s) {dropped} left out: not measured on both sides")
+    paired = {c for _, c in resolved}
+    unpaired = [c for c in candidate.codecs if c not in paired]
+    if unpaired:  # a new codec has nothing to compare against; it is named, not hidden
+        v.notes.append(f"candidate codec(s) {_names(unpaired)} have no counterpart in the baseline"
+                       + (" (not in --pair)" if pairs else "") + ": not compared")
     if baseline.frame is None or candidate.frame is None:
         v.notes.append("datasets cannot be checked against a CompressAI JSON side: make sure both are on the same images")
     for b, c in resolved:

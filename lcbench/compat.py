@@ -71,27 +71,58 @@ class CompatReport:
     def count(self, status: str) -> int:
         return sum(o.status == status for o in self.outcomes)
 
+    def passed_with(self, required: bool) -> bool:
+        """No bitstream differs or fails to decode, at least one was checked, and, when the check is
+        required (``[compat] bitstreams = true``), none of the baseline's jobs lacks its bitstream."""
+        return (self.count("differs") == 0 and self.count("error") == 0 and self.count("same") > 0
+                and not (required and self.count("missing")))
+
     @property
     def passed(self) -> bool:
-        return self.count("differs") == 0 and self.count("error") == 0 and self.count("same") > 0
+        """Passed as ``bitstreams = true`` requires it: a missing bitstream fails."""
+        return self.passed_with(required=True)
 
-    def to_check(self, group: str) -> Check:
+    def missing_jobs(self) -> list[str]:
+        return [f"{o.image}@{o.quality:g}" for o in self.outcomes if o.status == "missing"]
+
+    def to_check(self, group: str, required: bool = True) -> Check:
+        """The check line. ``required`` (``[compat] bitstreams = true``): every successful baseline job's
+        bitstream must be stored, a missing one fails naming how many and which; otherwise (``"auto"``)
+        the stored ones are checked and the summary says how many were not."""
         same, bad, err, miss = (self.count(s) for s in ("same", "differs", "error", "missing"))
+        total = len(self.outcomes)
         methods = sorted({o.method for o in self.outcomes if o.method})
-        summary = (f"{same}/{len(self.outcomes)} baseline bitstreams of {self.baseline_codec} decode to the same "
+        summary = (f"{same}/{total} baseline bitstreams of {self.baseline_codec} decode to the same "
                    f"pixels with {self.candidate_spec} (checked by {', '.join(methods) or 'nothing'})")
         if bad or err:
             summary += f"; {bad} differ, {err} cannot be decoded"
+        missing = self.missing_jobs()
         if miss:
-            summary += f"; {miss} not stored"
+            listed = ", ".join(missing[:5]) + (f" ... ({miss} in all)" if miss > 5 else "")
+            summary += (f"; {miss} of {total} not stored in the baseline ({listed})"
+                        + ("" if required else ", so NOT checked (bitstreams = \"auto\" allows it)"))
         lines = [f"{o.image}@{o.quality:g}: {o.status}: {o.detail}" for o in self.outcomes
                  if o.status in ("differs", "error")][:MAX_LISTED]
-        status = "pass" if self.passed else ("error" if same == 0 and not (bad or err) else "fail")
-        outcome = "compatible" if status == "pass" else ("not checked" if status == "error" else "incompatible")
+        if required and miss:
+            lines += [f"{o.image}@{o.quality:g}: missing: {o.detail}" for o in self.outcomes
+                      if o.status == "missing"][:MAX_LISTED]
+        if self.passed_with(required):
+            status = "pass"
+        elif same == 0 and not (bad or err or (required and miss)):
+            status = "error"
+        else:
+            status = "fail"
+        if status == "pass":
+            outcome = "compatible" if not miss else f"compatible ({miss}/{total} not stored, not checked)"
+        elif status == "error":
+            outcome = "not checked"
+        else:
+            outcome = "incompatible" if (bad or err) else f"{miss}/{total} bitstreams not stored"
         return Check(name=f"{group}: bitstream compatibility", group=group, kind="bitstream_compat", status=status,
-                     outcome=outcome, summary=summary, details="\n".join(lines), value=float(bad + err),
+                     outcome=outcome, summary=summary, details="\n".join(lines),
+                     value=float(bad + err + (miss if required else 0)),
                      data={"folder": str(self.folder), "same": same, "differs": bad, "errors": err, "missing": miss,
-                           "methods": methods})
+                           "missing_jobs": missing, "required": required, "methods": methods})
 
 
 EXACT_REL_TOL = 1e-12  # mse_*: exact sums / pixel count; only the decimal round trip may differ
@@ -120,14 +151,18 @@ def check_bitstreams(run_dir: str | Path, baseline_frame, baseline_codec: str, c
     from .metrics import Reference, compute_metrics
     from .registry import create_codec
 
+    from .results import CODEC_LABEL
+
     run_dir = Path(run_dir)
-    folder = run_dir / "bitstreams" / label_folder(baseline_codec)
+    rows = baseline_frame.loc[(baseline_frame["codec"] == baseline_codec) & baseline_frame["ok"]]
+    # a rate-matched curve (jpeg@target_bpp, lcbench.results.split_rate_curves) is stored under its codec's label
+    ran_as = str(rows[CODEC_LABEL].iloc[0]) if CODEC_LABEL in rows.columns and len(rows) else baseline_codec
+    folder = run_dir / "bitstreams" / label_folder(ran_as)
     if not folder.is_dir():
         raise CompatInputError(f"baseline {run_dir} has no stored bitstreams for {baseline_codec!r} (no {folder}); "
                                "run the baseline with `lcbench run --save-bitstreams` (or save_bitstreams = true)")
-    decoded_dir = run_dir / "decoded" / label_folder(baseline_codec)
+    decoded_dir = run_dir / "decoded" / label_folder(ran_as)
     codec = create_codec(candidate_spec, device=device)
-    rows = baseline_frame.loc[(baseline_frame["codec"] == baseline_codec) & baseline_frame["ok"]]
     report = CompatReport(baseline_codec, candidate_spec, folder)
     refs: dict[str, Any] = {}
     for row in rows.sort_values(["image", "quality"]).itertuples(index=False):

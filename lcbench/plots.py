@@ -69,9 +69,10 @@ def plot_rd(df: pd.DataFrame, metric: str, *, codecs: Sequence[str] | None = Non
     codec's curve is over the images with a usable value at every one of its rate points (the
     legend gives n/N when some are left out), so no point averages a different image set."""
     from lcbench.bdrate import image_completeness
-    from lcbench.results import codecs_in_order
+    from lcbench.results import codecs_in_order, split_rate_curves
     from lcbench.summary import rd_curve
 
+    df = split_rate_curves(df)  # a codec's grid and target_bpp rows are two curves (jpeg, jpeg@target_bpp)
     codecs = list(codecs) if codecs is not None else codecs_in_order(df)
     styles = dict(styles or codec_styles(codecs + [p.name for p in published]))
     rc = _rc(style)  # raises a clear error for an unknown style
@@ -145,8 +146,9 @@ def plot_all(df: pd.DataFrame, out_dir: str | Path, metrics: Sequence[str] = PLO
              **kwargs) -> dict[str, list[Path]]:
     """One figure per metric into ``out_dir`` (``rd_psnr_rgb.pdf`` ...), same codec styles in all;
     returns the written paths per metric. Metrics absent from the results are skipped."""
-    from lcbench.results import codecs_in_order
+    from lcbench.results import codecs_in_order, split_rate_curves
 
+    df = split_rate_curves(df)
     codecs = list(kwargs.pop("codecs", None) or codecs_in_order(df))
     styles = codec_styles(codecs + [p.name for p in published])
     written: dict[str, list[Path]] = {}

@@ -17,8 +17,15 @@ RESULTS_FILE = "results.csv"
 REQUIRED_COLUMNS = ("codec", "quality", "image", "bpp")
 NUMERIC_COLUMNS = ("quality", "width", "height", "bytes", "bpp", "psnr_rgb", "psnr_y", "mse_rgb", "mse_y",
                    "ssim", "ms_ssim", "ms_ssim_db", "enc_time_s", "dec_time_s")
-# One job is one (codec, rate point, image); merging two runs must not count a job twice.
-JOB_COLUMNS = ("codec", "quality", "image")
+# One job is one (codec, rate point, image); merging two runs must not count a job twice. A rate
+# point is (rate_param, quality): a grid point (jpeg2000 nominal_bpp=0.5) and a rate-matched one
+# (target_bpp=0.5) of one codec are different jobs that may both live in one results.csv.
+JOB_COLUMNS = ("codec", "rate_param", "quality", "image")
+# A codec whose rows vary more than one rate parameter (its grid and `--target-bpp` rows in one run)
+# has one curve per parameter: the grid keeps the codec label, the others are "<label>@<rate_param>".
+CURVE_SEP = "@"
+# the codec label the rows were run under, kept beside ``codec`` once split_rate_curves renamed a curve
+CODEC_LABEL = "codec_label"
 
 
 class ResultsError(ValueError):
@@ -131,7 +138,7 @@ def load_results(paths: str | Path | Sequence[str | Path],
                  on_duplicate: Literal["error", "first", "last"] = "error") -> pd.DataFrame:
     """Load and merge the results of one or more runs (run directories or CSV files).
 
-    A job (codec, rate point, image) present in two runs is an error by default, because
+    A job (codec, rate point (rate_param and value), image) present in two runs is an error by default, because
     averaging both would weight that image twice; ``on_duplicate="first"``/``"last"`` keeps
     one of them (in the order given).
     """
@@ -152,6 +159,38 @@ def load_results(paths: str | Path | Sequence[str | Path],
                 "give each run once, or choose which to keep (--on-duplicate first|last)")
         df = df.drop_duplicates(list(JOB_COLUMNS), keep=on_duplicate).reset_index(drop=True)
     return df
+
+
+def split_rate_curves(df: pd.DataFrame) -> pd.DataFrame:
+    """One curve label per (codec, rate_param): a codec whose rows vary one rate parameter keeps its
+    label (the frame is returned as it is); one with several (its grid rows and its rate-matched
+    ``target_bpp`` rows in one run, or a grid parameter renamed between merged runs) keeps its label
+    for its grid (the first parameter in row order other than ``target_bpp``) and gets
+    ``<label>@<rate_param>`` for each other parameter, e.g. ``jpeg2000`` (nominal_bpp) and
+    ``jpeg2000@target_bpp``. Renamed rows keep the label they ran under in ``codec_label``.
+    Idempotent: a split frame has one rate parameter per label."""
+    if df.empty or "rate_param" not in df.columns:
+        return df
+    per_codec = df.groupby("codec", sort=False)["rate_param"].unique()
+    mixed = {c: list(p) for c, p in per_codec.items() if len(p) > 1}
+    if not mixed:
+        return df
+    out = df.copy()
+    if CODEC_LABEL not in out.columns:
+        out[CODEC_LABEL] = out["codec"]
+    taken = set(per_codec.index)
+    for codec, params in mixed.items():
+        grid = next((p for p in params if p != "target_bpp"), params[0])
+        for p in params:
+            if p == grid:
+                continue
+            label = f"{codec}{CURVE_SEP}{p}"
+            if label in taken:
+                raise ResultsError(f"codec {codec!r} has rows at {p} and a codec is already labelled {label!r}: "
+                                   "cannot tell their curves apart")
+            taken.add(label)
+            out.loc[(out["codec"] == codec) & (out["rate_param"] == p), "codec"] = label
+    return out
 
 
 def codecs_in_order(df: pd.DataFrame) -> list[str]:
@@ -177,7 +216,12 @@ def select_codecs(df: pd.DataFrame, codecs: Iterable[str] | None) -> pd.DataFram
         return df
     wanted = list(codecs)
     known = codecs_in_order(df)
-    unknown = [c for c in wanted if c not in known]
+    # a codec label split into curves (split_rate_curves) selects all of them
+    ran = list(dict.fromkeys(df[CODEC_LABEL])) if CODEC_LABEL in df.columns else []
+    unknown = [c for c in wanted if c not in known and c not in ran]
     if unknown:
         raise ResultsError(f"codec(s) {unknown} not in the results; they have {known}")
-    return df.loc[df["codec"].isin(wanted)]
+    keep = df["codec"].isin(wanted)
+    if ran:
+        keep |= df[CODEC_LABEL].isin(wanted)
+    return df.loc[keep]

@@ -183,10 +183,10 @@ def summarize(df: pd.DataFrame, metrics: Sequence[str] = SUMMARY_METRICS, aggreg
     Failed jobs are counted in ``n_failed`` and left out of every value. Rows are ordered by
     codec (order of appearance) and mean bpp.
     """
-    from lcbench.results import codecs_in_order
+    from lcbench.results import codecs_in_order, split_rate_curves
 
     _check_aggregate(aggregate)
-    df = _ensure_validated(df)
+    df = split_rate_curves(_ensure_validated(df))  # grid and target_bpp rows of one codec: two labels
     metrics = [m for m in metrics if m in df.columns]
     rows = []
     for codec in codecs_in_order(df):
@@ -218,15 +218,18 @@ def rd_curve(df: pd.DataFrame, codec: str, metric: str, aggregate: Aggregate = "
              images: Sequence[str] | None = None, confidence: float = 0.95) -> pd.DataFrame:
     """The average rate-distortion curve of one codec: columns ``quality``, ``bpp``, ``metric``,
     ``<metric>_ci`` and ``n_images``, sorted by bpp; only successful jobs with a finite metric,
-    optionally restricted to ``images``."""
+    optionally restricted to ``images``. ``codec`` is a curve label of ``split_rate_curves``: a codec
+    with grid and rate-matched rows has two curves (``jpeg2000``, ``jpeg2000@target_bpp``)."""
+    from lcbench.results import split_rate_curves
+
     _check_aggregate(aggregate)
-    df = _ensure_validated(df)
+    df = split_rate_curves(_ensure_validated(df))
     sub = df.loc[(df["codec"] == codec) & df["ok"]]
     sub = sub.loc[np.isfinite(sub[metric])]
     if images is not None:
         sub = sub.loc[sub["image"].isin(list(images))]
     rows = []
-    for quality, g in sub.groupby("quality", sort=False):
+    for (_, quality), g in sub.groupby(["rate_param", "quality"], sort=False):
         rows.append({"quality": quality, "bpp": float(g["bpp"].mean()), metric: _pooled(g, metric, aggregate),
                      f"{metric}_ci": _spread(g[metric], confidence)[1], "n_images": len(g)})
     cols = ["quality", "bpp", metric, f"{metric}_ci", "n_images"]

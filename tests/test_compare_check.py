@@ -294,3 +294,50 @@ def test_bootstrap_below_the_minimum_is_a_config_error_before_the_run(workspace,
     assert main(["check", str(cfg)]) == 2
     assert "thresholds.bootstrap must be an integer of at least 100" in capsys.readouterr().err
     assert not (workspace / "boot50" / "run").exists()
+
+
+def test_missing_bitstreams_fail_when_required_and_are_named_when_auto(workspace, capsys):
+    """A baseline that stored only some bitstreams used to pass `bitstreams = true` ("2/12 ...; 10 not
+    stored", exit 0)."""
+    partial = workspace / "partial_baseline"
+    shutil.copytree(workspace / "baseline", partial)
+    for path in (partial / "bitstreams" / "jpeg").glob("*.bin"):
+        if path.name not in ("a@20.bin", "b@80.bin"):
+            path.unlink()
+    images = {p.stem: p for p in (workspace / "imgs").glob("*.png")}
+    rep = check_bitstreams(partial, read_results(partial), "jpeg", "jpeg", images)
+    assert (rep.count("same"), rep.count("missing")) == (2, 10)
+    required = rep.to_check("jpeg", required=True)
+    assert required.status == "fail" and required.outcome == "10/12 bitstreams not stored"
+    assert "10 of 12 not stored in the baseline (a@40, a@60, a@80, b@20, b@40 ... (10 in all))" in required.summary
+    assert required.details.count(": missing: no ") == 10 and required.data["missing_jobs"][0] == "a@40"
+    auto = rep.to_check("jpeg", required=False)
+    assert auto.status == "pass" and "so NOT checked" in auto.summary
+    assert auto.outcome == "compatible (10/12 not stored, not checked)"
+
+    cfg = write_config(workspace, "partial_true", baseline="partial_baseline", bitstreams="true")
+    assert main(["check", str(cfg)]) == 1
+    v = json.loads((workspace / "partial_true" / "verdict.json").read_text())
+    compat = next(c for c in v["checks"] if c["kind"] == "bitstream_compat")
+    assert compat["status"] == "fail" and compat["data"]["missing"] == 10
+    cfg = write_config(workspace, "partial_auto", baseline="partial_baseline", bitstreams='"auto"')
+    assert main(["check", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert "10 of 12 baseline bitstreams not stored, so not checked" in out
+    v = json.loads((workspace / "partial_auto" / "verdict.json").read_text())
+    assert any("10 of 12 baseline bitstreams not stored" in n for n in v["notes"])
+
+
+def test_check_with_a_baseline_codec_the_config_does_not_run_is_bad_input(workspace, capsys):
+    """As in `lcbench compare`: a baseline codec with no candidate rows is not silently skipped; pairs
+    choose the codecs compared."""
+    two = workspace / "two_codec_baseline"
+    shutil.copytree(workspace / "baseline", two, ignore=shutil.ignore_patterns("bitstreams", "decoded"))
+    df = pd.read_csv(two / "results.csv")
+    pd.concat([df, df.assign(codec="webp")]).to_csv(two / "results.csv", index=False)
+    cfg = write_config(workspace, "two", baseline="two_codec_baseline")
+    assert main(["check", str(cfg)]) == 2
+    assert "has no rows for 1 codec(s) the baseline" in capsys.readouterr().err
+    cfg.write_text(cfg.read_text().replace('path = "two_codec_baseline"',
+                                           'path = "two_codec_baseline"\npairs = ["jpeg:jpeg"]'))
+    assert main(["check", str(cfg)]) == 0

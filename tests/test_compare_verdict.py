@@ -424,3 +424,97 @@ def test_complete_file_without_final_newline_is_read_with_a_warning(base, tmp_pa
     a.write_text(a.read_text().rstrip("\n"))
     with pytest.warns(UserWarning, match="no final newline"):
         assert len(read_results(a)) == len(base)
+
+
+# ---------------------------------------------------------------- codecs, images and curves that must not vanish
+
+def test_candidate_without_a_baseline_codec_is_bad_input(base, tmp_path, capsys):
+    """A candidate with no rows for a codec of the baseline used to pass on the codecs left."""
+    a = write(base, tmp_path / "a.csv")
+    no_webp = write(base.loc[base["codec"] != "webp"], tmp_path / "no_webp.csv")
+    out = tmp_path / "out"
+    assert run_cli(a, no_webp, "--metric", "psnr_rgb", "--json", out / "v.json") == 2
+    err = capsys.readouterr().err
+    assert "has no rows for 1 codec(s) the baseline" in err and ": webp (candidate has" in err
+    v = json.loads((out / "v.json").read_text())
+    assert v["status"] == "error" and "webp" in v["error"]
+    with pytest.raises(CompareInputError, match="webp"):
+        compare(a, no_webp, ["psnr_rgb"], n_boot=200)
+    # naming the pairs compares only those, on purpose
+    assert run_cli(a, no_webp, "--metric", "psnr_rgb", "--pair", "jpeg:jpeg") == 0
+    # a codec only the candidate has is not compared, and the verdict says so
+    v = compare(no_webp, a, ["psnr_rgb"], n_boot=200)
+    assert v.passed and [p.candidate_codec for p in v.pairs] == ["jpeg", "avif", "jpeg2000"]
+    assert any("['webp']" not in n and "webp have no counterpart in the baseline" in n for n in v.notes)
+
+
+def test_image_whose_baseline_jobs_all_failed_fails_the_check(base, tmp_path, capsys):
+    """Baseline webp jobs on kodim05 all failed, candidate webp needs 1.5x the bits on kodim05: the
+    image used to drop out of the per-image BD silently (PASS +0.00%, "no change")."""
+    broken = base.assign(error=base["error"].astype(object))
+    dead = (broken["codec"] == "webp") & (broken["image"] == "kodim05")
+    broken.loc[dead, "error"] = "webp: OSError: encoder crashed"
+    broken.loc[dead, ["bytes", "bpp", "psnr_rgb", "ms_ssim_db"]] = math.nan
+    a = write(broken, tmp_path / "a.csv")
+    cand = base.astype({"bytes": float})
+    bird = (cand["codec"] == "webp") & (cand["image"] == "kodim05")
+    cand.loc[bird, "bytes"] *= 1.5
+    cand.loc[bird, "bpp"] *= 1.5
+    w = write(cand, tmp_path / "w.csv")
+    assert run_cli(a, w, "--metric", "psnr_rgb", "--fail-on", "point", "--json", tmp_path / "v.json") == 1
+    out = capsys.readouterr().out
+    line = next(s for s in out.splitlines() if s.startswith("FAIL  webp: BD-rate psnr_rgb"))
+    assert "over only n=3/4 images" in line and "kodim05: no successful 'baseline' job on this image" in line
+    v = json.loads((tmp_path / "v.json").read_text())
+    webp = next(c for c in v["checks"] if c["name"] == "webp: BD-rate psnr_rgb")
+    assert webp["status"] == "fail" and (webp["data"]["n_valid"], webp["data"]["n_images"]) == (3, 4)
+    per = v["pairs"][1]["metrics"]["psnr_rgb"]["per_image"]
+    assert per["values"] == {"kodim01": 0.0, "kodim05": None, "kodim15": 0.0, "kodim23": 0.0}
+    # the other codecs are unaffected
+    assert next(c for c in v["checks"] if c["name"] == "jpeg: BD-rate psnr_rgb")["status"] == "pass"
+
+
+def mixed(base: pd.DataFrame) -> pd.DataFrame:
+    """One codec 'jpeg' with its quality grid and rate-matched (target_bpp) rows in one results file:
+    the target_bpp rows are the fixture's jpeg2000 rows, so every expected number is the fixture's."""
+    grid = base.loc[base["codec"] == "jpeg"]
+    matched = base.loc[base["codec"] == "jpeg2000"].assign(codec="jpeg")
+    assert set(matched["rate_param"]) == {"target_bpp"} and set(matched["quality"]) & set(grid["quality"]) == set()
+    return pd.concat([grid, matched], ignore_index=True)
+
+
+def test_grid_and_rate_matched_rows_of_one_codec_are_separate_curves(base, tmp_path, capsys):
+    df = mixed(base)
+    a = write(df, tmp_path / "a.csv")
+    assert run_cli(a, a, "--metric", "psnr_rgb") == 0  # used to fail: two points with the same rate
+    out = capsys.readouterr().out
+    assert "PASS  jpeg: BD-rate psnr_rgb +0.00%" in out and "PASS  jpeg@target_bpp: BD-rate psnr_rgb +0.00%" in out
+    # only the rate-matched curve 5% worse: +5.00% on that curve, none on the grid
+    worse = df.astype({"bytes": float})
+    matched = worse["rate_param"] == "target_bpp"
+    worse.loc[matched, "bpp"] *= 1.05
+    worse.loc[matched, "bytes"] *= 1.05
+    v = compare(a, write(worse, tmp_path / "w.csv"), ["psnr_rgb"], n_boot=200)
+    by_name = {c.name: c for c in v.checks}
+    assert by_name["jpeg: BD-rate psnr_rgb"].value == pytest.approx(0.0, abs=1e-9)
+    assert by_name["jpeg@target_bpp: BD-rate psnr_rgb"].value == pytest.approx(5.0, abs=1e-6)
+    assert by_name["jpeg@target_bpp: BD-rate psnr_rgb"].status == "fail" and v.exit_code == 1
+    # each curve's per-point deltas are its own rate points
+    pts = {p.candidate_codec: {(d.rate_param, d.quality) for d in p.metrics["psnr_rgb"].points} for p in v.pairs}
+    assert pts["jpeg"] == {("quality", q) for q in set(base.loc[base["codec"] == "jpeg", "quality"])}
+    assert pts["jpeg@target_bpp"] == {("target_bpp", q) for q in set(base.loc[base["codec"] == "jpeg2000", "quality"])}
+
+
+def test_candidate_lacking_one_kind_of_rows_is_bad_input(base, tmp_path, capsys):
+    df = mixed(base)
+    a = write(df, tmp_path / "a.csv")
+    grid_only = write(df.loc[df["rate_param"] == "quality"], tmp_path / "g.csv")
+    assert run_cli(a, grid_only, "--metric", "psnr_rgb") == 2
+    assert ": jpeg@target_bpp (candidate has ['jpeg'])" in capsys.readouterr().err
+    # a candidate with only the rate-matched rows (labelled plain 'jpeg', one kind) pairs with the
+    # baseline's jpeg@target_bpp curve, and the grid is what it lacks
+    matched_only = write(df.loc[df["rate_param"] == "target_bpp"], tmp_path / "m.csv")
+    assert run_cli(a, matched_only, "--metric", "psnr_rgb") == 2
+    assert ": jpeg (candidate has ['jpeg'])" in capsys.readouterr().err
+    v = compare(a, matched_only, ["psnr_rgb"], pairs=[("jpeg@target_bpp", "jpeg")], n_boot=200)
+    assert v.passed and v.checks[0].value == 0.0

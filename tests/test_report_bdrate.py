@@ -187,3 +187,56 @@ def test_rate_point_missing_for_some_images_leaves_them_out_of_average_curves(re
     # codecs with every point on every image are untouched
     assert table[table.codec == "avif"].iloc[0].n_images == 4
     assert table[table.codec == "avif"].iloc[0].n_images_left_out == 0
+
+
+def grid_and_matched(raw: pd.DataFrame, factor: float = 1.02) -> pd.DataFrame:
+    """jpeg2000 as `lcbench run -q ...` then `--target-bpp ...` into one run directory: grid rows
+    (rate_param nominal_bpp, at the same numbers as the targets, every bitstream ``factor`` times
+    larger) followed by the fixture's rate-matched (target_bpp) rows."""
+    matched = raw.loc[raw.codec == "jpeg2000"]
+    grid = matched.assign(rate_param="nominal_bpp", bpp=matched.bpp * factor, bytes=matched.bytes * factor)
+    return pd.concat([raw.loc[raw.codec == "jpeg"], grid, matched], ignore_index=True)
+
+
+def test_image_whose_jobs_all_failed_on_one_side_counts_without_a_value(results):
+    """An image both codecs ran but where every job of one failed used to vanish from the per-image
+    BD (n=3 of 3): it now counts, with no value and the reason."""
+    df = results.copy()
+    dead = (df.codec == "webp") & (df.image == "kodim05")
+    df.loc[dead, "error"] = "webp: encoder crashed"
+    df.loc[dead, "ok"] = False
+    p = bd_per_image(df, "jpeg", "webp", "psnr_rgb", n_boot=200)
+    assert (p.n_images, p.n_valid) == (4, 3)
+    assert not p.per_image["kodim05"].ok
+    assert p.per_image["kodim05"].reason == "no successful 'webp' job on this image"
+    expected = []
+    for image in ("kodim01", "kodim15", "kodim23"):
+        g = results[results.image == image]
+        a, t = g[g.codec == "jpeg"].sort_values("bpp"), g[g.codec == "webp"].sort_values("bpp")
+        expected.append(reference(bjontegaard.bd_rate, a.bpp, a.psnr_rgb, t.bpp, t.psnr_rgb, "pchip"))
+    assert p.mean == pytest.approx(np.mean(expected), abs=1e-6)
+    row = bd_table(df, "jpeg", metrics=["psnr_rgb"], n_boot=200).set_index("codec").loc["webp"]
+    assert (row.bd_rate_img_n, row.bd_rate_img_of) == (3, 4)
+
+
+def test_grid_and_rate_matched_rows_of_one_codec_are_two_bd_curves():
+    raw = pd.read_csv(DATA)
+    df = validate_frame(grid_and_matched(raw))
+    table = bd_table(df, "jpeg", metrics=["psnr_rgb"], n_boot=200).set_index("codec")
+    assert list(table.index) == ["jpeg2000", "jpeg2000@target_bpp"]
+    ar, am = mean_curve(raw, "jpeg", "psnr_rgb")
+    tr, tm = mean_curve(raw, "jpeg2000", "psnr_rgb")
+    expected = reference(bjontegaard.bd_rate, ar, am, tr, tm, "pchip")
+    assert table.loc["jpeg2000@target_bpp", "bd_rate"] == pytest.approx(expected, abs=1e-6)
+    assert table.loc["jpeg2000", "bd_rate"] == pytest.approx(100 * ((1 + expected / 100) * 1.02 - 1), abs=1e-6)
+    assert (table["bd_rate_img_n"] == 4).all()
+    # the grid against its own rate-matched curve: every bitstream 2% larger
+    own = bd_table(df, "jpeg2000@target_bpp", metrics=["psnr_rgb"], n_boot=200).set_index("codec")
+    assert own.loc["jpeg2000", "bd_rate"] == pytest.approx(2.0, abs=1e-9)
+    assert own.loc["jpeg2000", "bd_rate_img_mean"] == pytest.approx(2.0, abs=1e-9)
+
+
+def validate_frame(df: pd.DataFrame) -> pd.DataFrame:
+    from lcbench.results import validate
+
+    return validate(df)

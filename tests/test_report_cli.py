@@ -1,6 +1,7 @@
 """``lcbench report`` and ``lcbench bd`` end to end on the real Kodak results fixture."""
 from __future__ import annotations
 
+import io
 import json
 import re
 import shutil
@@ -210,3 +211,34 @@ def test_two_published_curves_with_one_name_are_refused(run_dir, tmp_path, capsy
     b.write_text(json.dumps({**PUBLISHED, "name": PUBLISHED["name"].upper()}))
     assert main(["bd", str(run_dir), "--with", str(a), "--with", str(b), "--metric", "psnr_rgb"]) == 2
     assert f"{b}: published curve name 'JPEG (PUBLISHED)' clashes with the published curve" in capsys.readouterr().err
+
+
+def test_report_and_bd_on_grid_and_rate_matched_rows_of_one_codec(tmp_path, capsys):
+    """`lcbench run -q ... --out r` then `--target-bpp ... --out r`: both kinds in one results.csv. Report and
+    bd used to stop ("rows measure the same job more than once"); --on-duplicate last dropped the grid."""
+    raw = pd.read_csv(DATA)
+    matched = raw.loc[raw.codec == "jpeg2000"]
+    grid = matched.assign(rate_param="nominal_bpp", bpp=matched.bpp * 1.02, bytes=matched.bytes * 1.02)
+    run = tmp_path / "r"
+    run.mkdir()
+    pd.concat([raw.loc[raw.codec == "jpeg"], grid, matched]).to_csv(run / "results.csv", index=False)
+    out = tmp_path / "rep"
+    assert main(["report", str(run), "--out", str(out), "--no-html", "--formats", "png",
+                 "--metrics", "psnr_rgb", "--bootstrap", "200"]) == 0
+    summ = pd.read_csv(out / "summary.csv")
+    assert summ.groupby("codec", sort=False)["rate_param"].unique().map(list).to_dict() == {
+        "jpeg": ["quality"], "jpeg2000": ["nominal_bpp"], "jpeg2000@target_bpp": ["target_bpp"]}
+    bd = pd.read_csv(out / "bd.csv")
+    assert list(bd.codec) == ["jpeg2000", "jpeg2000@target_bpp"]
+    assert sorted(p.name for p in (out / "compressai").glob("*.json")) == [
+        "jpeg.json", "jpeg2000.json", "jpeg2000_target_bpp.json"]
+    capsys.readouterr()
+    assert main(["bd", str(run), "--anchor", "jpeg2000@target_bpp", "--metric", "psnr_rgb", "--format", "csv",
+                 "--bootstrap", "200"]) == 0
+    rows = pd.read_csv(io.StringIO(capsys.readouterr().out)).set_index("codec")
+    assert rows.loc["jpeg2000", "bd_rate"] == pytest.approx(2.0, abs=1e-9)  # every grid bitstream 2% larger
+    # --codecs with the codec's label selects both of its curves
+    assert main(["bd", str(run), "--codecs", "jpeg2000", "--metric", "psnr_rgb", "--format", "csv",
+                 "--no-per-image"]) == 0
+    rows = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert list(rows.codec) == ["jpeg2000@target_bpp"] and list(rows.anchor) == ["jpeg2000"]

@@ -188,3 +188,19 @@ def test_rd_curve_drawn_over_one_image_set(results):
     assert np.allclose(x, g.bpp) and np.allclose(y, g.psnr_rgb)
     j = raw.query("codec == 'jpeg'").groupby("quality")[["bpp", "psnr_rgb"]].mean().sort_values("bpp")
     assert np.allclose(lines["jpeg"][0], j.bpp)
+
+
+def test_grid_and_rate_matched_rows_are_two_lines(results):
+    """jpeg2000 grid (nominal_bpp) and rate-matched (target_bpp) rows of one run: two curves, not one
+    zig-zag through both."""
+    raw = pd.read_csv(DATA)
+    matched = raw.loc[raw.codec == "jpeg2000"]
+    grid = matched.assign(rate_param="nominal_bpp", bpp=matched.bpp * 1.1, bytes=matched.bytes * 1.1)
+    from lcbench.results import validate
+
+    fig = plot_rd(validate(pd.concat([grid, matched], ignore_index=True)), "psnr_rgb")
+    lines = {l.get_label(): l.get_data() for l in fig.axes[0].get_lines()}
+    assert sorted(lines) == ["jpeg2000", "jpeg2000@target_bpp"]
+    g = matched.groupby("quality")[["bpp", "psnr_rgb"]].mean().sort_values("bpp")
+    assert np.allclose(lines["jpeg2000@target_bpp"][0], g.bpp) and np.allclose(lines["jpeg2000"][0], 1.1 * g.bpp)
+    assert np.allclose(lines["jpeg2000"][1], g.psnr_rgb)

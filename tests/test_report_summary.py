@@ -327,3 +327,47 @@ def test_two_published_curves_give_their_bd_rate(results):
     bd = bd_table(results, "Ref", metrics=["psnr_rgb"], n_boot=100, extra_curves={"Ref": ref, "Half": half},
                   extra_sources={"Ref": "ref.json", "Half": "half.json"})
     assert bd.set_index("codec").loc["Half", "bd_rate"] == pytest.approx(-50.0, abs=1e-9)
+
+
+def grid_and_matched(raw: pd.DataFrame, factor: float = 1.02) -> pd.DataFrame:
+    """jpeg2000's grid rows (nominal_bpp, at the same numbers as its targets, bitstreams ``factor``
+    times larger) and its rate-matched rows (target_bpp) in one results file, as `lcbench run -q ...`
+    then `--target-bpp ...` into one run directory write them."""
+    matched = raw.loc[raw.codec == "jpeg2000"]
+    grid = matched.assign(rate_param="nominal_bpp", bpp=matched.bpp * factor, bytes=matched.bytes * factor)
+    return pd.concat([raw.loc[raw.codec == "jpeg"], grid, matched], ignore_index=True)
+
+
+def test_grid_and_rate_matched_rows_are_different_jobs(tmp_path):
+    raw = pd.read_csv(DATA)
+    mixed = grid_and_matched(raw)
+    mixed.to_csv(tmp_path / "results.csv", index=False)
+    df = load_results(tmp_path)  # used to stop: "32 rows measure the same job more than once"
+    assert len(df) == len(mixed) == 96
+    # the same run twice: now every row is a duplicate, and keeping one copy keeps both kinds
+    twice = load_results([tmp_path, tmp_path], on_duplicate="last")
+    assert sorted(twice.groupby("rate_param").size().items()) == [("nominal_bpp", 32), ("quality", 32),
+                                                                  ("target_bpp", 32)]
+    with pytest.raises(ResultsError, match="192 rows measure the same job more than once"):
+        load_results([tmp_path, tmp_path])
+
+
+def test_grid_and_rate_matched_rows_are_two_curves_in_tables(tmp_path):
+    raw = pd.read_csv(DATA)
+    df = validate(grid_and_matched(raw))
+    s = summarize(df)
+    assert list(dict.fromkeys(s.codec)) == ["jpeg", "jpeg2000", "jpeg2000@target_bpp"]
+    matched = s[s.codec == "jpeg2000@target_bpp"]
+    grid = s[s.codec == "jpeg2000"]
+    assert set(matched.rate_param) == {"target_bpp"} and set(grid.rate_param) == {"nominal_bpp"}
+    g = raw[raw.codec == "jpeg2000"].groupby("quality")[["bpp", "psnr_rgb"]].mean()
+    assert np.allclose(matched.set_index("quality").loc[g.index, "bpp"], g.bpp)
+    assert np.allclose(matched.set_index("quality").loc[g.index, "psnr_rgb"], g.psnr_rgb)
+    assert np.allclose(grid.set_index("quality").loc[g.index, "bpp"], 1.02 * g.bpp)
+    # one average curve per kind, 8 points each (used to be one curve of 8 points mixing both)
+    for codec, scale in (("jpeg2000", 1.02), ("jpeg2000@target_bpp", 1.0)):
+        c = rd_curve(df, codec, "psnr_rgb")
+        assert len(c) == 8 and np.allclose(c.bpp, scale * g.sort_values("bpp").bpp)
+    assert "jpeg2000@target_bpp  target_bpp=0.5" in format_terminal_table(df)
+    # one kind of rows: labels as before
+    assert list(dict.fromkeys(summarize(validate(raw)).codec)) == ["jpeg", "webp", "avif", "jpeg2000"]

@@ -85,10 +85,11 @@ def metrics_to_use(requested, df, published, defaults, option: str) -> list[str]
 def load(args: argparse.Namespace):
     """Results frame and published curves from the common arguments; raises ValueError on bad input."""
     from lcbench.compressai_json import read_compressai_json
-    from lcbench.results import codecs_in_order, datasets, load_results, select_codecs
+    from lcbench.results import codecs_in_order, datasets, load_results, select_codecs, split_rate_curves
 
     positive_bootstrap(args.bootstrap)
-    df = load_results(args.runs, on_duplicate=args.on_duplicate)
+    # a codec's grid rows and its --target-bpp rows are two curves: jpeg2000 and jpeg2000@target_bpp
+    df = split_rate_curves(load_results(args.runs, on_duplicate=args.on_duplicate))
     names = datasets(df)
     if len(names) > 1:
         raise ValueError(f"the runs are on different datasets ({', '.join(names)}); report them separately")
