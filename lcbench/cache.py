@@ -65,13 +65,20 @@ def write_json_atomic(path: Path, data: object) -> None:
 @contextlib.contextmanager
 def fetch_lock(name: str) -> Iterator[None]:
     """Hold an exclusive lock while fetching ``name``: two processes must not append to the same
-    ``.part`` file or install the same folder at once. (POSIX flock; elsewhere no lock.)"""
-    path = datasets_dir() / f".{name}.lock"
+    ``.part`` file or install the same folder at once."""
+    with file_lock(datasets_dir() / f".{name}.lock"):
+        yield
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path`` (created if needed) between processes. (POSIX flock;
+    elsewhere no lock.)"""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as f:
         try:
             import fcntl
-        except ImportError:  # Windows: downloads still verify before install, so at worst one fails
+        except ImportError:  # Windows: no lock
             yield
             return
         fcntl.flock(f, fcntl.LOCK_EX)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from . import __version__, store
-from .cache import write_json_atomic
+from .cache import file_lock, write_json_atomic
 from .codec import Codec, CodecUnavailable
 from .dataset import Dataset, resolve_dataset, select_images
 from .jobs import METRICS_VERSION, Job, job_key, key_tag, plan_jobs
@@ -172,6 +172,17 @@ def _metadata(options: RunOptions, dataset: Dataset, codecs: Sequence[tuple[str,
     return meta
 
 
+def _codec_versions(meta_path: Path) -> dict[str, str]:
+    """label -> version of every codec in run.json now (a run into the same --out at the same
+    time may have added some); {} when it cannot be read."""
+    try:
+        meta = _previous_metadata(meta_path) or {}
+    except ValueError:
+        return {}
+    codecs = meta.get("codecs")
+    return {k: c.get("version") for k, c in codecs.items() if isinstance(c, dict)} if isinstance(codecs, dict) else {}
+
+
 def _previous_metadata(meta_path: Path) -> dict[str, Any] | None:
     if not meta_path.is_file():
         return None
@@ -227,10 +238,13 @@ def execute(options: RunOptions) -> RunOutcome:
     run_dir.mkdir(parents=True, exist_ok=True)
 
     meta_path = run_dir / store.METADATA_JSON
-    previous = _previous_metadata(meta_path)
-    _check_same_dataset(previous, dataset, run_dir)
-    meta = _metadata(options, dataset, codecs, device, previous)
-    write_json_atomic(meta_path, meta)
+    # two runs into one --out at once: each reads, checks and extends run.json in turn (unlocked,
+    # the second run's write dropped the first one's codecs, or mixed two datasets silently)
+    with file_lock(run_dir / RUN_LOCK):
+        previous = _previous_metadata(meta_path)
+        _check_same_dataset(previous, dataset, run_dir)
+        meta = _metadata(options, dataset, codecs, device, previous)
+        write_json_atomic(meta_path, meta)
     versions = {label: c.get("version") for label, c in meta["codecs"].items()}
     # the results.csv row each job fills: an older record there (another codec version, an
     # edited image) must not stand in for this job's result
@@ -274,9 +288,11 @@ def execute(options: RunOptions) -> RunOutcome:
         if cache is not None:
             cache.put_many((cache_keys[r["key"]], r) for r in new_records if not r.get("error") and r["key"] in cache_keys)
             cache.close()
-        stored = store.read_records(run_dir)
-        rows = store.latest_by_job(stored, planned, versions, _current_key(versions, whole))
-        store.write_results_csv(run_dir, list(rows.values()))
+        with file_lock(run_dir / RUN_LOCK):
+            stored = store.read_records(run_dir)
+            versions.update({k: v for k, v in _codec_versions(meta_path).items() if k not in versions})
+            rows = store.latest_by_job(stored, planned, versions, _current_key(versions, whole))
+            store.write_results_csv(run_dir, list(rows.values()))
         labels = {j.label for j in jobs}
         old_rows: dict[str, int] = {}  # rows of this run's codecs that only an older version measured
         for slot in {store.slot_of(r) for r in stored} - set(rows):
@@ -289,6 +305,9 @@ def execute(options: RunOptions) -> RunOutcome:
     failures = [r for r in mine if r.get("error")]
     return RunOutcome(run_dir, frame, len(jobs), len(jobs) - len(todo) - reused, failures, reused,
                       [_relative(p, dataset.root) for p in dataset.ignored], old_rows)
+
+
+RUN_LOCK = ".lcbench.lock"  # in the run directory: run.json and results.csv are rewritten under it
 
 
 def _outputs_missing(job: Job, run_dir: Path, options: RunOptions) -> bool:

@@ -427,3 +427,21 @@ def test_rows_of_an_older_version_leave_results_csv(image_folder, tmp_path):
         assert set(on_disk.codec_version) == {"v2"} and sorted(set(on_disk.image)) == ["a"]
     finally:
         _Versioned.version, _Versioned.broken = "v1", False
+
+
+def test_run_json_is_read_and_written_under_the_run_directory_lock(image_folder, tmp_path):
+    """Two runs into one --out at once each read, checked and rewrote run.json: the second write
+    dropped the first run's codecs (or mixed two datasets). A run now waits for the lock."""
+    from lcbench.cache import file_lock
+    from lcbench.runner import RUN_LOCK
+
+    out = tmp_path / "run"
+    out.mkdir()
+    with file_lock(out / RUN_LOCK):
+        proc = subprocess.Popen([sys.executable, "-m", "lcbench", "run", "--codecs", "jpeg", "-q", "50", "--dataset",
+                                 str(image_folder), "--out", str(out), "--jobs", "1", "--no-progress", "--no-cache"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(6)  # lcbench starts and plans in about 2 s here
+        assert proc.poll() is None and not (out / "run.json").exists()  # waiting, nothing written
+    assert proc.wait(timeout=120) == 0, proc.stderr.read().decode()
+    assert "jpeg" in json.loads((out / "run.json").read_text())["codecs"]
