@@ -150,7 +150,9 @@ def test_user_step_plugin(tmp_path: Path) -> None:
     data = c.encode(img, 6)
     assert np.array_equal(c.decode(data), img)
     assert data[5:8] == bytes([2]) + b"ab"  # side information after the size varints (17, 29)
-    assert c.version() == "test-invert invert 1 | " + "png " + create_codec("png").version() + " | pipeline-format 2"
+    digest = hashlib.sha256(plugin.read_text().encode()).hexdigest()[:12]  # edited plugin code: new version
+    assert c.version() == (f"test-invert invert 1 plugin-sha256:{digest} | png " + create_codec("png").version()
+                           + " | pipeline-format 2")
 
 
 def test_run_counts_bpp_on_the_original_and_records_sr_metrics(tmp_path: Path) -> None:
