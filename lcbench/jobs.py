@@ -43,10 +43,18 @@ def job_key(label: str, version: str, quality: float, image: ImageRef, rate_para
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
+# Bump when rate matching picks other rates for the same codec and image (2: JPEG 2000's search
+# stops relative to the target), so results matched the old way are not reused.
+RATE_MATCH_REVISION = 2
+
+
 def key_tag(rate_param: str) -> str:
-    """The rate part of a job key: rate-matched jobs get their own tag, so a result cached before
-    the tag existed, or a grid result with the same number, is never taken for one."""
-    return "match:" + MATCHED_RATE_PARAM if rate_param == MATCHED_RATE_PARAM else rate_param
+    """The rate part of a job key (run directory and result cache): rate-matched jobs get their
+    own tag, so a result cached before the tag existed, a grid result with the same number, or
+    one matched by an older search is never taken for one."""
+    if rate_param == MATCHED_RATE_PARAM:
+        return f"match-r{RATE_MATCH_REVISION}:{MATCHED_RATE_PARAM}"
+    return rate_param
 
 
 def plan_jobs(codecs: Sequence[tuple[str, Codec]], dataset: Dataset, *, rates: Sequence[float] | None = None,

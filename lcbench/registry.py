@@ -243,7 +243,9 @@ def _tag_versions(module: types.ModuleType, digest: str) -> None:
         bound = isinstance(inspect.getattr_static(obj, "version"), (classmethod, staticmethod))
 
         def version(self: Any, _original: Callable[..., str] = original, _bound: bool = bound) -> str:
-            return f"{_original() if _bound else _original(self)} plugin-sha256:{digest}"
+            text = _original() if _bound else _original(self)
+            tag = f" plugin-sha256:{digest}"  # once, also when version() calls super().version()
+            return text.replace(tag, "") + tag
 
         version._lcbench_plugin_source = digest  # type: ignore[attr-defined]
         obj.version = version  # type: ignore[attr-defined]

@@ -359,7 +359,7 @@ def _open_cache(jobs: list[Job]):
                     hashes[job.image.path] = None
             sha = hashes[job.image.path]
         if sha:
-            keys[job.key] = content_key(job.label, job.version, job.rate_param, job.quality, sha, METRICS_VERSION)
+            keys[job.key] = content_key(job.label, job.version, key_tag(job.rate_param), job.quality, sha, METRICS_VERSION)
     return cache, keys
 
 

@@ -520,6 +520,13 @@ class {cls}Static({cls}):
     def version(): return "s1"
 
 register_codec({cls}Static)
+
+
+class {cls}Super({cls}):
+    name = "{name}_super"
+    def version(self): return super().version() + "b"
+
+register_codec({cls}Super)
 '''
 
 
@@ -538,6 +545,7 @@ def test_editing_a_plugin_without_changing_its_version_is_not_served_from_the_ca
     assert v_first != v_second  # same version() text, other source
     assert create_codec("plugv2_static").version().startswith("s1 plugin-sha256:")
     assert create_codec("plugv2_static").version().count("plugin-sha256") == 1
+    assert create_codec("plugv2_super").version() == v_first.replace(" plugin", "b plugin")  # tagged once
     assert "jpeg" in codecs and "plugin" not in create_codec("jpeg").version()
 
 

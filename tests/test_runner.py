@@ -242,6 +242,28 @@ def test_rate_matched_and_grid_results_are_never_taken_for_each_other(image_fold
     assert {f"{i}@0.5.bin" for i in grid.image} | {f"{i}@bpp0.5.bin" for i in grid.image} == saved
 
 
+def test_rate_matched_cache_keys_are_tagged_like_run_keys(image_folder, tmp_path, monkeypatch):
+    """The run key of a rate-matched job had its own tag but the result cache key did not: results
+    cached by the previous version (jpeg2000 grid rows were called target_bpp, and matching
+    searched differently) were served to new --target-bpp jobs."""
+    from lcbench.dataset import folder_dataset
+    from lcbench.jobs import METRICS_VERSION, plan_jobs
+    from lcbench.result_cache import content_key
+    from lcbench.runner import _open_cache
+
+    monkeypatch.setenv("LCBENCH_CACHE", str(tmp_path / "cache"))
+    codec = create_codec("jpeg2000")
+    jobs = plan_jobs([("jpeg2000", codec)], folder_dataset(image_folder), target_bpp=[0.5])
+    cache, keys = _open_cache(jobs)
+    try:
+        for job in jobs:
+            sha = cache.pixel_hash(job.image.path)
+            old = content_key(job.label, job.version, "target_bpp", 0.5, sha, METRICS_VERSION)
+            assert keys[job.key] != old
+    finally:
+        cache.close()
+
+
 def test_no_codec_may_use_the_rate_matching_rate_param():
     from lcbench.codec import Codec
     from lcbench.registry import register_codec
