@@ -120,6 +120,7 @@ def validate(df: pd.DataFrame, source: str = "results") -> pd.DataFrame:
     if "rate_param" not in df.columns:
         df["rate_param"] = "quality"
     df["rate_param"] = df["rate_param"].fillna("quality").astype(str)
+    df = _rename_legacy_jpeg2000_grid(df)
     if "error" in df.columns:
         error = df["error"].map(lambda v: "" if pd.isna(v) else str(v).strip())
     else:
@@ -161,6 +162,19 @@ def load_results(paths: str | Path | Sequence[str | Path],
     return df
 
 
+def _rename_legacy_jpeg2000_grid(df: pd.DataFrame) -> pd.DataFrame:
+    """Results written before jpeg2000's grid parameter was renamed: its grid rows said
+    ``target_bpp``, the name rate-matched rows have now, so an old baseline's grid would be paired
+    with a new run's rate-matched curve. Such rows (a jpeg2000 codec, possibly inside a pipeline,
+    and no ``matched_rate``, which every rate-matched success carries) are grid rows: nominal_bpp."""
+    inner = df["codec"].str.split("+").str[-1].str.split(":").str[0]
+    matched = df["matched_rate"].notna() if "matched_rate" in df.columns else pd.Series(False, index=df.index)
+    legacy = (df["rate_param"] == "target_bpp") & (inner == "jpeg2000") & ~matched
+    if legacy.any():
+        df.loc[legacy, "rate_param"] = "nominal_bpp"
+    return df
+
+
 def split_rate_curves(df: pd.DataFrame) -> pd.DataFrame:
     """One curve label per (codec, rate_param): a codec whose rows vary one rate parameter keeps its
     label (the frame is returned as it is); one with several (its grid rows and its rate-matched
@@ -194,8 +208,15 @@ def split_rate_curves(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def codecs_in_order(df: pd.DataFrame) -> list[str]:
-    """Codec labels in order of first appearance (the order of the run's --codecs)."""
-    return list(dict.fromkeys(df["codec"]))
+    """Codec labels in order of first appearance (the order of the run's --codecs); a codec split
+    into curves (split_rate_curves) lists its grid first, then its other curves, so the default
+    anchor is a grid even when the rate-matched rows were run first."""
+    labels = list(dict.fromkeys(df["codec"]))
+    if CODEC_LABEL not in df.columns:
+        return labels
+    origin = dict(zip(df["codec"], df[CODEC_LABEL].where(df[CODEC_LABEL].notna(), df["codec"])))
+    first = {o: i for i, o in reversed(list(enumerate(origin.get(l, l) for l in labels)))}
+    return sorted(labels, key=lambda l: (first[origin.get(l, l)], l != origin.get(l, l), labels.index(l)))
 
 
 def datasets(df: pd.DataFrame) -> list[str]:

@@ -478,7 +478,8 @@ def mixed(base: pd.DataFrame) -> pd.DataFrame:
     """One codec 'jpeg' with its quality grid and rate-matched (target_bpp) rows in one results file:
     the target_bpp rows are the fixture's jpeg2000 rows, so every expected number is the fixture's."""
     grid = base.loc[base["codec"] == "jpeg"]
-    matched = base.loc[base["codec"] == "jpeg2000"].assign(codec="jpeg")
+    matched = base.loc[base["codec"] == "jpeg2000"].assign(codec="jpeg", rate_param="target_bpp",
+                                                           matched_rate=lambda d: d.quality)
     assert set(matched["rate_param"]) == {"target_bpp"} and set(matched["quality"]) & set(grid["quality"]) == set()
     return pd.concat([grid, matched], ignore_index=True)
 
@@ -518,3 +519,24 @@ def test_candidate_lacking_one_kind_of_rows_is_bad_input(base, tmp_path, capsys)
     assert ": jpeg (candidate has ['jpeg'])" in capsys.readouterr().err
     v = compare(a, matched_only, ["psnr_rgb"], pairs=[("jpeg@target_bpp", "jpeg")], n_boot=200)
     assert v.passed and v.checks[0].value == 0.0
+
+
+def test_legacy_jpeg2000_grid_rows_are_read_as_nominal_bpp(tmp_path, capsys):
+    """Results written before jpeg2000's grid was renamed call its grid rows target_bpp (the
+    fixture is such a file). Against a new run with the grid and --target-bpp rows, the old grid was
+    paired with the new rate-matched curve (a false FAIL) and the time check found no timings."""
+    old = pd.read_csv(DATA)
+    assert set(old.loc[old.codec == "jpeg2000", "rate_param"]) == {"target_bpp"} and "matched_rate" not in old
+    new_grid = old.assign(rate_param=old.rate_param.where(old.codec != "jpeg2000", "nominal_bpp"))
+    matched = new_grid[new_grid.codec == "jpeg2000"].assign(rate_param="target_bpp", matched_rate=lambda d: d.quality,
+                                                            bytes=lambda d: d.bytes * 1.1, bpp=lambda d: d.bpp * 1.1)
+    cand = pd.concat([new_grid, matched], ignore_index=True)
+    a, b = write(old, tmp_path / "old.csv"), write(cand, tmp_path / "new.csv")
+    assert run_cli(a, b, "--metric", "psnr_rgb", "--max-slowdown", "100", "--json", tmp_path / "v.json") == 0
+    out = capsys.readouterr().out
+    assert "PASS  jpeg2000: BD-rate psnr_rgb +0.00%" in out
+    checks = json.loads((tmp_path / "v.json").read_text())["checks"]
+    assert not [c for c in checks if c["status"] != "pass"]
+    from lcbench.results import read_results
+
+    assert set(read_results(a).query("codec == 'jpeg2000'").rate_param) == {"nominal_bpp"}

@@ -193,7 +193,9 @@ def grid_and_matched(raw: pd.DataFrame, factor: float = 1.02) -> pd.DataFrame:
     """jpeg2000 as `lcbench run -q ...` then `--target-bpp ...` into one run directory: grid rows
     (rate_param nominal_bpp, at the same numbers as the targets, every bitstream ``factor`` times
     larger) followed by the fixture's rate-matched (target_bpp) rows."""
-    matched = raw.loc[raw.codec == "jpeg2000"]
+    # the fixture's jpeg2000 rows as rate-matched rows: those carry matched_rate (without it they
+    # read as grid rows of the old name, see test_legacy_jpeg2000_grid_rows_are_read_as_nominal_bpp)
+    matched = raw.loc[raw.codec == "jpeg2000"].assign(rate_param="target_bpp", matched_rate=lambda d: d.quality)
     grid = matched.assign(rate_param="nominal_bpp", bpp=matched.bpp * factor, bytes=matched.bytes * factor)
     return pd.concat([raw.loc[raw.codec == "jpeg"], grid, matched], ignore_index=True)
 
@@ -240,3 +242,17 @@ def validate_frame(df: pd.DataFrame) -> pd.DataFrame:
     from lcbench.results import validate
 
     return validate(df)
+
+
+def test_grid_curve_comes_first_and_is_the_default_anchor_when_matched_rows_ran_first():
+    """--target-bpp run first, then the grid, into one directory: jpeg2000@target_bpp was listed
+    first and became the default anchor ("against jpeg2000@target_bpp")."""
+    raw = pd.read_csv(DATA)
+    mixed = grid_and_matched(raw)
+    grid = mixed[(mixed.codec == "jpeg2000") & (mixed.rate_param == "nominal_bpp")]
+    matched = mixed[(mixed.codec == "jpeg2000") & (mixed.rate_param == "target_bpp")]
+    from lcbench.results import codecs_in_order, split_rate_curves
+
+    df = split_rate_curves(validate_frame(pd.concat([matched, grid], ignore_index=True)))
+    assert list(dict.fromkeys(df.codec)) == ["jpeg2000@target_bpp", "jpeg2000"]  # file order
+    assert codecs_in_order(df) == ["jpeg2000", "jpeg2000@target_bpp"]  # report's default anchor: the first
