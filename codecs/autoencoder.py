@@ -62,7 +62,8 @@ class Autoencoder(ModelPerRateCodec):
 
     # -- coding (encode/decode of one image go through these) ---------------------------------
     def encode_batch(self, images: Sequence[np.ndarray], rate: float) -> list[bytes]:
-        """Encode images with one model; images of equal padded size share one network pass."""
+        """Encode images with one model; on CUDA images of equal padded size share one network pass
+        (on the CPU one image at a time: see learned_batching.network_batches)."""
         import torch
         from lcbench.autoencoder.bitstream import Header, pack
 

@@ -67,7 +67,8 @@ class ImportanceMap(ModelPerRateCodec):
 
     # -- coding (encode/decode of one image go through these) ---------------------------------
     def encode_batch(self, images: Sequence[np.ndarray], rate: float) -> list[bytes]:
-        """Encode images at one model; images of equal padded size share one network pass."""
+        """Encode images at one model; on CUDA images of equal padded size share one network pass
+        (on the CPU one image at a time: see learned_batching.network_batches)."""
         bitstreams, estimates = self.encode_host(self.encode_device(images, rate))
         self.last_estimate = estimates[-1] if estimates else {}
         self.last_batch_extras = estimates  # per image, read by the runner after encode_batch

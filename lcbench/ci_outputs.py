@@ -158,6 +158,9 @@ def text_summary(v: Verdict) -> str:
     out = []
     for c in v.checks:
         out.append(f"{c.status.upper():5} {c.group}: {c.summary}")
+    # notes say what was not compared or compared loosely: not only in --markdown/--json
+    notes = [*v.notes, *(f"{p.name}: {n}" for p in v.pairs for n in p.notes)]
+    out += [f"note: {n}" for n in dict.fromkeys(notes)]
     n_fail = sum(not c.passed for c in v.checks)
     out.append(f"\n{'PASS' if v.passed else 'FAIL'}: {len(v.checks) - n_fail}/{len(v.checks)} checks passed "
                f"(baseline {v.baseline}, candidate {v.candidate})")

@@ -487,7 +487,7 @@ def _check_rate_points(baseline: Side, candidate: Side, b: str, c: str, rb: pd.D
                      f"{c!r} varies {', '.join(sorted(params_c))}; BD-rate over their overlapping quality range")
         return
     if b != c:  # --pair of two codecs: their grids need not coincide (jpeg q20.. vs webp q25..)
-        notes.append(f"rate points differ between {b!r} and {c!r} (--pair of two codecs): BD-rate over their "
+        notes.append(f"rate points differ between {b!r} and {c!r} (two different codecs): BD-rate over their "
                      "overlapping quality range")
         return
 

@@ -540,3 +540,12 @@ def test_legacy_jpeg2000_grid_rows_are_read_as_nominal_bpp(tmp_path, capsys):
     from lcbench.results import read_results
 
     assert set(read_results(a).query("codec == 'jpeg2000'").rate_param) == {"nominal_bpp"}
+
+
+def test_notes_are_printed_on_the_terminal_too(base, tmp_path, capsys):
+    """What was not compared (a codec only the candidate has) was said only in --markdown/--json."""
+    a = write(base[base.codec != "avif"], tmp_path / "a.csv")
+    b = write(base, tmp_path / "b.csv")
+    assert run_cli(a, b, "--metric", "psnr_rgb") == 0
+    out = capsys.readouterr().out
+    assert "note: candidate codec(s)" in out and "avif" in out.split("note:", 1)[1]

@@ -34,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="metric column(s) for BD-rate (default: psnr_rgb,ms_ssim_db; repeatable)")
     p.add_argument("--pair", dest="pairs", action="append", metavar="OLD:NEW",
                    help="compare baseline codec OLD with candidate codec NEW (repeatable; default: every codec "
-                        "label present on both sides; OLD=>NEW when labels carry options)")
+                        "of the baseline, each of which the candidate must have; OLD=>NEW when labels carry options)")
     p.add_argument("--max-bd-rate", type=float, default=0.0, metavar="PCT",
                    help="BD-rate increase allowed, percent (default 0)")
     p.add_argument("--max-slowdown", type=float, default=None, metavar="RATIO",

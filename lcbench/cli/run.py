@@ -85,8 +85,9 @@ def run(args: argparse.Namespace) -> int:
           f"{outcome.from_cache} from the result cache); results: {outcome.run_dir / 'results.csv'}")
     for label, n in outcome.old_version_rows.items():
         print(f"note: {n} row(s) of {label} measured only by an older version of it, on an earlier state of "
-              "the image file or with older metric definitions are left out of results.csv (run those rate "
-              "points and images again to measure them now)", file=sys.stderr)
+              "the image file, with older metric definitions or under an older rate-parameter name (jpeg2000's "
+              "grid was target_bpp, now nominal_bpp) are left out of results.csv (run those rate points and "
+              "images again to measure them now)", file=sys.stderr)
     if outcome.ignored:
         names = ", ".join(outcome.ignored[:8])
         more = f" and {len(outcome.ignored) - 8} more" if len(outcome.ignored) > 8 else ""
