@@ -125,6 +125,11 @@ def resolve_dataset(name_or_path: str, *, download: bool = True) -> Dataset:
         raise DatasetError("--dataset is empty: give a folder, 'sample' or a dataset name")
     path = Path(os.path.expanduser(name_or_path))
     if path.is_dir():
+        if _bare_name(name_or_path) and _is_named(name_or_path):
+            # a folder ./kodak here would otherwise be benchmarked and labelled as the named set
+            raise DatasetError(f"--dataset {name_or_path}: both a folder here ({path.resolve()}) and the named "
+                               f"dataset {name_or_path!r}; write --dataset ./{name_or_path} for the folder, or "
+                               f"run from another directory for the named set")
         return folder_dataset(path)
     if name_or_path == "sample":
         return sample_dataset()
@@ -137,6 +142,21 @@ def resolve_dataset(name_or_path: str, *, download: bool = True) -> Dataset:
     if path.exists():
         raise DatasetError(f"--dataset {name_or_path}: not a folder")
     raise DatasetError(f"--dataset {name_or_path!r}: no such folder and not a known dataset name (try 'sample')")
+
+
+def _bare_name(text: str) -> bool:
+    """A word like ``kodak``, not a path like ``./kodak``, ``~/kodak`` or ``data/kodak``."""
+    return not (os.sep in text or (os.altsep and os.altsep in text) or text.startswith((".", "~")))
+
+
+def _is_named(name: str) -> bool:
+    if name == "sample":
+        return True
+    try:
+        from .named_datasets import dataset_names
+    except ImportError:
+        return False
+    return name in dataset_names()
 
 
 def select_images(dataset: Dataset, *, max_images: int | None = None, pattern: str | None = None) -> Dataset:

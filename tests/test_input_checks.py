@@ -69,6 +69,18 @@ def test_other_files_and_run_directories_are_listed_not_benchmarked(tmp_path, ca
     assert "first frame of 2" in df.loc["anim", "notes"]
 
 
+def test_a_folder_named_like_a_named_dataset_is_ambiguous(tmp_path, monkeypatch):
+    """`--dataset set5` from a directory holding a folder set5/ benchmarked that folder and
+    labelled it the named set Set5, without a word."""
+    monkeypatch.chdir(tmp_path)
+    _save(tmp_path / "set5" / "x.png", photo("astronaut", (32, 32)))
+    with pytest.raises(DatasetError, match=r"--dataset set5: both a folder here .* write --dataset ./set5"):
+        resolve_dataset("set5")
+    assert [im.id for im in resolve_dataset("./set5").images] == ["x"]
+    _save(tmp_path / "mine" / "y.png", photo("astronaut", (32, 32)))
+    assert [im.id for im in resolve_dataset("mine").images] == ["y"]  # not a dataset name: the folder
+
+
 def test_symlinked_subfolder_is_followed(tmp_path):
     real = tmp_path / "elsewhere"
     _save(real / "x.png", photo("coffee", (40, 40)))

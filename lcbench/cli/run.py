@@ -28,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="loky: worker processes here (default); dask: a Dask cluster (see --scheduler)")
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="Dask scheduler address, e.g. tcp://10.0.0.5:8786 (default: a local cluster)")
-    p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="device for learned codecs (default: auto)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="device for learned codecs (default: cuda when a GPU is present, else cpu)")
     p.add_argument("--metrics-backend", choices=["auto", "cpu", "torch"], default=None,
                    help="where learned codecs' metrics run: torch (on --device, float64) or cpu "
                         "(lcbench.metrics); auto (default): torch on cuda, cpu otherwise")
