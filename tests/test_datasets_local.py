@@ -328,3 +328,18 @@ def test_named_set_and_its_folder_copy_share_cached_results(testset, tmp_path: P
     outcome = execute(RunOptions(codecs=["png"], dataset=str(mirror / "testset"), out=tmp_path / "folder", jobs=1,
                                  progress=False))
     assert outcome.from_cache == 4
+
+
+def test_record_entries_of_a_folder_that_is_not_the_set_warn(tmp_path, capsys):
+    """`datasets info bsd100 --record DIR` on another folder printed entries for the wrong images
+    without a word; they would go into bsd100's manifest."""
+    from PIL import Image
+
+    from lcbench.cli import main
+    from support import photo
+
+    Image.fromarray(photo("astronaut", (24, 24))).save(tmp_path / "x.png")
+    assert main(["datasets", "info", "set5", "--record", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["images"][0]["path"] == "x.png"
+    assert "has 1 image(s); set5's manifest lists 5 (5 of them not in" in captured.err

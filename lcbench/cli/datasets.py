@@ -179,7 +179,16 @@ def _info(args: argparse.Namespace) -> int:
         if not root.is_dir():
             print(f"lcbench datasets info: error: --record {root}: not a folder", file=sys.stderr)
             return EXIT_BAD_INPUT
-        print(json.dumps({"images": record_entries(root)}, indent=2))
+        entries = record_entries(root)
+        print(json.dumps({"images": entries}, indent=2))
+        # entries for another set's copy would go into this set's manifest without a word
+        listed = {im.path for im in m.images}
+        found = {e["path"] for e in entries}
+        if (m.image_count and len(entries) != m.image_count) or (listed and listed != found):
+            print(f"lcbench datasets info: warning: {root} has {len(entries)} image(s); {m.name}'s manifest "
+                  f"lists {m.image_count or len(listed)}" + (f" ({len(listed - found)} of them not in {root}, "
+                  f"{len(found - listed)} there not listed)" if listed else "") +
+                  f": is this a copy of {m.name}?", file=sys.stderr)
         return EXIT_OK
     if args.json:
         print(json.dumps(manifest_to_dict(m), indent=2))
