@@ -29,8 +29,10 @@ class Job:
 
 
 def file_identity(path: Path) -> str:
+    """Size, mtime and ctime: a file rewritten in place with its old size and mtime restored
+    (`cp -p`, `rsync -t`, coarse timestamps) still gets a new ctime, so it is a new image."""
     st = path.stat()
-    return f"{st.st_size}:{st.st_mtime_ns}"
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
 
 
 def job_key(label: str, version: str, quality: float, image: ImageRef, rate_param: str = "") -> str:

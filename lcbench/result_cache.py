@@ -106,11 +106,13 @@ class ResultCache:
                 self._disable(exc)
 
     def pixel_hash(self, path: Path) -> str:
-        """The source image's shape and pixel hash, remembered while its size and mtime stay the same."""
+        """The source image's shape and pixel hash, remembered while its size, mtime and ctime stay
+        the same (ctime: a rewrite that restores size and mtime, as `cp -p` can, still changes it)."""
         from .images import load_image, pixel_hash
 
         st = os.stat(path)
-        stat = f"shape+pixels:{st.st_size}:{st.st_mtime_ns}"  # rows from before the shape was hashed never match
+        # rows from before the shape (or the ctime) was part of this never match
+        stat = f"shape+pixels:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
         if self._db is not None:
             try:
                 row = self._db.execute("SELECT stat, sha256 FROM pixel_hashes WHERE path = ?", (str(path),)).fetchone()

@@ -467,3 +467,23 @@ def test_run_json_is_read_and_written_under_the_run_directory_lock(image_folder,
         assert proc.poll() is None and not (out / "run.json").exists()  # waiting, nothing written
     assert proc.wait(timeout=120) == 0, proc.stderr.read().decode()
     assert "jpeg" in json.loads((out / "run.json").read_text())["codecs"]
+
+
+def test_image_rewritten_with_its_old_size_and_mtime_is_a_new_image(tmp_path, monkeypatch):
+    """A file overwritten in place with the same size and its mtime restored (cp -p, rsync -t) was
+    taken for the old image: the run directory skipped it and the result cache served old numbers."""
+    monkeypatch.setenv("LCBENCH_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    path = folder / "crop.ppm"  # raw PPM: the file size depends only on the image size
+    first, second = photo("astronaut", (64, 64)), photo("coffee", (64, 64))
+    Image.fromarray(first).save(path)
+    st = path.stat()
+    lcbench.run(["jpeg"], folder, out=tmp_path / "run", quality=[50], jobs=1)
+    Image.fromarray(second).save(path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_size == st.st_size and path.stat().st_mtime_ns == st.st_mtime_ns
+    expected = len(create_codec("jpeg").encode(second, 50))
+    for out in (tmp_path / "run", tmp_path / "fresh"):
+        df = lcbench.run(["jpeg"], folder, out=out, quality=[50], jobs=1)
+        assert int(df.bytes.iloc[0]) == expected, out
