@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from lcbench.compressai_json import (CompressAIFormatError, curve_from_summary, read_compressai_json,
-                                     write_compressai_json)
+from lcbench.compressai_json import (CompressAIFormatError, curve_from_results, curve_from_summary,
+                                     read_compressai_json, write_compressai_json)
 from lcbench.plots import codec_styles, plot_all, plot_rd
 from lcbench.results import load_results
 from lcbench.summary import summarize
@@ -28,6 +28,29 @@ PUBLISHED = {"name": "JPEG (published)", "description": "Pillow 7.1.2",
 @pytest.fixture(scope="module")
 def results() -> pd.DataFrame:
     return load_results(DATA)
+
+
+def test_exported_curve_uses_one_image_set_in_every_column(results, tmp_path):
+    """The report's export took summarize rows: bpp over every image beside MS-SSIM over the images
+    large enough for it, and a rate point with a failed job averaged fewer images, so the file
+    re-imported with --with gave another BD-rate than the measured curve (-16 % against -31 %)."""
+    df = results.copy()
+    small = (df.codec == "webp") & (df.image == "kodim05")
+    df.loc[small, ["ms_ssim", "ms_ssim_db"]] = np.nan  # as for an image too small for MS-SSIM
+    failed = (df.codec == "webp") & (df.image == "kodim15") & (df.quality == 90)
+    df.loc[failed, "error"], df.loc[failed, "ok"] = "webp: crashed", False
+    curve = curve_from_results(df, "webp", "mean", "test")
+    kept = ["kodim01", "kodim23"]  # complete in every metric at every rate point
+    ref = df[(df.codec == "webp") & df.image.isin(kept)].groupby("quality")
+    assert curve.extra["n_images"] == [2] * 8 and curve.extra["quality"] == sorted(ref.groups)
+    for col in ("bpp", "psnr_rgb", "ms_ssim", "ssim"):
+        assert curve.curve[col].to_numpy() == pytest.approx(ref[col].mean().to_numpy(), rel=1e-12), col
+    assert "2 of 4 images" in curve.description and "kodim05" in curve.description and "kodim15" in curve.description
+    back = read_compressai_json(write_compressai_json(tmp_path / "webp.json", curve))
+    assert back.curve["bpp"].to_numpy() == pytest.approx(curve.curve["bpp"].to_numpy())
+    # lossless: PSNR is inf at every point on every image, which leaves the image set alone
+    full = curve_from_results(results, "webp")
+    assert full.extra["n_images"] == [4] * 8
 
 
 def test_compressai_round_trip(results, tmp_path):

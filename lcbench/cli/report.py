@@ -113,7 +113,7 @@ def load(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from lcbench.bdrate import bd_table, per_image_bd_frame
-    from lcbench.compressai_json import curve_from_summary, write_compressai_json
+    from lcbench.compressai_json import curve_from_results, write_compressai_json
     from lcbench.results import codecs_in_order, failed_jobs
     from lcbench.summary import (aggregation_note, bd_display_table, format_terminal_table, summarize, summary_table,
                                  to_json, to_latex, to_markdown, to_text)
@@ -156,8 +156,8 @@ def run(args: argparse.Namespace) -> int:
 
     for codec in codecs_in_order(df):
         safe = "".join(ch if ch.isalnum() or ch in "-_.+=" else "_" for ch in codec)
-        written.append(write_compressai_json(out / "compressai" / f"{safe}.json", curve_from_summary(
-            summ, codec, f"lcbench {', '.join(str(r) for r in args.runs)}; {aggregation_note(args.aggregate)}")))
+        written.append(write_compressai_json(out / "compressai" / f"{safe}.json", curve_from_results(
+            df, codec, args.aggregate, f"lcbench {', '.join(str(r) for r in args.runs)}; {aggregation_note(args.aggregate)}")))
 
     figures = {}
     if not args.no_figures:
