@@ -45,6 +45,10 @@ def job_key(label: str, version: str, quality: float, image: ImageRef, rate_para
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
+# A rate-matched job further than this from its target (relative) missed it: its notes say so,
+# and summary tables leave it out of the best-at-this-rate comparison.
+OFF_TARGET = 0.10
+
 # Bump when rate matching picks other rates for the same codec and image (2: JPEG 2000's search
 # stops relative to the target), so results matched the old way are not reused.
 RATE_MATCH_REVISION = 2

@@ -22,7 +22,7 @@ from . import store
 from .codec import Codec, CodecError
 from .dataset import ImageRef
 from .images import ImageReadError, SourceImage, load_image, pixel_hash
-from .jobs import Job, file_identity
+from .jobs import OFF_TARGET, Job, file_identity
 from .metrics import METRIC_NAMES, Reference, compute_metrics
 from .registry import create_codec, ensure_plugins
 
@@ -149,8 +149,6 @@ def encode_job(codec: Codec, pixels: np.ndarray, job: Job) -> tuple[bytes, float
     return bitstream, enc_s, {**codec.extra_columns(), **extra}
 
 
-# A rate-matched job further than this from its target (relative) says so in its notes.
-OFF_TARGET = 0.10
 
 
 def finish_record(rec: dict[str, Any], codec: Codec, src: SourceImage, ref: Reference, bitstream: bytes,

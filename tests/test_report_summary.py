@@ -82,6 +82,7 @@ def test_rate_matched_points_bold_best_in_markdown_and_latex(results):
     df["rate_param"] = "target_bpp"
     df["quality"] = df.quality.map(
         {10: 0.25, 20: 0.5, 30: 0.75, 40: 1.0, 50: 1.25, 60: 1.5, 75: 1.75, 90: 2.0})
+    df["bpp"] = df["quality"]  # rate-matched: every job at its target
     s = summarize(df)
     md = to_markdown(summary_table(s, spread=None))
     tex = to_latex(summary_table(s, spread=None))
@@ -93,6 +94,19 @@ def test_rate_matched_points_bold_best_in_markdown_and_latex(results):
         assert rf"$\mathbf{{{best:.2f}}}$" in tex
     assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex
     assert "Bold: best among codecs at the same rate point" in md
+
+
+def test_codec_that_missed_the_target_is_not_bold(results):
+    """PNG at target 0.25 bpp sits at 13 bpp: it was bold for SSIM 1.0 "at 0.25 bpp" and hid the
+    best codec that was really at that rate."""
+    df = results[results.codec.isin(["jpeg", "webp"])].copy()
+    df["rate_param"], df["quality"], df["bpp"] = "target_bpp", 0.5, 0.5
+    df = df[df.quality == 0.5].drop_duplicates(["codec", "image"])
+    lossless = df[df.codec == "jpeg"].assign(codec="png", bpp=13.2, psnr_rgb=np.inf, ssim=1.0, ms_ssim=1.0)
+    md = to_markdown(summary_table(summarize(pd.concat([df, lossless], ignore_index=True)), spread=None))
+    best = summarize(df).set_index("codec").ssim.max()
+    assert f"**{best:.4f}**" in md and "**1.0000**" not in md
+    assert "Not in the bold comparison, more than 10% off their target rate: png target_bpp=0.5 (mean 13.2 bpp)" in md
 
 
 def test_quality_grids_are_not_compared_row_by_row(results):
