@@ -273,6 +273,7 @@ def bd_table(df: pd.DataFrame, anchor: str, metrics: Sequence[str] = DEFAULT_MET
     ``lcbench.results.split_rate_curves``: a codec with grid and rate-matched rows gives two rows
     (``jpeg2000``, ``jpeg2000@target_bpp``), and either may be the anchor.
     """
+    from lcbench.compressai_json import aggregate_like_published
     from lcbench.results import codecs_in_order, split_rate_curves
     from lcbench.summary import rd_curve
 
@@ -295,6 +296,9 @@ def bd_table(df: pd.DataFrame, anchor: str, metrics: Sequence[str] = DEFAULT_MET
                 # a measured codec against a published curve: still only its complete images
                 images, left_out = image_completeness(df, sides, metric)
 
+            # against a published curve, the measured side is averaged the way the curve was
+            how = aggregate_like_published(metric) if (anchor in extra) != (codec in extra) else aggregate
+
             def curve(name: str) -> tuple[np.ndarray, np.ndarray]:
                 if name in extra:
                     c = extra[name]
@@ -304,8 +308,9 @@ def bd_table(df: pd.DataFrame, anchor: str, metrics: Sequence[str] = DEFAULT_MET
                     return c["bpp"].to_numpy(float), c[metric].to_numpy(float)
                 if metric not in df.columns:
                     return np.array([]), np.array([])
-                c = rd_curve(df, name, metric, aggregate=aggregate, images=images)
+                c = rd_curve(df, name, metric, aggregate=how, images=images)
                 return c["bpp"].to_numpy(float), c[metric].to_numpy(float)
+
 
             (ar, am), (tr, tm) = curve(anchor), curve(codec)
             if images is not None and not images:
@@ -320,7 +325,7 @@ def bd_table(df: pd.DataFrame, anchor: str, metrics: Sequence[str] = DEFAULT_MET
                 metric_res = bd_metric(ar, am, tr, tm, method)
             measured_row = codec in measured
             row = {"codec": codec, "anchor": anchor, "source": source_of(codec), "anchor_source": source_of(anchor),
-                   "metric": metric, "method": method, "aggregate": aggregate,
+                   "metric": metric, "method": method, "aggregate": how,
                    "n_images": len(images) if images is not None and measured_row else math.nan,
                    "n_images_left_out": len(left_out) if measured_row else math.nan,
                    "left_out": "; ".join(f"{img}: {why}" for img, why in left_out.items()),

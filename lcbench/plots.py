@@ -69,6 +69,7 @@ def plot_rd(df: pd.DataFrame, metric: str, *, codecs: Sequence[str] | None = Non
     codec's curve is over the images with a usable value at every one of its rate points (the
     legend gives n/N when some are left out), so no point averages a different image set."""
     from lcbench.bdrate import image_completeness
+    from lcbench.compressai_json import aggregate_like_published
     from lcbench.results import codecs_in_order, split_rate_curves
     from lcbench.summary import rd_curve
 
@@ -82,13 +83,17 @@ def plot_rd(df: pd.DataFrame, metric: str, *, codecs: Sequence[str] | None = Non
         FigureCanvasAgg(fig)
         ax = fig.add_subplot()
         drawn = 0
+        # with a published curve of this metric, measured curves are averaged as CompressAI averages,
+        # so the two are drawn on one scale (MS-SSIM dB of the mean, not the mean of per-image dB)
+        overlaid = any(metric in p.curve.columns for p in published)
+        how = aggregate_like_published(metric) if overlaid else aggregate
         for codec in codecs:
             if metric not in df.columns:
                 break
             # one image set at every rate point: images lacking a usable value at some point are left
             # out of the curve, and the legend says how many images it is over
             images, left_out = image_completeness(df, [codec], metric)
-            c = rd_curve(df, codec, metric, aggregate=aggregate, confidence=confidence, images=images)
+            c = rd_curve(df, codec, metric, aggregate=how, confidence=confidence, images=images)
             if c.empty:
                 continue
             label = codec + (f" ({len(images)}/{len(images) + len(left_out)} images)" if left_out else "")
@@ -110,7 +115,7 @@ def plot_rd(df: pd.DataFrame, metric: str, *, codecs: Sequence[str] | None = Non
                     markerfacecolor="none", zorder=3)
             drawn += 1
         ax.set_xlabel("Rate [bpp]")
-        ax.set_ylabel(Y_LABELS.get(metric, metric))
+        ax.set_ylabel(Y_LABELS.get(metric, metric) + (" (of the mean, as CompressAI)" if how != aggregate else ""))
         ax.set_xlim(left=0)
         ax.grid(True, color="#d9d9d9", zorder=0)
         ax.set_axisbelow(True)

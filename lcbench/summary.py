@@ -451,7 +451,8 @@ def bd_display_table(bd: pd.DataFrame, kind: Literal["rate", "metric"] = "rate")
     for name, src in published.items():
         table.notes.append(f"{dagger} {name}{' (the anchor)' if name == anchor else ''}: published curve, not measured "
                            f"by lcbench ({src.partition(': ')[2] or src}); its values come from that average curve, "
-                           f"with no per-image data")
+                           f"with no per-image data, and the measured curve compared with it is averaged as "
+                           f"CompressAI averages (mean PSNR and SSIM, MS-SSIM dB of the mean MS-SSIM)")
     return table
 
 
