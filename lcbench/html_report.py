@@ -87,8 +87,10 @@ def _fmt(v: object, decimals: int, scale: float = 1.0) -> tuple[str, str]:
         f = float(v)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return str(v), ""
-    if not math.isfinite(f):
+    if math.isnan(f):
         return "n/a", ""
+    if math.isinf(f):  # lossless PSNR: sorts above every finite value
+        return ("inf" if f > 0 else "-inf"), ("1e308" if f > 0 else "-1e308")
     return f"{f * scale:.{decimals}f}", repr(f)
 
 

@@ -559,14 +559,17 @@ def _jsonable(v):
     if v is pd.NA or v is None:
         return None
     if isinstance(v, (np.floating, float)):
-        return None if not math.isfinite(float(v)) else float(v)
+        f = float(v)
+        if math.isinf(f):  # a lossless decode's PSNR: not the same as a missing value (null)
+            return "inf" if f > 0 else "-inf"
+        return None if math.isnan(f) else f
     if isinstance(v, np.integer):
         return int(v)
     return v
 
 
 def to_json(frame: pd.DataFrame, aggregate: str = "mean", confidence: float = 0.95, **meta) -> str:
-    """Records plus how they were aggregated; NaN/inf become null."""
+    """Records plus how they were aggregated; NaN becomes null, +-inf the strings "inf"/"-inf"."""
     rows = [{k: _jsonable(v) for k, v in rec.items()} for rec in frame.to_dict(orient="records")]
     doc = {"aggregation": aggregate, "aggregation_note": aggregation_note(aggregate, confidence),
            "confidence": confidence, **meta, "rows": rows}

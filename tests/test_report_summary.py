@@ -387,3 +387,19 @@ def test_grid_and_rate_matched_rows_are_two_curves_in_tables(tmp_path):
     assert "jpeg2000@target_bpp  target_bpp=0.5" in format_terminal_table(df)
     # one kind of rows: labels as before
     assert list(dict.fromkeys(summarize(validate(raw)).codec)) == ["jpeg", "webp", "avif", "jpeg2000"]
+
+
+def test_infinite_values_stay_infinite_in_json_and_html(results):
+    """A lossless codec's PSNR is inf: summary.json wrote null (as for a missing value, beside
+    psnr_rgb_n = 4) and the HTML per-image table wrote n/a."""
+    import json as json_module
+
+    from lcbench.html_report import per_image_results_html
+    from lcbench.summary import to_json
+
+    lossless = results[results.codec == "jpeg"].assign(codec="png", psnr_rgb=np.inf, mse_rgb=0.0)
+    s = summarize(lossless)
+    rows = json_module.loads(to_json(s))["rows"]
+    assert rows[0]["psnr_rgb"] == "inf" and rows[0]["psnr_rgb_n"] == 4
+    html = per_image_results_html(lossless)
+    assert ">inf<" in html and 'data-v="1e308"' in html
