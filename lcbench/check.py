@@ -8,6 +8,7 @@ See docs/ci.md for the format.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -18,7 +19,7 @@ else:  # pragma: no cover - Python 3.10 needs the backport
     import tomli as tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from .compare import MIN_BOOTSTRAP, Check, CompareInputError, Thresholds, Verdict, compare_sides, load_side, parse_pair, run_label, side_from_frame
 
@@ -58,6 +59,9 @@ class CheckConfig:
     markdown: Path | None = None
     junit: Path | None = None
     json: Path | None = None
+    # the config file's folder: relative paths inside codec specs (weights_dir=weights, a tool
+    # path) are read from there, like every other path of the file, not from the working directory
+    folder: Path | None = None
 
 
 _SECTIONS: dict[str, set[str]] = {
@@ -273,6 +277,7 @@ def parse_config(doc: dict[str, Any], base: Path, source: str = "<config>") -> C
         if "rate_points" in compat else None,
         markdown=path(outputs["markdown"], "outputs.markdown") if "markdown" in outputs else None,
         junit=path(outputs["junit"], "outputs.junit") if "junit" in outputs else None,
+        folder=base,
         json=path(outputs["json"], "outputs.json") if "json" in outputs else None,
     )
 
@@ -348,12 +353,33 @@ def run_check(cfg: CheckConfig) -> CheckResult:
 
     Bad input (config, baseline, dataset, missing images) raises ``CompareInputError``.
     """
+    check_output_paths(cfg)  # a report that cannot be written fails now, not after the benchmark
+    with _working_directory(cfg.folder):
+        return _run_check(cfg)
+
+
+@contextlib.contextmanager
+def _working_directory(folder: Path | None) -> Iterator[None]:
+    """The config's folder as the working directory while the check runs (and the worker
+    processes it starts), so `autoencoder:weights_dir=weights` means the folder beside the
+    config; the codec's label stays as written, so it still matches the baseline's."""
+    if folder is None:
+        yield
+        return
+    before = os.getcwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
+def _run_check(cfg: CheckConfig) -> CheckResult:
     from .compat import CompatInputError, check_bitstreams, determinism_check
     from .dataset import resolve_dataset, select_images
     from .registry import create_codec, load_plugin
     from .runner import RunOptions, execute
 
-    check_output_paths(cfg)  # a report that cannot be written fails now, not after the benchmark
     for plugin in cfg.plugins:
         load_plugin(plugin)
     if isinstance(cfg.determinism, list):  # an unknown codec fails now, not after the benchmark

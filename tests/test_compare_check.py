@@ -341,3 +341,33 @@ def test_check_with_a_baseline_codec_the_config_does_not_run_is_bad_input(worksp
     cfg.write_text(cfg.read_text().replace('path = "two_codec_baseline"',
                                            'path = "two_codec_baseline"\npairs = ["jpeg:jpeg"]'))
     assert main(["check", str(cfg)]) == 0
+
+
+def test_relative_paths_in_codec_specs_are_read_from_the_config_folder(workspace, tmp_path, monkeypatch):
+    """`autoencoder:weights_dir=weights` was read from the working directory: run from elsewhere,
+    the check found no weights (or, worse, benchmarked another folder's weights under that label)."""
+    import shutil
+
+    from lcbench.registry import create_codec
+
+    repo = tmp_path / "repo"
+    shutil.copytree(workspace / "imgs", repo / "imgs")
+    shutil.copytree(workspace / "baseline", repo / "baseline")
+    (repo / "weights").mkdir()
+    shipped = Path(lcbench.registry.codecs.get("autoencoder").shipped_weights_dir) / "autoencoder_1.pt"
+    shutil.copy(shipped, repo / "weights" / "autoencoder_1.pt")
+    spec = "autoencoder:weights_dir=weights"
+    cfg = write_config(repo, "rel", extra=f'codecs = ["jpeg", "{spec}"]\n[rate_points]\njpeg = {RATES}\n'
+                                          f'"{spec}" = [1]').read_text()
+    # `codecs` was written twice above: keep the second line (TOML refuses duplicate keys)
+    cfg = cfg.replace('codecs = ["jpeg"]\n', "", 1).replace("rate_points = [20, 40, 60, 80]\n", "", 1)
+    cfg = cfg.replace('path = "baseline"', 'path = "baseline"\npairs = ["jpeg:jpeg"]')
+    (repo / "rel.toml").write_text(cfg)
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "weights").mkdir(parents=True)  # an empty folder of the same name must not be used
+    monkeypatch.chdir(elsewhere)
+    assert main(["check", str(repo / "rel.toml")]) == 0
+    df = read_results(repo / "rel" / "run")
+    version = df[df.codec == spec].codec_version.unique().tolist()
+    assert version == [create_codec(f"autoencoder:weights_dir={repo / 'weights'}").version()]
+    assert Path.cwd() == elsewhere  # restored

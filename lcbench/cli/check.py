@@ -36,9 +36,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.config)
         if args.baseline:
-            cfg.baseline = args.baseline
+            cfg.baseline = str(Path(args.baseline).resolve())  # the check runs in the config's folder
         if args.run_dir:
-            cfg.run_dir = args.run_dir
+            cfg.run_dir = Path(args.run_dir).resolve()
         if args.jobs is not None:
             cfg.jobs = args.jobs
         for key in ("markdown", "junit", "json"):
