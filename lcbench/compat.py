@@ -209,6 +209,12 @@ def check_bitstreams(run_dir: str | Path, baseline_frame, baseline_codec: str, c
         except ValueError as exc:
             report.outcomes.append(BitstreamOutcome(image, quality, "differs", "metrics", str(exc)))
             continue
+        present = [m for m in METRIC_TOLERANCES if hasattr(row, m) and np.isfinite(float(getattr(row, m)))]
+        if not present:  # nothing to compare with: that is not "same pixels"
+            report.outcomes.append(BitstreamOutcome(image, quality, "error", "metrics", (
+                f"no reference: the baseline has no decoded image {png.name} and no "
+                f"{'/'.join(METRIC_TOLERANCES)} value for this job (store decoded images: --save-decoded)")))
+            continue
         wrong = [f"{m} {values[m]:.12g} vs baseline {float(getattr(row, m)):.12g}"
                  + (f" (differs by more than {tol[1]:g})" if tol[1] else "")
                  for m, tol in METRIC_TOLERANCES.items()

@@ -177,6 +177,13 @@ def test_bitstreams_decoding_to_other_pixels_fail(workspace):
     (bad,) = [o for o in rep.outcomes if o.status == "differs"]
     assert (bad.image, bad.quality, bad.method) == ("c", 60.0, "metrics") and "mse_rgb" in bad.detail
 
+    # a baseline with neither decoded images nor reference metrics (an older results.csv): nothing to
+    # compare with is not "same pixels" (the check passed, "checked by metrics", having compared nothing)
+    bare = frame.drop(columns=["mse_rgb", "mse_y", "ssim"])
+    rep = check_bitstreams(changed, bare, "jpeg", "jpeg", images)
+    assert rep.count("error") == 12 and rep.count("same") == 0
+    assert "no reference" in rep.outcomes[0].detail and rep.to_check("jpeg").status != "pass"
+
     # a stored bitstream damaged in place (same length) does not decode to the baseline's pixels
     bits = changed / "bitstreams" / "jpeg" / "a@80.bin"
     data = bytearray(bits.read_bytes())
