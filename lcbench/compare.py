@@ -482,7 +482,15 @@ def _check_rate_points(baseline: Side, candidate: Side, b: str, c: str, rb: pd.D
     if pb == pc:
         return
     params_b, params_c = {p for p, _ in pb}, {p for p, _ in pc}
-    if not params_b & params_c:  # different parameterisations (e.g. --pair of two codecs): nothing to match
+    if not params_b & params_c and b == c:
+        # one codec, two parameterisations: not the same grid (a results.csv without a rate_param
+        # column is read as "quality"; it passed with a note and the time check found no timings)
+        raise CompareInputError(
+            f"different rate points: baseline {baseline.source} ({b!r}) varies {', '.join(sorted(params_b))}, "
+            f"candidate {candidate.source} ({c!r}) varies {', '.join(sorted(params_c))} (a results file without "
+            "a rate_param column is read as quality); run both with one rate parameter, or compare two codecs "
+            "with --pair OLD:NEW")
+    if not params_b & params_c:  # different parameterisations (--pair of two codecs): nothing to match
         notes.append(f"rate points not matched: baseline {b!r} varies {', '.join(sorted(params_b))}, candidate "
                      f"{c!r} varies {', '.join(sorted(params_c))}; BD-rate over their overlapping quality range")
         return

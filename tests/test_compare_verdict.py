@@ -549,3 +549,14 @@ def test_notes_are_printed_on_the_terminal_too(base, tmp_path, capsys):
     assert run_cli(a, b, "--metric", "psnr_rgb") == 0
     out = capsys.readouterr().out
     assert "note: candidate codec(s)" in out and "avif" in out.split("note:", 1)[1]
+
+
+def test_one_codec_with_two_rate_parameters_is_bad_input(base, tmp_path, capsys):
+    """A baseline results.csv without a rate_param column is read as quality; against a learned
+    codec's candidate (model ids) it passed with a note, BD over the overlap."""
+    old = base[base.codec == "jpeg"].drop(columns=["rate_param"])
+    new = base[base.codec == "jpeg"].assign(rate_param="model")
+    a, b = write(old, tmp_path / "a.csv"), write(new, tmp_path / "b.csv")
+    assert run_cli(a, b, "--metric", "psnr_rgb") == 2
+    err = capsys.readouterr().err
+    assert "different rate points" in err and "varies quality" in err and "varies model" in err
