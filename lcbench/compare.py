@@ -855,8 +855,8 @@ def compare_sides(baseline: Side, candidate: Side, metrics: Sequence[str] | None
     paired = {c for _, c in resolved}
     unpaired = [c for c in candidate.codecs if c not in paired]
     if unpaired:  # a new codec has nothing to compare against; it is named, not hidden
-        v.notes.append(f"candidate codec(s) {_names(unpaired)} have no counterpart in the baseline"
-                       + (" (not in --pair)" if pairs else "") + ": not compared")
+        v.notes.append(f"candidate codec(s) {_names(unpaired)} " + ("are in no --pair (pairs in lcbench check)"
+                       if pairs else "have no counterpart in the baseline") + ": not compared")
     if baseline.frame is None or candidate.frame is None:
         v.notes.append("datasets cannot be checked against a CompressAI JSON side: make sure both are on the same images")
     for b, c in resolved:

@@ -446,6 +446,9 @@ def test_candidate_without_a_baseline_codec_is_bad_input(base, tmp_path, capsys)
     v = compare(no_webp, a, ["psnr_rgb"], n_boot=200)
     assert v.passed and [p.candidate_codec for p in v.pairs] == ["jpeg", "avif", "jpeg2000"]
     assert any("['webp']" not in n and "webp have no counterpart in the baseline" in n for n in v.notes)
+    # with pairs, the others are not "without a counterpart": the baseline has them, no pair names them
+    v = compare(a, a, ["psnr_rgb"], pairs=[("jpeg", "jpeg")], n_boot=200)
+    assert any("are in no --pair" in n and "counterpart" not in n for n in v.notes)
 
 
 def test_image_whose_baseline_jobs_all_failed_fails_the_check(base, tmp_path, capsys):
