@@ -395,7 +395,10 @@ def _run_check(cfg: CheckConfig) -> CheckResult:
                          codec_rates=cfg.codec_rates, jobs=cfg.jobs, device=cfg.device,
                          save_bitstreams=cfg.save_bitstreams, save_decoded=cfg.save_decoded, progress=False,
                          command_line=f"lcbench check {cfg.source}")
-    outcome = execute(options)
+    try:
+        outcome = execute(options)
+    except ValueError as exc:  # a codec spec, option or rate point of this file: say which file
+        raise CheckConfigError(f"{cfg.source}: {exc}") from exc
     candidate = side_from_frame(outcome.frame, "candidate", str(outcome.run_dir), outcome.run_dir)
     verdict = compare_sides(baseline, candidate, cfg.metrics, cfg.pairs or None, cfg.thresholds, cfg.method,
                             cfg.bootstrap)

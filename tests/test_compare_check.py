@@ -378,3 +378,13 @@ def test_relative_paths_in_codec_specs_are_read_from_the_config_folder(workspace
     version = df[df.codec == spec].codec_version.unique().tolist()
     assert version == [create_codec(f"autoencoder:weights_dir={repo / 'weights'}").version()]
     assert Path.cwd() == elsewhere  # restored
+
+
+def test_a_bad_codec_option_in_the_config_names_the_file(workspace, capsys):
+    """`autoencoder:weight_dir=...` (a typo) said only 'bad options for codec', not which file."""
+    cfg = write_config(workspace, "typo", extra='codecs = ["jpeg:optimise=true"]')
+    text = cfg.read_text().replace('codecs = ["jpeg"]\n', "", 1)
+    cfg.write_text(text)
+    assert main(["check", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert f"{cfg}:" in err and "optimise" in err
