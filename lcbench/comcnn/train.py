@@ -37,9 +37,9 @@ import torch.nn.functional as F
 
 from lcbench.comcnn.model import ComRecPair, ModelConfig, count_parameters
 from lcbench.comcnn import weights as weights_io
+from lcbench.learned.train import list_images, load_images  # the trainers' shared data loading and evaluation-set refusal
 from lcbench.resample import resize_float, to_uint8
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 
 
 @dataclasses.dataclass
@@ -82,39 +82,6 @@ class TrainConfig:
         if self.rec_layers < 2:
             raise ValueError(f"--rec-layers {self.rec_layers}: RecCNN needs at least 2 layers")
         self.csv_path()
-
-
-def list_images(folder: str | Path) -> list[Path]:
-    from lcbench.learned.train import refuse_evaluation_folder
-
-    refuse_evaluation_folder(folder)
-    root = Path(folder)
-    if not root.is_dir():
-        raise FileNotFoundError(f"training data folder {root} does not exist")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {root}")
-    return files
-
-
-def load_images(files: Sequence[Path], min_side: int) -> list[np.ndarray]:
-    """Decoded RGB arrays of at least ``min_side``; EvaluationDataError for evaluation images."""
-    from PIL import Image
-
-    from lcbench.learned.train import EvaluationImageCheck
-
-    check = EvaluationImageCheck()
-    out = []
-    for f in files:
-        with Image.open(f) as im:
-            check.see(f, im)
-            arr = np.asarray(im.convert("RGB"))
-        if min(arr.shape[:2]) >= min_side:
-            out.append(arr)
-    check.refuse()
-    if not out:
-        raise ValueError(f"no training image is at least {min_side} px on both sides")
-    return out
 
 
 def sample_crops(images: Sequence[np.ndarray], n: int, size: int, rng: random.Random) -> np.ndarray:

@@ -16,7 +16,7 @@ import math
 import random
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -171,8 +171,9 @@ def list_images(folder: str | Path) -> list[Path]:
     return files
 
 
-def load_images(files: list[Path]) -> list[np.ndarray]:
-    """Decoded RGB arrays; EvaluationDataError when any has the pixels of an evaluation image."""
+def load_images(files: Sequence[Path], min_side: int = 0) -> list[np.ndarray]:
+    """Decoded RGB arrays (those at least ``min_side`` px on both sides); EvaluationDataError when
+    any has the pixels of an evaluation image. Shared by every trainer."""
     from PIL import Image
 
     check = EvaluationImageCheck()
@@ -180,8 +181,12 @@ def load_images(files: list[Path]) -> list[np.ndarray]:
     for f in files:
         with Image.open(f) as im:
             check.see(f, im)
-            out.append(np.asarray(im.convert("RGB")))
+            arr = np.asarray(im.convert("RGB"))
+        if min(arr.shape[:2]) >= min_side:
+            out.append(arr)
     check.refuse()
+    if min_side and not out:
+        raise ValueError(f"no training image is at least {min_side} px on both sides")
     return out
 
 
