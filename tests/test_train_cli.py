@@ -434,3 +434,13 @@ def test_an_evaluation_set_folder_or_name_is_refused(tmp_path, capsys, eval_sets
         (cached / "x.png").unlink()
         cached.rmdir()
     assert not (tmp_path / "w").exists()
+
+
+def test_comcnn_needs_images_at_least_one_crop_in_size(tmp_path, capsys):
+    from PIL import Image
+
+    from support import photo
+
+    Image.fromarray(photo("astronaut", (40, 40))).save(tmp_path / "a.png")
+    assert main(_train(tmp_path, "comcnn", "--codec", "jpeg", "--steps", "1", "--crop", "64", "--batch", "1")) == 2
+    assert "no training image is at least 64 px on both sides" in capsys.readouterr().err
