@@ -144,13 +144,17 @@ def _check_pixels(manifest: DatasetManifest, root: Path, full: bool,
                 report.problems.append(f"{_rel(path, root)}: unreadable ({type(exc).__name__}: {exc})")
                 continue
             got = decoded.pixels_sha256
+        # the pixel hash covers the bytes, not the shape: the same bytes as 512x768 are another image
+        other_shape = decoded is not None and bool(entry.width and entry.height) and (
+            (decoded.width, decoded.height) != (entry.width, entry.height)
+            or bool(entry.mode and decoded.mode != entry.mode))
         if records is not None:
-            records.remember(path, st, got)
-        if got != entry.pixels_sha256:
-            detail = f"pixels differ from the manifest (sha256 {got}, expected {entry.pixels_sha256})"
-            if decoded is not None and entry.width and entry.height and (
-                    (decoded.width, decoded.height) != (entry.width, entry.height)
-                    or (entry.mode and decoded.mode != entry.mode)):
+            # a wrongly shaped file is remembered as not matching, so the quick check does not trust it
+            records.remember(path, st, got if not other_shape else f"{got}:{decoded.width}x{decoded.height}")
+        if got != entry.pixels_sha256 or other_shape:
+            detail = (f"pixels differ from the manifest (sha256 {got}, expected {entry.pixels_sha256})"
+                      if got != entry.pixels_sha256 else "the pixel bytes match but the image shape does not")
+            if other_shape:
                 detail += (f"; decoded {decoded.width}x{decoded.height} {decoded.mode}, "
                            f"expected {entry.width}x{entry.height} {entry.mode or ''}".rstrip())
             report.problems.append(f"{_rel(path, root)}: {detail}")

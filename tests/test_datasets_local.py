@@ -156,6 +156,22 @@ def test_flipped_pixel_in_cached_copy_is_caught(isolated: Path, capsys: pytest.C
         resolve_dataset("set5")
 
 
+def test_same_pixel_bytes_in_another_shape_are_caught(isolated: Path, capsys: pytest.CaptureFixture) -> None:
+    """The pixel hash covers the bytes, not the shape: woman.png's bytes reshaped (a scrambled image)
+    passed verify as "pixels match", and a run benchmarked it."""
+    cached = isolated / "datasets" / "set5"
+    shutil.copytree(_shared("set5"), cached)
+    arr = np.asarray(Image.open(cached / "woman.png").convert("RGB"))
+    h, w = arr.shape[:2]
+    Image.fromarray(arr.reshape(w, h, 3)).save(cached / "woman.png")
+    assert main(["datasets", "verify", "set5"]) == 1
+    out = capsys.readouterr().out
+    assert "woman.png: the pixel bytes match but the image shape does not" in out and f"expected {w}x{h}" in out
+    for _ in range(2):  # decoded, then from the quick check's record: never trusted
+        with pytest.raises(DatasetError, match=rf"woman\.png: .*{h}x{w}"):  # decoded {h} wide
+            resolve_dataset("set5")
+
+
 def test_quick_check_trusts_size_and_mtime_full_verify_does_not(testset, monkeypatch: pytest.MonkeyPatch) -> None:
     m, mirror, arrays = testset
     monkeypatch.setenv("LCBENCH_DATA", str(mirror))
