@@ -130,7 +130,8 @@ def resolve_dataset(name_or_path: str, *, download: bool = True) -> Dataset:
             raise DatasetError(f"--dataset {name_or_path}: both a folder here ({path.resolve()}) and the named "
                                f"dataset {name_or_path!r}; write --dataset ./{name_or_path} for the folder, or "
                                f"run from another directory for the named set")
-        return folder_dataset(path)
+        checked = _checked_named_copy(path)
+        return checked if checked is not None else folder_dataset(path)
     if name_or_path == "sample":
         return sample_dataset()
     try:
@@ -142,6 +143,29 @@ def resolve_dataset(name_or_path: str, *, download: bool = True) -> Dataset:
     if path.exists():
         raise DatasetError(f"--dataset {name_or_path}: not a folder")
     raise DatasetError(f"--dataset {name_or_path!r}: no such folder and not a known dataset name (try 'sample')")
+
+
+def _checked_named_copy(path: Path) -> Dataset | None:
+    """A folder named like a named set (``/data/kodak``, as the docs suggest for offline use) is a
+    copy of that set: checked against its manifest like ``--dataset kodak``, or refused. It was
+    benchmarked unchecked under the set's name (a tampered, partial or mixed copy as "set5")."""
+    name = path.resolve().name
+    if not _is_named(name) or name == "sample":
+        return None
+    from . import cache
+    from .named_datasets import _manifest_for
+    from .verify import check_copy
+
+    m = _manifest_for(name)
+    report = check_copy(m, path, full=False, records=cache.VerificationRecords(m.name))
+    if not report.ok:
+        shown = "; ".join(report.problems[:5]) + (f"; ... ({len(report.problems)} in all)"
+                                                  if len(report.problems) > 5 else "")
+        raise DatasetError(f"--dataset {path}: a folder named {name!r} is taken as a copy of the dataset {name!r} "
+                           f"and checked against its manifest ({m.origin}): {shown}. `lcbench datasets verify "
+                           f"{name} --path {path}` lists every problem; to benchmark the folder as it is, give it "
+                           f"another name")
+    return report.dataset()
 
 
 def _bare_name(text: str) -> bool:

@@ -76,7 +76,8 @@ def test_a_folder_named_like_a_named_dataset_is_ambiguous(tmp_path, monkeypatch)
     _save(tmp_path / "set5" / "x.png", photo("astronaut", (32, 32)))
     with pytest.raises(DatasetError, match=r"--dataset set5: both a folder here .* write --dataset ./set5"):
         resolve_dataset("set5")
-    assert [im.id for im in resolve_dataset("./set5").images] == ["x"]
+    with pytest.raises(DatasetError, match=r"a folder named 'set5' is taken as a copy of the dataset 'set5'"):
+        resolve_dataset("./set5")  # checked as Set5 (and this is not Set5)
     _save(tmp_path / "mine" / "y.png", photo("astronaut", (32, 32)))
     assert [im.id for im in resolve_dataset("mine").images] == ["y"]  # not a dataset name: the folder
 
