@@ -201,6 +201,13 @@ def parse_manifest(data: dict[str, Any], origin: str = "<memory>") -> DatasetMan
         ))
     if images and len(images) != count:
         raise ManifestError(f"{where}: image_count is {count} but {len(images)} images are listed")
+    with_pixels = [im.path for im in images if im.pixels_sha256]
+    if with_pixels and len(with_pixels) != len(images):
+        # a partial list made the whole set count-only: every recorded checksum was ignored
+        missing = [im.path for im in images if not im.pixels_sha256]
+        raise ManifestError(f"{where}: pixels_sha256 is recorded for {len(with_pixels)} of {len(images)} images "
+                            f"(not for {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}); record it for "
+                            f"every image (`lcbench datasets info NAME --record DIR` prints them) or for none")
     ids = [im.id for im in images]
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1})

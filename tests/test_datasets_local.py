@@ -96,6 +96,9 @@ def test_manifests_agree_with_shared_manifest_tsv() -> None:
     ({"sources": [{"url": "http://x/a", "kind": "rar"}]}, "kind 'rar'"),
     ({"name": "Bad Name"}, "lower-case"),
     ({"image_count": "24"}, "must be int"),
+    # some checksums only: the whole set became count-only and every recorded checksum was ignored
+    ({"image_count": 2, "images": [{"path": "a.png", "pixels_sha256": "a" * 64}, {"path": "b.png"}]},
+     r"pixels_sha256 is recorded for 1 of 2 images \(not for b.png\)"),
 ])
 def test_manifest_validation_names_the_field(patch: dict, msg: str) -> None:
     data = {"name": "ok", "title": "t", "image_count": 1, "sources": [{"url": "http://x/a.zip", "kind": "zip"}]}
