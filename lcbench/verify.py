@@ -202,7 +202,11 @@ def record_entries(root: Path) -> list[dict]:
 
     out = []
     for p in image_files(root):
-        d = decode_and_hash(p)
+        try:
+            d = decode_and_hash(p)
+        except Exception as exc:  # a truncated or corrupt file: name it
+            raise ValueError(f"{p}: cannot be read ({type(exc).__name__}: {exc}); a copy to record "
+                             "checksums from must be complete") from exc
         entry = {"path": p.relative_to(root).as_posix(), "width": d.width, "height": d.height, "mode": d.mode,
                  "bytes": os.path.getsize(p), "file_sha256": sha256_file(p), "pixels_sha256": d.pixels_sha256}
         rgb = pixel_hash(load_image(p).pixels)

@@ -362,3 +362,15 @@ def test_record_entries_of_a_folder_that_is_not_the_set_warn(tmp_path, capsys):
     captured = capsys.readouterr()
     assert json.loads(captured.out)["images"][0]["path"] == "x.png"
     assert "has 1 image(s); set5's manifest lists 5 (5 of them not in" in captured.err
+
+
+def test_record_entries_name_an_unreadable_file(tmp_path, capsys):
+    from PIL import Image
+
+    from support import photo
+
+    Image.fromarray(photo("astronaut", (24, 24))).save(tmp_path / "x.png")
+    data = (tmp_path / "x.png").read_bytes()
+    (tmp_path / "x.png").write_bytes(data[: len(data) // 2])
+    assert main(["datasets", "info", "set5", "--record", str(tmp_path)]) == 2
+    assert f"{tmp_path / 'x.png'}: cannot be read" in capsys.readouterr().err
