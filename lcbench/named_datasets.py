@@ -85,6 +85,11 @@ def resolve_named(name: str, *, download: bool = True) -> Dataset:
         report = check_copy(m, loc.root, full=False, records=cache.VerificationRecords(m.name))
         if not report.ok:
             raise DatasetError(_bad_copy_message(m, loc, report))
+        if not report.pixels_checked:  # count-only sets: say which copy and what was (not) checked
+            others = [str(c.root) for c in candidates(m.name) if c.root.is_dir() and c.root != loc.root]
+            _log(f"dataset {m.name!r}: using the copy at {loc.root} ({loc.where}); its manifest records no pixel "
+                 f"checksums, so only the image count and readability were checked"
+                 + (f" (other copies, not used: {', '.join(others)})" if others else ""))
         return report.dataset()
     if not download:
         raise DatasetError(f"dataset {m.name!r} is not on this machine (searched {_searched(m.name)}) and "
@@ -96,6 +101,9 @@ def _bad_copy_message(m: DatasetManifest, loc: Location, report: VerifyReport) -
     shown = "; ".join(report.problems[:5]) + (f"; ... ({len(report.problems)} in all)" if len(report.problems) > 5 else "")
     if loc.where == "cache":
         fix = f"`lcbench datasets fetch {m.name} --force` downloads it again"
+        others = [str(c.root) for c in candidates(m.name)[1:] if c.root.is_dir()]
+        if others:  # offline, removing the broken cache copy lets the mirror serve
+            fix += f", or remove {loc.root} to use the copy at {others[0]} ({cache.DATA_ENV})"
     else:
         fix = f"fix or remove that copy, or take it out of {cache.DATA_ENV}"
     return (f"dataset {m.name!r}: the copy at {loc.root} ({loc.where}) does not match its manifest "

@@ -374,3 +374,27 @@ def test_record_entries_name_an_unreadable_file(tmp_path, capsys):
     (tmp_path / "x.png").write_bytes(data[: len(data) // 2])
     assert main(["datasets", "info", "set5", "--record", str(tmp_path)]) == 2
     assert f"{tmp_path / 'x.png'}: cannot be read" in capsys.readouterr().err
+
+
+def test_count_only_set_says_which_copy_and_what_was_checked(isolated: Path, tmp_path: Path, monkeypatch, capsys):
+    """A set whose manifest has no pixel checksums was taken from the cache path without a word,
+    shadowing a $LCBENCH_DATA copy; and a broken cache copy's message offered only a download."""
+    rng = np.random.default_rng(3)
+    register_manifest({"name": "countset", "title": "t", "image_count": 2,
+                       "sources": [{"url": "http://127.0.0.1:9/x.tar", "kind": "tar"}]}, replace=True)
+    try:
+        mirror = tmp_path / "mirror"
+        for root in (isolated / "datasets" / "countset", mirror / "countset"):
+            root.mkdir(parents=True)
+            for i in range(2):
+                Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(root / f"{i}.png")
+        monkeypatch.setenv("LCBENCH_DATA", str(mirror))
+        assert len(resolve_dataset("countset")) == 2
+        err = capsys.readouterr().err
+        assert f"using the copy at {isolated / 'datasets' / 'countset'} (cache)" in err
+        assert "only the image count and readability were checked" in err and str(mirror / "countset") in err
+        (isolated / "datasets" / "countset" / "1.png").unlink()
+        with pytest.raises(DatasetError, match=rf"or remove .* to use the copy at {mirror / 'countset'}"):
+            resolve_dataset("countset")
+    finally:
+        unregister_manifest("countset")
