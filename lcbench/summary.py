@@ -403,36 +403,35 @@ def bd_display_table(bd: pd.DataFrame, kind: Literal["rate", "metric"] = "rate")
             dec = 2 if (kind == "rate" or "psnr" in m or m.endswith("_db")) else 4
             v = float(r[f"bd_{kind}"])
             text = _fmt(v, dec, signed=True)
+            refs: list[str] = []  # note markers go in the suffix: the value stays a number (a LaTeX minus)
             if not math.isfinite(v):
                 notes.append(f"{codec}, {METRIC_NAMES.get(m, m)} (average curves): {r[f'bd_{kind}_reason']}")
-                text += f" [{len(notes)}]"
+                refs.append(f"[{len(notes)}]")
             overlap = float(r.get(f"bd_{kind}_overlap", math.nan))
             if math.isfinite(v) and overlap < LOW_OVERLAP:
                 axis = "quality" if kind == "rate" else "log-rate"
                 notes.append(f"{codec}, {METRIC_NAMES.get(m, m)}: the curves overlap on only {overlap:.0%} of their "
                              f"joint {axis} range, so the value describes a narrow part of the curves")
-                text += f" [{len(notes)}]"
+                refs.append(f"[{len(notes)}]")
             n_out = _num(r.get("n_images_left_out", 0))
             if codec in published and str(r.get("left_out", "") or ""):
                 notes.append(f"{codec}, {METRIC_NAMES.get(m, m)} (average curves): the measured anchor's curve is over "
                              f"its images with a usable value at every rate point; left out: {r.get('left_out', '')}")
-                text += f" [{len(notes)}]"
+                refs.append(f"[{len(notes)}]")
             elif math.isfinite(n_out) and n_out > 0:
                 n_out = int(n_out)
                 n_in = int(r["n_images"]) if math.isfinite(_num(r.get("n_images"))) else 0
                 notes.append(f"{codec}, {METRIC_NAMES.get(m, m)} (average curves): over {n_in} of {n_in + n_out} "
                              f"images; left out, lacking a usable value at some rate point: {r.get('left_out', '')}")
-                text += f" [{len(notes)}]"
-            cells.append(Cell(text, v, suffix=mark))
+                refs.append(f"[{len(notes)}]")
+            cells.append(Cell(text, v, suffix=" ".join([*refs, mark]).strip()))
             if per_image:
                 pm = float(r[f"bd_{kind}_img_mean"])
                 if math.isfinite(pm):
                     lo, hi = float(r[f"bd_{kind}_img_ci_low"]), float(r[f"bd_{kind}_img_ci_high"])
                     t = f"{_fmt(pm, dec, signed=True)} [{_fmt(lo, dec, signed=True)}, {_fmt(hi, dec, signed=True)}]"
                     n, of = int(r[f"bd_{kind}_img_n"]), int(r[f"bd_{kind}_img_of"])
-                    if n < of:
-                        t += f" (n={n}/{of})"
-                    cells.append(Cell(t, pm))
+                    cells.append(Cell(t, pm, suffix=f"(n={n}/{of})" if n < of else ""))
                 else:
                     notes.append(f"{codec}, {METRIC_NAMES.get(m, m)} (per image): {r[f'bd_{kind}_img_reason']}")
                     cells.append(Cell(f"n/a [{len(notes)}]"))
@@ -524,10 +523,14 @@ def to_latex(table: Table, label: str = "", wide: bool | None = None) -> str:
               " & ".join(latex_escape(h) for h in table.header) + r" \\", r"\midrule"]
     for row in table.rows:
         lines.append(" & ".join(_cell_latex(c) for c in row) + r" \\")
-    lines.append(r"\bottomrule")
-    for n in table.notes:
-        lines.append(rf"\multicolumn{{{ncol}}}{{l}}{{\footnotesize {latex_escape(n)}}} \\")
-    lines += [r"\end{tabular}", rf"\end{{{env}}}"]
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    if table.notes:
+        # below the tabular, as paragraphs of the float's width: a \multicolumn{N}{l} note never
+        # wrapped, and a long one made the table pages wide
+        lines += [r"\par\smallskip", r"{\footnotesize\raggedright"]
+        lines += [rf"{latex_escape(n)}\par" for n in table.notes]
+        lines.append("}")
+    lines.append(rf"\end{{{env}}}")
     return "\n".join(lines) + "\n"
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -403,3 +404,42 @@ def test_infinite_values_stay_infinite_in_json_and_html(results):
     assert rows[0]["psnr_rgb"] == "inf" and rows[0]["psnr_rgb_n"] == 4
     html = per_image_results_html(lossless)
     assert ">inf<" in html and 'data-v="1e308"' in html
+
+
+def test_latex_notes_wrap_below_the_tabular(results, tmp_path):
+    """Notes were \\multicolumn{N}{l} rows, which never wrap: a long note made the table thousands
+    of points wide (overfull hbox). They are now paragraphs below the tabular, of the float's width."""
+    import shutil
+    import subprocess
+
+    df = results.copy()
+    df.loc[(df.codec == "webp") & (df.image == "kodim05"), "ms_ssim"] = np.nan  # a note about fewer images
+    tex = to_latex(summary_table(summarize(df), spread=None))
+    body, _, after = tex.partition(r"\end{tabular}")
+    assert r"\multicolumn" not in tex and "fewer images" in after and "fewer images" not in body
+    if shutil.which("pdflatex") is None:
+        return  # the layout is checked where LaTeX is installed
+    doc = tmp_path / "t.tex"
+    doc.write_text("\\documentclass[twocolumn]{article}\\usepackage{booktabs}\\begin{document}\n" + tex
+                   + "\\end{document}\n")
+    run = subprocess.run(["pdflatex", "-interaction=nonstopmode", doc.name], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stdout[-2000:]
+    log = (tmp_path / "t.log").read_text(errors="replace")
+    widths = [float(w) for w in re.findall(r"Overfull \\hbox \((\d+\.?\d*)pt too wide\)", log)]
+    assert all(w < 400 for w in widths), widths  # the tabular itself may be wide; the notes wrap
+
+
+def test_latex_values_with_note_markers_keep_a_minus_sign(results):
+    """A BD value with a note marker ("-44.17 [6]") or "(n=3/4)" failed the number test and was set
+    in text mode, a hyphen, beside math minus signs in the same column."""
+    df = results.copy()
+    df.loc[(df.codec == "webp") & (df.image == "kodim05"), ["error", "ok"]] = ["x", False]
+    bd = bd_table(df, "jpeg", metrics=["psnr_rgb"], n_boot=200)
+    table = bd_display_table(bd, "rate")
+    tex = to_latex(table)
+    row = next(line for line in tex.splitlines() if line.startswith("webp"))
+    v = bd.set_index("codec").loc["webp"]
+    assert f"${v.bd_rate:+.2f}$ [" in row  # the value in math mode, its marker after it
+    assert "(n=3/4)" in row and f"${v.bd_rate_img_mean:+.2f} [" in row
+    assert to_markdown(table).count("[1]") >= 2  # the marker is still shown (cell and note)
