@@ -16,7 +16,8 @@ grid rows and its rate-matched rows are two curves, ``jpeg`` and ``jpeg@target_b
 The decisive BD-rate is the per-image mean when both sides have per-image rows (it is what the
 interval is about), else the average-curve value. ``fail_on="significant"`` fails a check only
 when the whole interval lies above the threshold (so noise across images cannot flake a
-release), ``"point"`` when the estimate alone does. A BD-rate check also fails when any image
+release), ``"point"`` when the estimate alone does. With fewer than
+``lcbench.bdrate.MIN_VALUES_FOR_INTERVAL`` images there is no interval and the estimate decides. A BD-rate check also fails when any image
 has no per-image BD value (e.g. its curve is not monotonic on one side): a mean over the other
 images would hide exactly that image. Images whose metric is undefined at every point on both
 sides (MS-SSIM of images with a short side of 160 px or less) are left out and named instead.
@@ -40,7 +41,7 @@ from typing import Any, Literal, Sequence
 import numpy as np
 import pandas as pd
 
-from .bdrate import MIN_POINTS, BDResult, PerImageBD, bd_metric, bd_per_image, bd_rate, bootstrap_mean_ci, \
+from .bdrate import MIN_POINTS, MIN_VALUES_FOR_INTERVAL, BDResult, PerImageBD, bd_metric, bd_per_image, bd_rate, bootstrap_mean_ci, \
     complete_images
 
 FailOn = Literal["significant", "point"]
@@ -716,6 +717,11 @@ def _fmt_pct(v: float) -> str:
     return "n/a" if not math.isfinite(v) else f"{v:+.2f}%"
 
 
+def _too_few_for_interval(n: int) -> str:
+    return (f" (n={n} image(s): fewer than {MIN_VALUES_FOR_INTERVAL} give no 95% interval, "
+            f"so the estimate decides)")
+
+
 def _bd_check(pair: PairComparison, mc: MetricComparison, th: Thresholds) -> Check:
     name = f"{pair.name}: BD-rate {mc.metric}"
     est = mc.estimate
@@ -775,6 +781,8 @@ def _bd_check(pair: PairComparison, mc: MetricComparison, th: Thresholds) -> Che
     else:
         outcome = "within threshold"
     text = f"BD-rate {mc.metric} {_fmt_pct(est)}{ci_text}{avg}: {outcome}{undefined_note}"
+    if th.fail_on == "significant" and not has_ci and pi is not None and pi.n_valid < MIN_VALUES_FOR_INTERVAL:
+        text += _too_few_for_interval(pi.n_valid)
     worst = mc.worst_image
     if worst is not None and worst[1] > th.max_bd_rate and pi is not None and pi.n_valid > 1:
         # the mean (and its interval) may hide one image that got much worse: show it
@@ -804,6 +812,8 @@ def _time_check(pair: PairComparison, t: TimeRatio, th: Thresholds) -> Check:
     failed = (t.ci_low if th.fail_on == "significant" and has_ci else t.ratio) > th.max_slowdown
     outcome = "slower than allowed" if failed else ("faster" if t.ratio < 1 else "within threshold")
     text = f"{t.kind} time x{t.ratio:.2f}{ci_text} (allowed x{th.max_slowdown:g}): {outcome}"
+    if th.fail_on == "significant" and not has_ci and t.n_images < MIN_VALUES_FOR_INTERVAL:
+        text += _too_few_for_interval(t.n_images)
     details = (f"{pair.candidate_codec} {t.kind}s in {t.candidate_s:.4g} s per job vs {t.baseline_s:.4g} s for "
                f"{pair.baseline_codec}: x{t.ratio:.3f}{ci_text} > allowed x{th.max_slowdown:g}") if failed else ""
     return Check(status="fail" if failed else "pass", outcome=outcome, summary=text, details=details, **common)

@@ -20,6 +20,8 @@ from typing import Literal, Sequence
 import numpy as np
 import pandas as pd
 
+from .bdrate import MIN_VALUES_FOR_INTERVAL
+
 Aggregate = Literal["mean", "mse"]
 AGGREGATES = ("mean", "mse")
 SUMMARY_METRICS = ("bpp", "psnr_rgb", "psnr_y", "ssim", "ms_ssim", "ms_ssim_db", "enc_time_s", "dec_time_s")
@@ -429,7 +431,9 @@ def bd_display_table(bd: pd.DataFrame, kind: Literal["rate", "metric"] = "rate")
                 pm = float(r[f"bd_{kind}_img_mean"])
                 if math.isfinite(pm):
                     lo, hi = float(r[f"bd_{kind}_img_ci_low"]), float(r[f"bd_{kind}_img_ci_high"])
-                    t = f"{_fmt(pm, dec, signed=True)} [{_fmt(lo, dec, signed=True)}, {_fmt(hi, dec, signed=True)}]"
+                    t = _fmt(pm, dec, signed=True)
+                    if math.isfinite(lo) and math.isfinite(hi):  # none over too few images
+                        t += f" [{_fmt(lo, dec, signed=True)}, {_fmt(hi, dec, signed=True)}]"
                     n, of = int(r[f"bd_{kind}_img_n"]), int(r[f"bd_{kind}_img_of"])
                     cells.append(Cell(t, pm, suffix=f"(n={n}/{of})" if n < of else ""))
                 else:
@@ -444,7 +448,8 @@ def bd_display_table(bd: pd.DataFrame, kind: Literal["rate", "metric"] = "rate")
     against = anchor + (dagger if anchor in published else "")
     table.caption = (f"{what} against {against}, {method.upper() if method == 'pchip' else 'cubic (VCEG-M33)'} "
                      f"interpolation over the overlapping range. avg: on the average curves; per-image: mean over "
-                     f"images with a bootstrap 95% interval. Bold: best per column"
+                     f"images with a bootstrap 95% interval (expanded percentile; none over fewer than "
+                     f"{MIN_VALUES_FOR_INTERVAL} images). Bold: best per column"
                      + (" among measured codecs." if published else "."))
     table.notes = [f"[{i}] {n}" for i, n in enumerate(notes, 1)]
     for name, src in published.items():
