@@ -93,7 +93,10 @@ def markdown(v: Verdict, title: str = "lcbench regression check") -> str:
                   f"({len(p.images) or 'average curves'}{' images' if p.images else ''})</summary>", ""]
         for m, mc in p.metrics.items():
             avg = f"{mc.bd_rate.value:+.2f}%" if mc.bd_rate.ok else f"n/a ({mc.bd_rate.reason})"
-            lines += [f"**{m}**: BD-rate on average curves {avg}, BD-{m} "
+            # the average curves hold only the images complete on both sides: say so when that is fewer
+            over = (f" (average curves over {mc.n_images} of {len(p.images)} images)"
+                    if p.images and mc.n_images < len(p.images) else "")
+            lines += [f"**{m}**{over}: BD-rate on average curves {avg}, BD-{m} "
                       + (f"{mc.bd_metric.value:+.3f}" if mc.bd_metric.ok else "n/a"), ""]
             if mc.points:
                 lines += [f"| {mc.points[0].rate_param} | bpp baseline | bpp candidate | Δ bpp | {m} baseline | "

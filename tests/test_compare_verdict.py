@@ -592,3 +592,19 @@ def test_one_codec_with_two_rate_parameters_is_bad_input(base, tmp_path, capsys)
     assert run_cli(a, b, "--metric", "psnr_rgb") == 2
     err = capsys.readouterr().err
     assert "different rate points" in err and "varies quality" in err and "varies model" in err
+
+
+def test_markdown_details_say_how_many_images_the_average_curves_hold(base, tmp_path):
+    """A failed candidate job leaves its image out of the average curves: the folded section said
+    '4 images' above curves over 3."""
+    cand = base.copy()
+    cand["error"] = cand["error"].astype(object)
+    bad = (cand["codec"] == "webp") & (cand["image"] == "kodim05") & (cand["quality"] == 40)
+    cand.loc[bad, ["bytes", "bpp", "psnr_rgb"]] = np.nan
+    cand.loc[bad, "error"] = "webp: encoder crashed"
+    a, c = write(base, tmp_path / "a.csv"), write(cand, tmp_path / "c.csv")
+    md = tmp_path / "s.md"
+    assert run_cli(a, c, "--pair", "webp:webp", "--metric", "psnr_rgb", "--markdown", md) == 1
+    text = md.read_text()
+    assert "webp: per-rate-point deltas and timing (4 images)" in text
+    assert "**psnr_rgb** (average curves over 3 of 4 images): BD-rate on average curves" in text
