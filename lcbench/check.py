@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from .compare import MIN_BOOTSTRAP, Check, CompareInputError, Thresholds, Verdict, compare_sides, load_side, parse_pair, run_label, side_from_frame
+from .compare import MIN_BOOTSTRAP, Check, CompareInputError, Side, Thresholds, Verdict, compare_sides, load_side, parse_pair, run_label, side_from_frame
 
 DEFAULT_CONFIG = "lcbench-check.toml"
 
@@ -374,6 +374,26 @@ def _working_directory(folder: Path | None) -> Iterator[None]:
         os.chdir(before)
 
 
+def _check_against_baseline(cfg: CheckConfig, baseline: Side) -> None:
+    """This file's `metrics` and `baseline.pairs` against the baseline, before the benchmark runs:
+    an error names the file and its key (compare's own errors name --metric and --pair)."""
+    from .summary import check_metric_names
+
+    bc = baseline.codecs
+    for b, c in cfg.pairs:
+        if b not in bc:
+            raise CheckConfigError(f"{cfg.source}: baseline.pairs {b}:{c}: baseline {baseline.source} has no codec "
+                                   f"{b!r}; it has {bc}")
+    if cfg.metrics:
+        codecs = [b for b, _ in cfg.pairs] or bc
+        tables = ([baseline.frame.loc[baseline.frame["codec"] == b] for b in codecs] if baseline.frame is not None
+                  else [baseline.curves[b] for b in codecs])
+        try:
+            check_metric_names(cfg.metrics, *tables, option="metrics")
+        except ValueError as exc:
+            raise CheckConfigError(f"{cfg.source}: {exc} (baseline {baseline.source})") from exc
+
+
 def _run_check(cfg: CheckConfig) -> CheckResult:
     from .compat import CompatInputError, check_bitstreams, determinism_check
     from .dataset import resolve_dataset, select_images
@@ -390,6 +410,7 @@ def _run_check(cfg: CheckConfig) -> CheckResult:
                 except (KeyError, ValueError) as exc:
                     raise CheckConfigError(f"{cfg.source}: compat.determinism: {exc}") from exc
     baseline = load_side(cfg.baseline, "baseline")  # fail fast, before the benchmark runs
+    _check_against_baseline(cfg, baseline)
     dataset = select_images(resolve_dataset(cfg.dataset), max_images=cfg.max_images, pattern=cfg.image_glob)
     options = RunOptions(codecs=cfg.codecs, dataset=dataset, out=cfg.run_dir, rates=cfg.rates,
                          codec_rates=cfg.codec_rates, jobs=cfg.jobs, device=cfg.device,

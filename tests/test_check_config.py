@@ -152,6 +152,31 @@ def test_unknown_determinism_codec_fails_before_the_run(repo, capsys):
     assert not (repo / "run").exists()
 
 
+@pytest.mark.parametrize("line, message", [
+    ('metrics = ["psnr_rbg"]', "c.toml: metrics: 'psnr_rbg' is not a quality metric of these results; valid: psnr_rgb"),
+    ('metrics = ["bpp"]', "c.toml: metrics: 'bpp' is not a quality metric"),
+])
+def test_unknown_metric_names_the_file_and_key_before_the_run(repo, capsys, line, message):
+    """A misspelt metric failed only after the benchmark, as '--metric: ...', an option the user never gave."""
+    cfg = _config(repo, "")
+    cfg.write_text(line + "\n" + cfg.read_text())
+    (repo / "baseline.csv").write_bytes((Path(__file__).parent / "data" / "kodak4_results.csv").read_bytes())
+    assert main(["check", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "--metric" not in err and "Traceback" not in err
+    assert not (repo / "run").exists()  # nothing ran
+
+
+def test_pair_of_a_codec_the_baseline_lacks_names_the_file_before_the_run(repo, capsys):
+    cfg = _config(repo, "")
+    cfg.write_text(cfg.read_text().replace('path = "baseline.csv"', 'path = "baseline.csv"\npairs = ["jpg:jpeg"]'))
+    (repo / "baseline.csv").write_bytes((Path(__file__).parent / "data" / "kodak4_results.csv").read_bytes())
+    assert main(["check", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "c.toml: baseline.pairs jpg:jpeg: baseline" in err and "has no codec 'jpg'" in err
+    assert not (repo / "run").exists()
+
+
 # ------------------------------------------------------- a corrupt result cache (lcbench.result_cache)
 
 @pytest.fixture
