@@ -9,7 +9,7 @@ import torch
 
 from lcbench.cli import build_parser, main
 from lcbench.cli.train import check_options
-from lcbench.learned.train import CHECKPOINT_KEYS, CheckpointError, load_checkpoint
+from lcbench.training import CHECKPOINT_KEYS, CheckpointError, load_checkpoint
 
 
 def _train(tmp_path: Path, model: str, *extra: str) -> list[str]:

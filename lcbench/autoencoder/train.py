@@ -3,7 +3,7 @@
     loss = bpp + lmbda * 255^2 * MSE          (MSE on the 0..1 scale; lmbda sets the rate point)
 
 bpp is the entropy model's estimate on noisy latents (model.py). Crops, flips and the
-cosine learning-rate schedule come from the importance_map trainer (lcbench.learned.train).
+cosine learning-rate schedule come from lcbench.training, shared by every trainer.
 
 Files written for ``--out FILE.pt``: FILE.pt (the shipped-weights format, with the integer
 entropy tables built at the end), FILE.csv (curves: loss, bpp estimate, PSNR per
@@ -26,9 +26,9 @@ import torch
 
 from lcbench.autoencoder import weights as weights_io
 from lcbench.autoencoder.model import AutoEncoder, ModelConfig, count_parameters
-from lcbench.learned.train import (CropSampler, DivergenceGuard, check_lr, check_out_path, check_positive,
-                                   checkpoint_mismatch, list_images, load_checkpoint, load_images, lr_at,
-                                   refuse_nonfinite_checkpoint)
+from lcbench.training import (CropSampler, DivergenceGuard, check_lr, check_out_path, check_positive,
+                              checkpoint_mismatch, list_images, load_checkpoint, load_images, lr_at,
+                              refuse_nonfinite_checkpoint)
 
 CSV_FIELDS = ["step", "loss", "bpp", "mse", "psnr", "lr", "elapsed_s"]
 

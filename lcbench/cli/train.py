@@ -145,7 +145,7 @@ def check_values(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Exit 2 for bad input (options, data, files); 1 when training diverged (loss or weights not finite)."""
-    from lcbench.learned.train import TrainingDiverged
+    from lcbench.training import TrainingDiverged
 
     _, run_model = TRAINERS[args.model]
     check_options(args)

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from lcbench.comcnn.model import ComRecPair, ModelConfig, count_parameters
 from lcbench.comcnn import weights as weights_io
-from lcbench.learned.train import list_images, load_images  # the trainers' shared data loading and evaluation-set refusal
+from lcbench.training import list_images, load_images  # the trainers' shared data loading and evaluation-set refusal
 from lcbench.resample import resize_float, to_uint8
 
 
@@ -65,7 +65,7 @@ class TrainConfig:
 
     def csv_path(self) -> Path:
         """The curves beside ``out``; ValueError when ``out`` is that file (--out x.csv)."""
-        from lcbench.learned.train import check_out_path
+        from lcbench.training import check_out_path
 
         curves = Path(self.out).with_suffix(".csv")
         check_out_path(self.out, None, curves)
@@ -73,7 +73,7 @@ class TrainConfig:
 
     def check(self) -> None:
         """Options that would fail only after training started: ValueError naming them."""
-        from lcbench.learned.train import check_lr, check_positive
+        from lcbench.training import check_lr, check_positive
 
         check_positive(steps=self.steps, batch=self.batch, log_every=self.log_every,
                        checkpoint_every=self.checkpoint_every, rounds=self.rounds, channels=self.channels,
@@ -159,7 +159,7 @@ def pipeline_loss(model: ComRecPair, x: torch.Tensor, codec: Any, qualities: Seq
 
 def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
     """Run the alternating training; returns the weights file written to ``cfg.out``."""
-    from lcbench.learned.train import DivergenceGuard
+    from lcbench.training import DivergenceGuard
     from lcbench.registry import create_codec
 
     cfg.check()
