@@ -243,6 +243,15 @@ def _worker(args: dict[str, Any]) -> dict[str, Any]:
         for p in args["plugins"]:
             load_plugin(p)
     codec = create_codec(args["spec"], device=args["device"])
+    # Other processes' bitstreams are decoded first, by a codec that has encoded nothing: a decoder
+    # that reads the image size (or the pixels) from state its encoder left behind, rather than from
+    # the bitstream, fails here instead of passing a round trip in one process.
+    decoded: dict[str, Any] = {}
+    for f in args.get("decode_files", []):
+        try:
+            decoded[f] = pixel_hash(codec.decode(Path(f).read_bytes()))
+        except Exception as exc:  # noqa: BLE001 - any failure is the finding, reported per file
+            decoded[f] = {"error": f"{type(exc).__name__}: {exc}"}
     out_dir = Path(args["out_dir"])
     out_dir.mkdir(parents=True, exist_ok=True)
     roundtrip = []
@@ -255,7 +264,6 @@ def _worker(args: dict[str, Any]) -> dict[str, Any]:
             (out_dir / name).write_bytes(bits)
             roundtrip.append({"image": image, "rate": rate, "file": name, "bitstream": _sha(bits),
                               "decoded": pixel_hash(dec)})
-    decoded = {f: pixel_hash(codec.decode(Path(f).read_bytes())) for f in args.get("decode_files", [])}
     return {"device": args["device"], "roundtrip": roundtrip, "decoded_files": decoded}
 
 
@@ -307,7 +315,9 @@ def available_devices() -> list[str]:
 def determinism_check(spec: str, images: Sequence[str | Path], rates: Sequence[float],
                       devices: Sequence[str] | None = None, timeout: float = 600,
                       plugins: Sequence[str] = ()) -> DeterminismReport:
-    """decode(encode(x)) twice per device in fresh processes; cross-device decodes of each bitstream."""
+    """decode(encode(x)) twice per device in fresh processes; each bitstream also decoded (on every
+    device) by a fresh process before it encodes anything, so a decoder that relies on what its
+    encoder left in memory is caught."""
     devices = list(devices) if devices else available_devices()
     report = DeterminismReport(spec, devices)
     imgs = [str(Path(p).resolve()) for p in images]
@@ -333,8 +343,12 @@ def determinism_check(spec: str, images: Sequence[str | Path], rates: Sequence[f
             for d in devices:
                 for r in first[d]["roundtrip"]:
                     got = second["decoded_files"][str(Path(tmp) / d / "1" / r["file"])]
-                    if got != r["decoded"]:
-                        where = f"{Path(r['image']).name}@{r['rate']:g}"
+                    where = f"{Path(r['image']).name}@{r['rate']:g}"
+                    if isinstance(got, dict):
+                        report.problems.append(
+                            f"{where}: the bitstream encoded on {d} does not decode on {dev} in a process that has "
+                            f"encoded nothing ({got['error']}): the decoder needs state outside the bitstream")
+                    elif got != r["decoded"]:
                         report.problems.append(
                             f"{where}: decoding the same bitstream again on {dev} gives different pixels" if d == dev
                             else f"{where}: the bitstream encoded on {d} decodes to different pixels on {dev} than on {d}")

@@ -228,6 +228,58 @@ def test_determinism_check_catches_unseeded_randomness(workspace, tmp_path):
     assert rep.to_check("flaky_jpeg").outcome == "non-deterministic"
 
 
+LEAKY_PLUGIN = '''
+import hashlib, zlib
+import numpy as np
+from lcbench import Codec, register_codec
+
+@register_codec
+class LeakyShape(Codec):
+    """Leaves the shape out of the bitstream: decode reads what encode left on the instance."""
+    name = "leaky_shape"
+    default_rates = (6,)
+    rate_range = (0, 9)
+    rate_is_integer = True
+    def version(self): return "1"
+    def encode(self, image, rate):
+        self._shape = image.shape
+        return zlib.compress(image.tobytes(), int(rate))
+    def decode(self, data):
+        return np.frombuffer(zlib.decompress(data), np.uint8).reshape(self._shape)
+
+_SEEN = {}
+@register_codec
+class Oracle(Codec):
+    """A 4-byte 'bitstream': the decoder returns the image its encoder kept in memory."""
+    name = "oracle"
+    default_rates = (1,)
+    rate_range = (1, 1)
+    def version(self): return "1"
+    def encode(self, image, rate):
+        key = hashlib.sha256(image.tobytes()).digest()[:4]
+        _SEEN[key] = image.copy()
+        return key
+    def decode(self, data):
+        return _SEEN[bytes(data)]
+'''
+
+
+@pytest.mark.parametrize("spec", ["leaky_shape", "oracle"])
+def test_determinism_check_catches_a_decoder_that_needs_its_encoders_memory(workspace, tmp_path, spec):
+    """The second process used to encode every image before decoding the first one's bitstreams, so
+    a decoder reading the shape (or the pixels) its encoder left in memory passed; 'oracle' scores
+    PSNR inf at 0.0007 bpp in a run."""
+    plugin = tmp_path / "leaky.py"
+    plugin.write_text(LEAKY_PLUGIN)
+    rate = 6 if spec == "leaky_shape" else 1
+    rep = determinism_check(spec, [workspace / "imgs" / "a.png"], [rate], ["cpu"], plugins=[str(plugin)])
+    assert not rep.passed
+    (problem,) = rep.problems
+    assert problem.startswith(f"a.png@{rate}: the bitstream encoded on cpu does not decode on cpu in a process "
+                              "that has encoded nothing (")
+    assert problem.endswith("): the decoder needs state outside the bitstream")
+
+
 def test_documented_examples_are_valid_and_in_sync():
     """docs/examples parse, and docs/ci.md shows exactly those files."""
     docs = Path(__file__).resolve().parents[1] / "docs"
