@@ -133,6 +133,21 @@ def _canonical(name: str, options: dict[str, Any]) -> str:
     return name + "".join(f":{k}={v}" for k, v in sorted(options.items()))
 
 
+def _rate_attributes(inner: Any) -> dict[str, Any]:
+    """A pipeline's rate grid, parameter, ranges and direction: its inner codec's (a class, or a
+    configured instance whose grid may differ from its class's, e.g. weights_dir's model ids)."""
+    return {
+        "rate_param": inner.rate_param,
+        "default_rates": tuple(inner.default_rates),
+        "rate_range": inner.rate_range,
+        "accepted_rates": getattr(inner, "accepted_rates", None),
+        "discrete_rates": bool(getattr(inner, "discrete_rates", False)),  # --target-bpp: nearest model
+        "rate_is_integer": getattr(inner, "rate_is_integer", None),
+        "rate_increases_bits": inner.rate_increases_bits,
+        "rate_is_bpp": bool(getattr(inner, "rate_is_bpp", False)),
+    }
+
+
 @functools.lru_cache(maxsize=None)
 def pipeline_class(spec: str) -> type["Pipeline"]:
     """A Pipeline subclass for one spec; class attributes (rate grid, device use) come from its parts."""
@@ -144,14 +159,7 @@ def pipeline_class(spec: str) -> type["Pipeline"]:
     canonical = "+".join([_canonical(n, o) for n, o in step_specs] + [_canonical(inner_name, inner_opts)])
     attrs = {
         "name": canonical,
-        "rate_param": inner_cls.rate_param,
-        "default_rates": tuple(inner_cls.default_rates),
-        "rate_range": inner_cls.rate_range,
-        "accepted_rates": getattr(inner_cls, "accepted_rates", None),
-        "discrete_rates": bool(getattr(inner_cls, "discrete_rates", False)),  # --target-bpp: nearest model
-        "rate_is_integer": getattr(inner_cls, "rate_is_integer", None),
-        "rate_increases_bits": inner_cls.rate_increases_bits,
-        "rate_is_bpp": bool(getattr(inner_cls, "rate_is_bpp", False)),
+        **_rate_attributes(inner_cls),  # the class's; an instance takes its configured inner codec's
         "lossless": False,
         "uses_device": any(c.uses_device for c in step_classes) or bool(getattr(inner_cls, "uses_device", False)),
         "description": f"pipeline: {' then '.join(n for n, _ in step_specs)} around {inner_name}",
@@ -217,6 +225,11 @@ class Pipeline(TorchCodec):
         for step in self.steps:
             step.bind(self.inner)
         self.multiple = math.prod(s.scale for s in self.steps)
+        # The configured inner codec's rate rules, not its class's: a learned codec with
+        # weights_dir=DIR has the model ids found in DIR as its grid (the class's grid named models
+        # the folder lacks: 'rate 3 is not a model id', and --target-bpp tried a missing model 3).
+        for attr, value in _rate_attributes(self.inner).items():
+            setattr(self, attr, value)
         # the whole label: steps and inner codec, so another pipeline's bitstream is refused
         self._tag = hashlib.sha256(self.label().encode()).digest()[:2]
 

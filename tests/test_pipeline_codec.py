@@ -228,3 +228,31 @@ def test_target_bpp_through_a_pipeline_around_a_learned_codec(tmp_path: Path) ->
     df = lcbench.run(["bicubic-x2+importance_map"], folder, out=tmp_path / "run", target_bpp=[0.05], jobs=1)
     assert (df["error"] == "").all(), df["error"].tolist()
     assert float(df["matched_rate"].iloc[0]) in (1.0, 2.0, 3.0, 4.0, 5.0)
+
+
+def test_pipeline_around_a_learned_codec_with_weights_dir_uses_that_folders_models(tmp_path: Path) -> None:
+    """The grid and --target-bpp's candidates are the configured inner codec's model ids (those in
+    weights_dir), not its class's shipped 1..5: with only model 2 in the folder the run failed with
+    'rate 1 is not a model id' (grid) and 'no model 1 ... missing' (--target-bpp)."""
+    import shutil
+
+    from lcbench_codecs.importance_map import ImportanceMap
+
+    wdir = tmp_path / "w"
+    wdir.mkdir()
+    shutil.copy(ImportanceMap.weights_path(2), wdir / "importance_map_2.pt")
+    spec = f"bicubic-x2+importance_map:weights_dir={wdir}"
+    c = create_codec(spec)
+    assert type(c).default_rates == tuple(ImportanceMap.default_rates) == (1, 3, 4, 5)  # the shipped grid
+    assert c.default_rates == (2.0,) and c.discrete_rates
+    c.check_rate(2)
+    with pytest.raises(ValueError, match="rate 1 is not a model id"):
+        c.check_rate(1)
+    folder = tmp_path / "img"
+    folder.mkdir()
+    Image.fromarray(photo("chelsea", (24, 40))).save(folder / "cat.png")
+    grid = lcbench.run([spec], folder, out=tmp_path / "grid", jobs=1)
+    assert grid["error"].tolist() == [""] and grid["quality"].tolist() == [2.0]
+    matched = lcbench.run([spec], folder, out=tmp_path / "match", target_bpp=[0.3], jobs=1)
+    assert matched["error"].tolist() == [""] and matched["matched_rate"].tolist() == [2.0]
+    assert matched["bytes"].tolist() == grid["bytes"].tolist()
