@@ -133,14 +133,35 @@ def _canonical(name: str, options: dict[str, Any]) -> str:
     return name + "".join(f":{k}={v}" for k, v in sorted(options.items()))
 
 
-def _rate_attributes(inner: Any) -> dict[str, Any]:
+def _max_bpp_rate(inner: Any, multiple: int) -> float | None:
+    """For a bpp-rated inner codec behind steps that shrink by ``multiple``: the largest pipeline
+    rate whose scaled rate (at most rate x multiple^2, see Pipeline.encode) the inner codec accepts."""
+    if not getattr(inner, "rate_is_bpp", False) or multiple <= 1:
+        return None
+    limits = getattr(inner, "accepted_rates", None) or inner.rate_range
+    return None if limits is None else float(limits[1]) / multiple ** 2
+
+
+def _rate_attributes(inner: Any, multiple: int) -> dict[str, Any]:
     """A pipeline's rate grid, parameter, ranges and direction: its inner codec's (a class, or a
-    configured instance whose grid may differ from its class's, e.g. weights_dir's model ids)."""
+    configured instance whose grid may differ from its class's, e.g. weights_dir's model ids).
+    A bpp-rated inner codec is asked for up to ``multiple``^2 times the pipeline's rate, so the
+    pipeline's ranges and grid stop where that leaves the inner codec's accepted range."""
+    rate_range = inner.rate_range
+    accepted = getattr(inner, "accepted_rates", None)
+    grid = tuple(inner.default_rates)
+    top = _max_bpp_rate(inner, multiple)
+    if top is not None:
+        lo = float((accepted or rate_range)[0])
+        accepted = (lo, top)
+        if rate_range is not None:
+            rate_range = (float(rate_range[0]), max(float(rate_range[0]), min(float(rate_range[1]), top)))
+        grid = tuple(r for r in grid if r <= top)
     return {
         "rate_param": inner.rate_param,
-        "default_rates": tuple(inner.default_rates),
-        "rate_range": inner.rate_range,
-        "accepted_rates": getattr(inner, "accepted_rates", None),
+        "default_rates": grid,
+        "rate_range": rate_range,
+        "accepted_rates": accepted,
         "discrete_rates": bool(getattr(inner, "discrete_rates", False)),  # --target-bpp: nearest model
         "rate_is_integer": getattr(inner, "rate_is_integer", None),
         "rate_increases_bits": inner.rate_increases_bits,
@@ -159,7 +180,8 @@ def pipeline_class(spec: str) -> type["Pipeline"]:
     canonical = "+".join([_canonical(n, o) for n, o in step_specs] + [_canonical(inner_name, inner_opts)])
     attrs = {
         "name": canonical,
-        **_rate_attributes(inner_cls),  # the class's; an instance takes its configured inner codec's
+        # the class's; an instance takes its configured inner codec's
+        **_rate_attributes(inner_cls, math.prod(c.scale for c in step_classes)),
         "lossless": False,
         "uses_device": any(c.uses_device for c in step_classes) or bool(getattr(inner_cls, "uses_device", False)),
         "description": f"pipeline: {' then '.join(n for n, _ in step_specs)} around {inner_name}",
@@ -228,7 +250,7 @@ class Pipeline(TorchCodec):
         # The configured inner codec's rate rules, not its class's: a learned codec with
         # weights_dir=DIR has the model ids found in DIR as its grid (the class's grid named models
         # the folder lacks: 'rate 3 is not a model id', and --target-bpp tried a missing model 3).
-        for attr, value in _rate_attributes(self.inner).items():
+        for attr, value in _rate_attributes(self.inner, self.multiple).items():
             setattr(self, attr, value)
         # the whole label: steps and inner codec, so another pipeline's bitstream is refused
         self._tag = hashlib.sha256(self.label().encode()).digest()[:2]
@@ -253,7 +275,19 @@ class Pipeline(TorchCodec):
         return "+".join([s.label() for s in self.steps] + [self.inner.label()])
 
     def check_rate(self, rate: float) -> None:
-        """The inner codec's rule (e.g. a learned codec's model ids), under this pipeline's label."""
+        """The inner codec's rule (e.g. a learned codec's model ids), under this pipeline's label; for a
+        bpp-rated inner codec also on the rate it is asked for (up to rate x S^2 after a x S shrink:
+        JPEG 2000 clamped 32 bpp to its 24, and bicubic-x4+jpeg2000 at 2 and 8 gave one bitstream)."""
+        if self.rate_is_bpp and self.multiple > 1:
+            scaled = rate * self.multiple ** 2
+            try:
+                self.inner.check_rate(scaled)
+            except ValueError as exc:
+                top = _max_bpp_rate(self.inner, self.multiple)
+                most = f"; this pipeline's {self.rate_param} is at most {top:g}" if top is not None else ""
+                raise ValueError(f"{self.label()}: {self.rate_param} {rate:g} asks {self.inner.label()} for up to "
+                                 f"{scaled:g} bpp of its x{self.multiple} downscaled image ({self.multiple ** 2}x "
+                                 f"fewer pixels), which it does not accept ({exc}){most}") from None
         try:
             self.inner.check_rate(rate)
         except ValueError as exc:
@@ -305,6 +339,11 @@ class Pipeline(TorchCodec):
             # The pipeline's rate is bpp of the original image; the inner codec's rate control
             # counts its own (smaller) image, so ask it for proportionally more per pixel.
             inner_rate = rate * (height * width) / (sizes[-1][0] * sizes[-1][1])
+            try:  # check_rate covers the largest scaled rate; this covers a caller that skipped it
+                self.inner.check_rate(inner_rate)
+            except ValueError as exc:
+                raise CodecError(f"{self.label()}: {self.rate_param} {rate:g} asks {self.inner.label()} for "
+                                 f"{inner_rate:g} bpp of its smaller image: {exc}") from None
         return bytes(header) + self.inner.encode(np.ascontiguousarray(x), inner_rate)
 
     def decode(self, bitstream: bytes) -> np.ndarray:

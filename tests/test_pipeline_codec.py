@@ -256,3 +256,33 @@ def test_pipeline_around_a_learned_codec_with_weights_dir_uses_that_folders_mode
     matched = lcbench.run([spec], folder, out=tmp_path / "match", target_bpp=[0.3], jobs=1)
     assert matched["error"].tolist() == [""] and matched["matched_rate"].tolist() == [2.0]
     assert matched["bytes"].tolist() == grid["bytes"].tolist()
+
+
+def test_scaled_rate_of_a_bpp_rated_inner_codec_is_checked_before_the_run(image_folder: Path, tmp_path: Path,
+                                                                          capsys) -> None:
+    """bicubic-x4+jpeg2000 asks jpeg2000 for up to 16x the pipeline's bpp (of its 16x smaller image),
+    and jpeg2000 accepts at most 24 bpp: -q 1,2,8 gave three rows labelled 1, 2 and 8 holding the
+    same bitstream (2 and 8 clamped). Now the pipeline's range, grid and check stop at 24/16 = 1.5."""
+    from lcbench.cli import main
+
+    x4 = create_codec("bicubic-x4+jpeg2000")
+    assert x4.accepted_rates == (0.001, 1.5) and x4.rate_range == (0.01, 1.5)  # rate matching searches up to 1.5
+    assert type(x4).accepted_rates == (0.001, 1.5) and max(x4.default_rates) == 1.5  # the grid's 2.0 is left out
+    assert create_codec("bicubic-x2+jpeg2000").accepted_rates == (0.001, 6.0)
+    assert create_codec("bicubic-x2+jpeg2000").rate_range == (0.01, 6.0)
+    assert create_codec("bicubic-x2+jpeg2000").default_rates == codecs.get("jpeg2000").default_rates
+    x4.check_rate(1.5)
+    for bad in (2, 8):
+        with pytest.raises(ValueError, match=rf"bicubic-x4\+jpeg2000: nominal_bpp {bad} asks jpeg2000 for up to "
+                                             rf"{16 * bad} bpp .* this pipeline's nominal_bpp is at most 1.5"):
+            x4.check_rate(bad)
+    img = photo("astronaut", (64, 64))
+    with pytest.raises(CodecError, match="32 bpp of its smaller image"):  # encode does not clamp either
+        x4.encode(img, 2)
+    assert len(x4.encode(img, 1.0)) < len(x4.encode(img, 1.5))
+    code = main(["run", "--codecs", "bicubic-x4+jpeg2000", "-q", "1,2,8", "--dataset", str(image_folder),
+                 "--max-images", "1", "--out", str(tmp_path / "run"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "bicubic-x4+jpeg2000: nominal_bpp 2 asks jpeg2000" in err and "at most 1.5" in err
+    assert not (tmp_path / "run" / "results.csv").exists()
