@@ -197,6 +197,17 @@ class TorchCodec(Codec):
         return [self.decode(b) for b in bitstreams]
 
 
+def result_version(codec: Codec) -> str:
+    """The version a result is filed under (job and cache keys, ``codec_version``, run.json):
+    ``codec.version()``, plus the device kind for codecs that run on a torch device, whose pixels
+    (float kernels) and times depend on it: a run on cuda must not reuse results, or report
+    timings, measured on the cpu."""
+    version = codec.version()
+    if not getattr(codec, "uses_device", False):
+        return version
+    return f"{version} on {str(getattr(codec, 'device', 'cpu')).split(':')[0]}"
+
+
 def check_image(image: np.ndarray, codec: str = "") -> None:
     """Raise a clear error unless ``image`` is HxWx3 uint8."""
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from .codec import MATCHED_RATE_PARAM, Codec
+from .codec import MATCHED_RATE_PARAM, Codec, result_version
 from .dataset import Dataset, ImageRef
 
 METRICS_VERSION = 4  # bump when a metric's values change: cached results become stale
@@ -76,7 +76,7 @@ def plan_jobs(codecs: Sequence[tuple[str, Codec]], dataset: Dataset, *, rates: S
                          f"(codecs: {', '.join(spec for spec, _ in codecs)})")
     jobs = []
     for spec, codec in codecs:
-        version = codec.version()
+        version = result_version(codec)
         if target_bpp:
             for target in target_bpp:
                 if not (math.isfinite(target) and target > 0):

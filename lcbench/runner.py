@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 
 from . import __version__, store
 from .cache import file_lock, write_json_atomic
-from .codec import Codec, CodecUnavailable
+from .codec import Codec, CodecUnavailable, result_version
 from .dataset import Dataset, resolve_dataset, select_images
 from .jobs import METRICS_VERSION, Job, job_key, key_tag, plan_jobs
 from .metrics import METRIC_NAMES
@@ -165,7 +165,7 @@ def _metadata(options: RunOptions, dataset: Dataset, codecs: Sequence[tuple[str,
         "invocations": list((previous or {}).get("invocations", [])),
     }
     for spec, codec in codecs:
-        meta["codecs"][codec.label()] = {"spec": spec, "name": codec.name, "version": codec.version(),
+        meta["codecs"][codec.label()] = {"spec": spec, "name": codec.name, "version": result_version(codec),
                                          "rate_param": codec.rate_param, "options": codec.options,
                                          "description": getattr(codec, "description", "")}
     meta["invocations"].append({"at": now, "command_line": meta["command_line"]})

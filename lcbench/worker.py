@@ -19,7 +19,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from . import store
-from .codec import Codec, CodecError
+from .codec import Codec, CodecError, result_version
 from .dataset import ImageRef
 from .images import ImageReadError, SourceImage, load_image, pixel_hash
 from .jobs import OFF_TARGET, Job, file_identity
@@ -55,7 +55,7 @@ def _version_here(spec: str, device: str, codec: Codec, planned: str) -> str:
     key = (spec, device)
     if _version_cache.get(key) != planned:
         try:
-            _version_cache[key] = codec.version()
+            _version_cache[key] = result_version(codec)
         except Exception as exc:  # noqa: BLE001 - reported as the job's error by the mismatch
             _version_cache[key] = f"unknown ({type(exc).__name__}: {exc})"
     return _version_cache[key]

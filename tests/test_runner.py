@@ -308,6 +308,33 @@ def test_result_cache_serves_another_run_directory(image_folder, tmp_path, monke
     assert fresh.from_cache == 0
 
 
+def test_learned_codec_results_are_filed_under_their_device(image_folder, tmp_path, monkeypatch):
+    """Pixels and times of a learned codec depend on the device, but results measured on the cpu
+    were served to a --device cuda run (run and cache keys carried no device)."""
+    from lcbench.jobs import plan_jobs
+    from lcbench.dataset import resolve_dataset
+
+    monkeypatch.setenv("LCBENCH_CACHE", str(tmp_path / "cache"))
+    dataset = resolve_dataset(str(image_folder))
+    keys = {}
+    for device in ("cpu", "cuda"):
+        codec = create_codec("importance_map", device=device)
+        jobs = plan_jobs([("importance_map", codec)], dataset, rates=[1.0])
+        assert {j.version for j in jobs} == {codec.version() + f" on {device}"}
+        keys[device] = {j.key for j in jobs}
+    assert not keys["cpu"] & keys["cuda"]
+    jpeg = plan_jobs([("jpeg", create_codec("jpeg", device="cuda"))], dataset, rates=[50.0])
+    assert {j.version for j in jpeg} == {create_codec("jpeg").version()}  # not a device codec: unchanged
+    # what a run records, in results.csv and run.json
+    out = tmp_path / "run"
+    assert main(["run", "--codecs", "importance_map", "-q", "1", "--dataset", str(image_folder), "--out", str(out),
+                 "--device", "cpu", "--max-images", "1", "--jobs", "1", "--no-progress"]) == 0
+    rows = pd.read_csv(out / "results.csv")
+    assert rows["codec_version"].str.endswith(" on cpu").all()
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["codecs"]["importance_map"]["version"] == rows["codec_version"].iloc[0]
+
+
 def test_result_cache_tells_transposed_flat_images_apart(tmp_path, monkeypatch):
     # same pixel bytes, different shapes: the cache used to serve the 170x180 result for 180x170
     monkeypatch.setenv("LCBENCH_CACHE", str(tmp_path / "cache"))
