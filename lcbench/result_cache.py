@@ -106,13 +106,13 @@ class ResultCache:
                 self._disable(exc)
 
     def pixel_hash(self, path: Path) -> str:
-        """The source image's shape and pixel hash, remembered while its size, mtime and ctime stay
+        """The source image's shape and pixel hash (and a hash of its loading notes, if any), remembered while its size, mtime and ctime stay
         the same (ctime: a rewrite that restores size and mtime, as `cp -p` can, still changes it)."""
         from .images import load_image, pixel_hash
 
         st = os.stat(path)
         # rows from before the shape (or the ctime) was part of this never match
-        stat = f"shape+pixels:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
+        stat = f"shape+pixels+notes:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
         if self._db is not None:
             try:
                 row = self._db.execute("SELECT stat, sha256 FROM pixel_hashes WHERE path = ?", (str(path),)).fetchone()
@@ -121,9 +121,14 @@ class ResultCache:
                 row = None
             if row and row[0] == stat:
                 return row[1]
-        pixels = load_image(path).pixels
+        loaded = load_image(path)
+        pixels = loaded.pixels
         # the shape too: a flat 170x180 and 180x170 image have the same bytes, not the same results
         sha = f"{pixels.shape[0]}x{pixels.shape[1]}:{pixel_hash(pixels)}"
+        if loaded.notes:
+            # and what loading said about the file ("alpha channel dropped", "16-bit reduced to 8 bits"),
+            # which a result's notes carry: an RGBA file must not get the notes of its RGB twin's result
+            sha += ":notes-" + hashlib.sha256("; ".join(loaded.notes).encode()).hexdigest()[:16]
         if self._db is not None:
             try:
                 self._db.execute("INSERT OR REPLACE INTO pixel_hashes (path, stat, sha256) VALUES (?, ?, ?)",

@@ -335,6 +335,25 @@ def test_learned_codec_results_are_filed_under_their_device(image_folder, tmp_pa
     assert meta["codecs"]["importance_map"]["version"] == rows["codec_version"].iloc[0]
 
 
+def test_cached_result_carries_the_notes_of_the_file_benchmarked(tmp_path, monkeypatch):
+    """An RGBA file whose colour channels equal an RGB file's was served the RGB file's cached rows,
+    without 'alpha channel dropped' (the cache keyed on pixels only)."""
+    monkeypatch.setenv("LCBENCH_CACHE", str(tmp_path / "cache"))
+    rgb = photo("astronaut", (48, 64))
+    alpha = np.random.default_rng(0).integers(0, 256, size=rgb.shape[:2], dtype=np.uint8)
+    for name, arr in (("c1", rgb), ("c2", np.dstack([rgb, alpha]))):
+        (tmp_path / name).mkdir()
+        Image.fromarray(arr).save(tmp_path / name / "img.png")
+    notes = {}
+    for name in ("c1", "c2"):
+        out = tmp_path / f"run_{name}"
+        assert main(["run", "--codecs", "jpeg", "-q", "50", "--dataset", str(tmp_path / name), "--out", str(out),
+                     "--jobs", "1", "--no-progress"]) == 0
+        notes[name] = pd.read_csv(out / "results.csv", keep_default_na=False)["notes"].tolist()
+    assert "alpha" not in notes["c1"][0]
+    assert notes["c2"][0].startswith("alpha channel dropped (colour channels used as stored)")
+
+
 def test_result_cache_tells_transposed_flat_images_apart(tmp_path, monkeypatch):
     # same pixel bytes, different shapes: the cache used to serve the 170x180 result for 180x170
     monkeypatch.setenv("LCBENCH_CACHE", str(tmp_path / "cache"))
