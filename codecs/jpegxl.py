@@ -32,7 +32,8 @@ class JPEGXL(CommandLineCodec):
         return tool_version([self.paths["cjxl"], "--version"])
 
     def encode_args(self, src: Path, dst: Path, rate: float) -> list[str]:
-        return [self.paths["cjxl"], str(src), str(dst), "-q", f"{rate:g}", "-e", str(self.effort), "--quiet"]
+        # every digit: `:g` sent -q 99.99999 as -q 100, which is lossless
+        return [self.paths["cjxl"], str(src), str(dst), "-q", repr(float(rate)), "-e", str(self.effort), "--quiet"]
 
     def decode_args(self, src: Path, dst: Path) -> list[str]:
         return [self.paths["djxl"], str(src), str(dst), "--quiet"]

@@ -36,7 +36,7 @@ import numpy as np
 
 from .compare import Check
 
-from .worker import output_folder, output_stem
+from .worker import output_folder, output_stem, rate_text
 
 MAX_LISTED = 10
 
@@ -260,7 +260,7 @@ def _worker(args: dict[str, Any]) -> dict[str, Any]:
         for rate in args["rates"]:
             bits = codec.encode(pixels, rate)
             dec = codec.decode(bits)
-            name = f"{i}@{rate:g}.bin"
+            name = f"{i}@{rate_text(rate)}.bin"
             (out_dir / name).write_bytes(bits)
             roundtrip.append({"image": image, "rate": rate, "file": name, "bitstream": _sha(bits),
                               "decoded": pixel_hash(dec)})

@@ -109,7 +109,14 @@ def output_stem(image_id: str, quality: float, rate_param: str = "") -> str:
     """File stem of a job's saved outputs: ``<image id, / as __>@<rate>`` (``@bpp<target>`` for
     rate-matched jobs, so they never overwrite a grid job's files with the same number)."""
     at = "bpp" if rate_param == "target_bpp" else ""
-    return f"{image_id.replace('/', '__')}@{at}{quality:g}"
+    return f"{image_id.replace('/', '__')}@{at}{rate_text(quality)}"
+
+
+def rate_text(quality: float) -> str:
+    """A rate as short as ``:g`` writes it, but never one that reads back as another number
+    (``:g`` wrote 0.3000001 and 0.3000004 as 0.3, so their saved files overwrote each other)."""
+    short = f"{quality:g}"
+    return short if float(short) == float(quality) else repr(float(quality))
 
 
 def _save_outputs(run_dir: Path, job: Job, bitstream: bytes, decoded: np.ndarray, save_bitstreams: bool,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -126,3 +127,25 @@ def test_avif_bytes_do_not_depend_on_the_machine_core_count():
     two = create_codec("avif:threads=2")
     assert two.encode(img, 50) == pillow_avif(2) and two.options == {"threads": 2}
     assert "1 encoder thread" in codec.version() and "2 encoder threads" in two.version()
+
+
+def test_jpegxl_quality_is_passed_with_every_digit():
+    """`-q {rate:g}` sent 99.99999 as 100, which cjxl encodes losslessly (PSNR inf, recorded as 99.99999)."""
+    if not _available("jpegxl"):
+        pytest.skip("jpegxl unavailable")
+
+    codec = create_codec("jpegxl")
+    assert "99.99999" in codec.encode_args(Path("a.png"), Path("a.jxl"), 99.99999)
+    image = photo("astronaut", (64, 64))
+    near, lossless = (codec.decode(codec.encode(image, q)) for q in (99.99999, 100))
+    assert np.array_equal(lossless, image)
+    assert not np.array_equal(near, image)
+
+
+def test_saved_file_names_keep_rates_apart():
+    """Two grid rates equal to 6 digits wrote the same bird@0.3.bin, the second over the first."""
+    from lcbench.worker import output_stem
+
+    assert output_stem("bird", 0.3000001) != output_stem("bird", 0.3000004)
+    assert output_stem("bird", 0.3000001) == "bird@0.3000001"
+    assert output_stem("a/b", 50.0) == "a__b@50" and output_stem("x", 0.25, "target_bpp") == "x@bpp0.25"
