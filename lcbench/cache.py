@@ -23,13 +23,29 @@ CACHE_ENV = "LCBENCH_CACHE"
 DATA_ENV = "LCBENCH_DATA"
 
 
+class CacheLocationError(NotADirectoryError):
+    """The cache location is a file (or under one); the message names it and the variable."""
+
+
 def cache_root() -> Path:
+    """The cache folder (not created here); CacheLocationError when that path is a file or lies
+    under one, which would otherwise surface as a bare "[Errno 20] Not a directory"."""
     env = os.environ.get(CACHE_ENV)
     if env:
-        return Path(os.path.abspath(os.path.expanduser(env)))
-    import platformdirs
+        root = Path(os.path.abspath(os.path.expanduser(env)))
+        source = f"${CACHE_ENV}={env}"
+    else:
+        import platformdirs
 
-    return Path(platformdirs.user_cache_dir("lcbench", appauthor=False))
+        root = Path(platformdirs.user_cache_dir("lcbench", appauthor=False))
+        source = "the default cache folder"
+    for p in (root, *root.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise CacheLocationError(f"{source}: {p} is a file, not a folder; point {CACHE_ENV} at a folder "
+                                         f"(it is created if missing)")
+            break
+    return root
 
 
 def datasets_dir() -> Path:

@@ -139,7 +139,11 @@ def _shared_elsewhere(url: str, name: str) -> bool:
 
 def _place_archive(m: DatasetManifest, src: Source, archive: Path, staging: Path) -> None:
     unpack = staging / f".unpack-{uuid.uuid4().hex[:8]}"
-    safe_extract(archive, unpack)
+    try:
+        safe_extract(archive, unpack)
+    except DatasetError as exc:
+        # the message names the downloads file, which is deleted after a failure: name the URL
+        raise type(exc)(f"dataset {m.name!r}: the archive downloaded from {src.url}: {exc}") from exc
     top = unpack
     if src.subdir:
         want = src.subdir.strip("/")

@@ -38,9 +38,12 @@ def _warn(path: Path, exc: BaseException) -> None:
     if key in _warned:
         return
     _warned.add(key)
+    from .cache import CacheLocationError
+
+    fix = ("" if isinstance(exc, CacheLocationError) else
+           f" If the file is corrupt, delete it (rm {path}) and a fresh cache is created on the next run.")
     print(f"lcbench: warning: result cache {path} is unusable ({type(exc).__name__}: {exc}); running without "
-          f"it (results are still computed and stored in the run directory). If the file is corrupt, delete it "
-          f"(rm {path}) and a fresh cache is created on the next run.", file=sys.stderr, flush=True)
+          f"it (results are still computed and stored in the run directory).{fix}", file=sys.stderr, flush=True)
 
 
 class ResultCache:
@@ -49,8 +52,13 @@ class ResultCache:
     ``enabled`` says whether it is in use."""
 
     def __init__(self, path: Path | None = None) -> None:
-        self.path = Path(path) if path else cache_root() / "results.sqlite"
         self._db: sqlite3.Connection | None = None
+        try:
+            self.path = Path(path) if path else cache_root() / "results.sqlite"
+        except OSError as exc:  # e.g. $LCBENCH_CACHE is a file: run without the cache, and say why
+            self.path = Path(os.environ.get("LCBENCH_CACHE", "?")) / "results.sqlite"
+            _warn(self.path, exc)
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, timeout=30)

@@ -310,8 +310,10 @@ def test_path_traversal_archive_is_refused(server: Server, manifest, isolated: P
     server.files["/evil.tar.gz"] = _tar_bytes(files)
     name = manifest(image_count=2, images=_entries(arrays),
                     sources=[{"url": server.url + "/evil.tar.gz", "kind": "tar"}])
-    with pytest.raises(UnsafeArchiveError, match=r"'\.\./\.\./\.\./\.\./evil\.png' contains '\.\.'"):
+    with pytest.raises(UnsafeArchiveError, match=r"'\.\./\.\./\.\./\.\./evil\.png' contains '\.\.'") as err:
         fetch(name, progress=False)
+    # the downloaded file it names is deleted: the message names the URL too
+    assert str(err.value).startswith(f"dataset {name!r}: the archive downloaded from {server.url}/evil.tar.gz: ")
     assert not list(tmp_path.rglob("evil.png"))
     _no_leftovers(isolated)
 
@@ -388,3 +390,27 @@ def test_cli_fetch_manifest_file_and_concurrent_fetches(server: Server, tmp_path
     assert main(["datasets", "fetch", str(path), "--force", "--no-progress"]) == 1
     assert "HTTP 404" in capsys.readouterr().err
     assert (isolated / "datasets" / "clitest" / "img0.png").is_file()  # a failed --force keeps the old copy
+
+
+def test_cache_location_that_is_a_file_is_named(server: Server, manifest, tmp_path: Path, monkeypatch,
+                                                capsys) -> None:
+    """$LCBENCH_CACHE pointing at a file said only "[Errno 20] Not a directory: '.../datasets'"."""
+    from lcbench.cache import CacheLocationError
+    from lcbench.cli import main
+
+    afile = tmp_path / "cachefile"
+    afile.write_text("x")
+    monkeypatch.setenv("LCBENCH_CACHE", str(afile / "sub"))
+    arrays = _images(1, seed=9)
+    server.files["/a.tar"] = _tar_bytes({n: _png(a) for n, a in arrays.items()})
+    name = manifest(image_count=2, images=_entries(arrays), sources=[{"url": server.url + "/a.tar", "kind": "tar"}])
+    with pytest.raises(CacheLocationError, match=rf"^\$LCBENCH_CACHE={afile / 'sub'}: {afile} is a file, not a folder"):
+        fetch(name, progress=False)
+    # a folder dataset still runs, without the result cache, and says why
+    images = tmp_path / "imgs"
+    images.mkdir()
+    (images / "a.png").write_bytes(_png(arrays["img0.png"]))
+    assert main(["run", "--codecs", "png", "--dataset", str(images), "--out", str(tmp_path / "run"), "--jobs", "1",
+                 "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert f"{afile} is a file, not a folder" in err and "rm " not in err
