@@ -11,11 +11,16 @@ range and direction are the inner codec's; ``version()`` joins every step's vers
 (``pipeline-format N``: results coded in an older header format are stale). Its bitstream is a small header
 followed by the inner codec's bitstream:
 
-    byte 0        format tag 0xB7
-    bytes 1-2     first two bytes of sha256(pipeline label, i.e. step labels and the inner codec's
-                  label): decoding with other steps or another inner codec fails clearly
+    byte 0        format tag 0xB8 (format 3; 0xB7 was formats 1 and 2, refused as older)
+    bytes 1-2     first two bytes of sha256 of the step chain: the step labels and the inner codec's
+                  label, less the options naming weights files (a learned step's ``weights``, a
+                  model-per-rate codec's ``weights_dir``), so decoding with other steps or another
+                  inner codec fails clearly, and the same weights at another path decode
     varint H, W   original size (LEB128)
-    per step      varint length + that step's side information (usually length 0)
+    per step      a learned step (one whose weights have a sha256): 4 bytes, the first of that
+                  sha256 (decoding with other weights fails clearly; a model-per-rate inner codec
+                  tags its own bitstream); then varint length + the step's side information
+                  (usually length 0)
     rest          the inner codec's bitstream
 
 The harness counts bpp on all of it against the original image's pixels. Any size
@@ -42,10 +47,15 @@ from .resample import pad_to_multiple
 
 STEP_MODULES = ("lcbench_codecs.rescale", "lcbench_codecs.comcnn")
 STEP_ENTRY_POINT_GROUP = "lcbench.steps"
-FORMAT_TAG = 0xB7
-# Header format, part of Pipeline.version(): 2 = the 2-byte check covers the inner codec's label too
+FORMAT_TAG = 0xB8
+OLD_FORMAT_TAG = 0xB7  # formats 1 and 2
+# Header format, part of Pipeline.version(): 3 = a learned step's weights are tagged by content and
+# the chain check leaves out weights paths (format 2 checked only sha256(label), label holding the
+# weights *path*: other weights in the same file decoded silently to a wrong image, and the same
+# weights at another path were refused); 2 = the 2-byte check covers the inner codec's label too
 # (format 1 covered only the steps, so another inner codec's bitstream decoded without error).
-PIPELINE_FORMAT = 2
+PIPELINE_FORMAT = 3
+WEIGHTS_TAG_BYTES = 4
 
 
 class Step(abc.ABC):
@@ -60,6 +70,9 @@ class Step(abc.ABC):
     scale: ClassVar[int] = 1
     uses_device: ClassVar[bool] = False
     description: ClassVar[str] = ""
+    # Options that name a learned step's weights file: the bitstream's step-chain check leaves them
+    # out (the header tags the weights by content instead), so only the weights' bytes count.
+    weights_options: ClassVar[tuple[str, ...]] = ("weights",)
 
     def __init__(self, **options: Any) -> None:
         if options:
@@ -78,7 +91,27 @@ class Step(abc.ABC):
 
     @abc.abstractmethod
     def version(self) -> str:
-        """Library version or weights sha256."""
+        """Library version, or for a learned step ``weights-sha256:<64 hex digits>`` of its weights
+        (then its bitstreams carry a tag of those weights, see ``weights_sha256``)."""
+
+    def weights_sha256(self) -> str | None:
+        """The sha256 (hex) of the weights this step computes with, or None for a step without
+        weights. Default: read from ``version()`` when it is ``weights-sha256:<hex>``. A pipeline
+        writes its first 4 bytes into the header and refuses to decode with other weights."""
+        words = self.version().split()
+        head = words[0] if words else ""
+        if head.startswith("weights-sha256:"):
+            digest = head[len("weights-sha256:"):].lower()
+            if len(digest) == 64 and all(ch in "0123456789abcdef" for ch in digest):
+                return digest
+        return None
+
+    def check_label(self) -> str:
+        """What the bitstream's step-chain check covers: the label, less the options naming the
+        weights file when the weights are tagged by content (their path does not matter)."""
+        if self.weights_sha256() is None:
+            return self.label()
+        return _canonical(self.name, {k: v for k, v in self.options.items() if k not in self.weights_options})
 
     @abc.abstractmethod
     def forward(self, image: np.ndarray) -> tuple[np.ndarray, bytes]:
@@ -247,13 +280,12 @@ class Pipeline(TorchCodec):
         for step in self.steps:
             step.bind(self.inner)
         self.multiple = math.prod(s.scale for s in self.steps)
+        self._header_tags: tuple[bytes, list[bytes | None]] | None = None  # chain check, per-step weights tags
         # The configured inner codec's rate rules, not its class's: a learned codec with
         # weights_dir=DIR has the model ids found in DIR as its grid (the class's grid named models
         # the folder lacks: 'rate 3 is not a model id', and --target-bpp tried a missing model 3).
         for attr, value in _rate_attributes(self.inner, self.multiple).items():
             setattr(self, attr, value)
-        # the whole label: steps and inner codec, so another pipeline's bitstream is refused
-        self._tag = hashlib.sha256(self.label().encode()).digest()[:2]
 
     @classmethod
     def availability(cls) -> Availability:
@@ -310,6 +342,25 @@ class Pipeline(TorchCodec):
         """Total downscale factor (the border the SR metrics crop)."""
         return self.multiple
 
+    def _inner_check_label(self) -> str:
+        """The inner codec's label for the chain check: a model-per-rate codec's ``weights_dir`` is
+        left out, as its own bitstream names the model and tags its weights (and refuses others)."""
+        from .model_per_rate import ModelPerRateCodec
+
+        if isinstance(self.inner, ModelPerRateCodec):
+            return _canonical(self.inner.name, {k: v for k, v in self.inner.options.items() if k != "weights_dir"})
+        return self.inner.label()
+
+    def header_tags(self) -> tuple[bytes, list[bytes | None]]:
+        """(2-byte step-chain check, per step its 4-byte weights tag or None). Computed when first
+        coding (a learned step hashes its weights file then, once per instance)."""
+        if self._header_tags is None:
+            chain = "+".join([s.check_label() for s in self.steps] + [self._inner_check_label()])
+            shas = [s.weights_sha256() for s in self.steps]
+            self._header_tags = (hashlib.sha256(chain.encode()).digest()[:2],
+                                 [bytes.fromhex(sha[:2 * WEIGHTS_TAG_BYTES]) if sha else None for sha in shas])
+        return self._header_tags
+
     def _stage_sizes(self, height: int, width: int) -> list[tuple[int, int]]:
         """Input size of each step, then the inner codec's input size."""
         h = -(-height // self.multiple) * self.multiple
@@ -331,9 +382,10 @@ class Pipeline(TorchCodec):
             if x.shape != (*size, 3) or x.dtype != np.uint8:
                 raise CodecError(f"step {step.label()} returned {x.dtype} {x.shape}, expected uint8 {(*size, 3)}")
             sides.append(side)
-        header = bytearray([FORMAT_TAG]) + self._tag + _varint(height) + _varint(width)
-        for side in sides:
-            header += _varint(len(side)) + side
+        chain, weights_tags = self.header_tags()
+        header = bytearray([FORMAT_TAG]) + chain + _varint(height) + _varint(width)
+        for side, weights_tag in zip(sides, weights_tags):
+            header += (weights_tag or b"") + _varint(len(side)) + side
         inner_rate = rate
         if self.rate_is_bpp:
             # The pipeline's rate is bpp of the original image; the inner codec's rate control
@@ -347,17 +399,30 @@ class Pipeline(TorchCodec):
         return bytes(header) + self.inner.encode(np.ascontiguousarray(x), inner_rate)
 
     def decode(self, bitstream: bytes) -> np.ndarray:
+        if len(bitstream) >= 1 and bitstream[0] == OLD_FORMAT_TAG:
+            raise CodecError(f"{self.label()}: the bitstream was written in an older pipeline format (1 or 2; this "
+                             f"lcbench writes and reads format {PIPELINE_FORMAT}): encode the image again")
         if len(bitstream) < 3 or bitstream[0] != FORMAT_TAG:
             raise CodecError(f"{self.label()}: not a pipeline bitstream (bad first byte)")
-        if bitstream[1:3] != self._tag:
+        chain, weights_tags = self.header_tags()
+        if bitstream[1:3] != chain:
             raise CodecError(f"{self.label()}: the bitstream was written by a pipeline with other steps or "
-                             f"another codec (or an older pipeline format)")
+                             f"another codec")
         height, pos = _read_varint(bitstream, 3, "the height")
         width, pos = _read_varint(bitstream, pos, "the width")
         if height < 1 or width < 1:
             raise CodecError(f"{self.label()}: bad image size {width}x{height} in the header")
         sides = []
-        for step in self.steps:
+        for step, weights_tag in zip(self.steps, weights_tags):
+            if weights_tag is not None:
+                written = bitstream[pos:pos + WEIGHTS_TAG_BYTES]
+                if len(written) < WEIGHTS_TAG_BYTES:
+                    raise CodecError(f"{self.label()}: bitstream truncated in {step.label()}'s weights tag")
+                if written != weights_tag:
+                    raise CodecError(f"{self.label()}: the bitstream was written with other {step.name} weights "
+                                     f"(weights tag {written.hex()}; the weights of {step.label()} have sha256 "
+                                     f"{weights_tag.hex()}...): decode it with the weights it was encoded with")
+                pos += WEIGHTS_TAG_BYTES
             n, pos = _read_varint(bitstream, pos, f"{step.label()}'s side information")
             if pos + n > len(bitstream):
                 raise CodecError(f"{self.label()}: bitstream truncated in {step.label()}'s side information")

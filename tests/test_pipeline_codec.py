@@ -42,7 +42,7 @@ def test_spec_parsing_and_label() -> None:
     assert c.rate_param == "quality" and c.default_rates == codecs.get("webp").default_rates
     assert c.rate_range == codecs.get("webp").rate_range and c.rate_increases_bits
     assert c.version() == (f"lanczos-x4 Pillow {Image.__version__} lanczos float | webp:method=4 "
-                           + create_codec("webp:method=4").version() + " | pipeline-format 2")
+                           + create_codec("webp:method=4").version() + " | pipeline-format 3")
     # default options drop out of the label, like the codec's own label
     assert create_codec("bicubic-x2+jpeg:subsampling=420").label() == "bicubic-x2+jpeg"
 
@@ -97,7 +97,7 @@ def test_bitstream_is_header_plus_inner_codec_bitstream() -> None:
     buf = io.BytesIO()
     Image.fromarray(low).save(buf, format="JPEG", quality=50, subsampling=2, optimize=False)
     tag = hashlib.sha256(b"bicubic-x4+jpeg").digest()[:2]  # the whole label: steps and inner codec
-    header = bytes([0xB7]) + tag + bytes([129, 1]) + bytes([0xAC, 0x02]) + bytes([0])  # varints 129, 300; no side info
+    header = bytes([0xB8]) + tag + bytes([129, 1]) + bytes([0xAC, 0x02]) + bytes([0])  # varints 129, 300; no side info
     assert data == header + buf.getvalue()
 
 
@@ -124,11 +124,13 @@ def test_bitstream_of_another_inner_codec_is_refused() -> None:
     low = resize_uint8(img, 24, 16, "bicubic")
     assert len(jpeg_data) == 1 + 2 + 1 + 1 + 1 + len(create_codec("jpeg").encode(low, 50))
     assert create_codec("bicubic-x2+jpeg").decode(jpeg_data).shape == img.shape
-    # bitstreams of the old format (check over the steps only) are refused, and the version says which format
-    old = jpeg_data[:1] + hashlib.sha256(b"bicubic-x2").digest()[:2] + jpeg_data[3:]
-    with pytest.raises(CodecError, match="older pipeline format"):
-        create_codec("bicubic-x2+jpeg").decode(old)
-    assert create_codec("bicubic-x2+jpeg").version().endswith(" | pipeline-format 2")
+    # bitstreams of the old formats (first byte 0xB7; format 1 checked the steps only, format 2 the
+    # label) are refused as such, and the version says which format
+    for old_check in (b"bicubic-x2", b"bicubic-x2+jpeg"):
+        old = bytes([0xB7]) + hashlib.sha256(old_check).digest()[:2] + jpeg_data[3:]
+        with pytest.raises(CodecError, match="older pipeline format"):
+            create_codec("bicubic-x2+jpeg").decode(old)
+    assert create_codec("bicubic-x2+jpeg").version().endswith(" | pipeline-format 3")
 
 
 def test_user_step_plugin(tmp_path: Path) -> None:
@@ -152,7 +154,7 @@ def test_user_step_plugin(tmp_path: Path) -> None:
     assert data[5:8] == bytes([2]) + b"ab"  # side information after the size varints (17, 29)
     digest = hashlib.sha256(plugin.read_text().encode()).hexdigest()[:12]  # edited plugin code: new version
     assert c.version() == (f"test-invert invert 1 plugin-sha256:{digest} | png " + create_codec("png").version()
-                           + " | pipeline-format 2")
+                           + " | pipeline-format 3")
 
 
 def test_run_counts_bpp_on_the_original_and_records_sr_metrics(tmp_path: Path) -> None:
@@ -286,3 +288,29 @@ def test_scaled_rate_of_a_bpp_rated_inner_codec_is_checked_before_the_run(image_
     assert code == 2, err
     assert "bicubic-x4+jpeg2000: nominal_bpp 2 asks jpeg2000" in err and "at most 1.5" in err
     assert not (tmp_path / "run" / "results.csv").exists()
+
+
+def test_inner_codecs_weights_dir_path_is_not_part_of_the_chain_check(tmp_path: Path) -> None:
+    """A model-per-rate inner codec tags its own bitstream with the model id and its weights' sha256,
+    so the pipeline's chain check leaves weights_dir out: the same weights in another folder decode
+    (format 2 refused them as 'other steps or another codec'), other weights are still refused."""
+    import shutil
+
+    from lcbench_codecs.importance_map import ImportanceMap
+
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    for d in (a, b, c):
+        d.mkdir()
+    shutil.copy(ImportanceMap.weights_path(2), a / "importance_map_2.pt")
+    shutil.copy(ImportanceMap.weights_path(2), b / "importance_map_2.pt")
+    shutil.copy(ImportanceMap.weights_path(3), c / "importance_map_2.pt")  # other weights, same model id
+    img = photo("chelsea", (24, 40))
+    enc = create_codec(f"bicubic-x2+importance_map:weights_dir={a}")
+    data = enc.encode(img, 2)
+    decoded = enc.decode(data)
+    assert np.array_equal(create_codec(f"bicubic-x2+importance_map:weights_dir={b}").decode(data), decoded)
+    assert np.array_equal(create_codec("bicubic-x2+importance_map").decode(data), decoded)  # the shipped model 2
+    with pytest.raises(CodecError, match="written with other weights for model 2"):
+        create_codec(f"bicubic-x2+importance_map:weights_dir={c}").decode(data)
+    with pytest.raises(CodecError, match="other steps or another codec"):
+        create_codec(f"bicubic-x2+autoencoder:weights_dir={a}").decode(data)

@@ -41,7 +41,7 @@ def test_shipped_weights_are_small_plain_tensors_trained_on_wikipedia() -> None:
 def test_version_is_the_weights_sha256() -> None:
     c = create_codec("comcnn+jpeg")
     sha = hashlib.sha256(SHIPPED.read_bytes()).hexdigest()
-    assert c.version() == f"comcnn weights-sha256:{sha} | jpeg " + create_codec("jpeg").version() + " | pipeline-format 2"
+    assert c.version() == f"comcnn weights-sha256:{sha} | jpeg " + create_codec("jpeg").version() + " | pipeline-format 3"
     assert c.label() == "comcnn+jpeg" and c.uses_device and c.default_rates == create_codec("jpeg").default_rates
 
 
@@ -63,7 +63,51 @@ def test_compact_image_is_half_size_and_coded_by_the_real_codec() -> None:
     compact, side = step.forward(img)
     assert compact.shape == (48, 65, 3) and side == b""
     inner = create_codec("jpeg").encode(compact, 70)
-    assert data.endswith(inner) and len(data) == len(inner) + 1 + 2 + 1 + 2 + 1
+    # tag byte, chain check, varints 96 and 130, the weights' tag, no side information
+    assert data.endswith(inner) and len(data) == len(inner) + 1 + 2 + 1 + 2 + 4 + 1
+    assert data[6:10] == hashlib.sha256(SHIPPED.read_bytes()).digest()[:4]
+
+
+def _rescaled_copy(src: Path, dst: Path, factor: float) -> None:
+    """A weights file like src with RecCNN's last layer scaled: other weights, same format."""
+    blob = torch.load(src, map_location="cpu", weights_only=True)
+    last = [k for k in blob["state_dict"] if k.startswith("rec") and k.endswith("weight")][-1]
+    blob["state_dict"][last] = blob["state_dict"][last] * factor
+    torch.save(blob, dst)
+
+
+def test_bitstream_names_the_weights_by_content_not_by_path(tmp_path: Path) -> None:
+    """Format 2 checked sha256(label), and the label holds the weights *path*: weights overwritten in
+    the same file decoded silently (pixels off by up to 80), while the same weights at another path
+    were refused. The header now carries 4 bytes of the weights' sha256 and the chain check leaves
+    the path out."""
+    import shutil
+
+    from lcbench.codec import CodecError
+
+    w = tmp_path / "w.pt"
+    shutil.copy(SHIPPED, w)
+    img = photo("astronaut", (40, 56))
+    first = create_codec(f"comcnn:weights={w}+jpeg")
+    data = first.encode(img, 50)
+    decoded = first.decode(data)
+    assert data[3:5] == bytes([40, 56])  # the size, then the weights' tag
+    assert data[5:9] == hashlib.sha256(SHIPPED.read_bytes()).digest()[:4]
+    # the same weights under another path, or as the default weights: the same pixels
+    moved = tmp_path / "elsewhere" / "copy.pt"
+    moved.parent.mkdir()
+    shutil.copy(SHIPPED, moved)
+    assert np.array_equal(create_codec(f"comcnn:weights={moved}+jpeg").decode(data), decoded)
+    assert np.array_equal(create_codec("comcnn+jpeg").decode(data), decoded)
+    # other weights under the same path: refused, naming the step and both tags
+    _rescaled_copy(SHIPPED, w, 3.0)
+    other = create_codec(f"comcnn:weights={w}+jpeg")
+    assert other.label() == first.label() and other.version() != first.version()
+    with pytest.raises(CodecError, match=rf"written with other comcnn weights \(weights tag {data[5:9].hex()};"):
+        other.decode(data)
+    # and other steps are still refused by the chain check
+    with pytest.raises(CodecError, match="other steps or another codec"):
+        create_codec(f"comcnn:weights={moved}+webp").decode(data)
 
 
 def test_reccnn_restores_better_than_bicubic() -> None:
