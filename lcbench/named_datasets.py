@@ -43,7 +43,17 @@ def dataset_names() -> list[str]:
 def _manifest_for(name: str) -> DatasetManifest:
     """A registered name, or a path to a manifest file (``--dataset my-set.json``)."""
     if name.endswith(".json") and Path(name).expanduser().is_file():
-        return load_manifest(Path(name).expanduser())
+        m = load_manifest(Path(name).expanduser())
+        from .manifest import ManifestError, manifest_names, manifest_to_dict
+
+        if m.name in manifest_names():
+            # its copy would live at the known set's cache path and its results carry that set's
+            # name: only a file that says exactly what the known manifest says may use the name
+            known = get_manifest(m.name)
+            if manifest_to_dict(m) != manifest_to_dict(known):
+                raise ManifestError(f"manifest file {name} defines dataset {m.name!r}, which is already defined by "
+                                    f"{known.origin} with other content; give your set another \"name\"")
+        return m
     return get_manifest(name)
 
 

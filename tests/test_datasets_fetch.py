@@ -414,3 +414,24 @@ def test_cache_location_that_is_a_file_is_named(server: Server, manifest, tmp_pa
                  "--no-progress"]) == 0
     err = capsys.readouterr().err
     assert f"{afile} is a file, not a folder" in err and "rm " not in err
+
+
+def test_manifest_file_may_not_take_a_known_sets_name_with_other_content(tmp_path: Path, capsys) -> None:
+    """A custom manifest named "set5" was fetched into set5's cache folder and its results were
+    labelled set5; an exact copy of the known manifest is still accepted."""
+    from lcbench.cli import main
+    from lcbench.manifest import ManifestError, get_manifest, manifest_to_dict
+    from lcbench.named_datasets import _manifest_for
+
+    same = manifest_to_dict(get_manifest("set5"))
+    (tmp_path / "same.json").write_text(json.dumps(same))
+    assert manifest_to_dict(_manifest_for(str(tmp_path / "same.json"))) == same
+    other = dict(same, image_count=3, images=same["images"][:3])
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    with pytest.raises(ManifestError, match=r"defines dataset 'set5', which is already defined by .* with other "
+                                            r"content; give your set another \"name\""):
+        _manifest_for(str(tmp_path / "other.json"))
+    assert main(["run", "--codecs", "png", "--dataset", str(tmp_path / "other.json"), "--out",
+                 str(tmp_path / "run")]) == 2
+    assert "other.json defines dataset 'set5'" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
