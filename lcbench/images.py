@@ -54,20 +54,36 @@ def _pnm_maxval(path: Path) -> int | None:
         return None
 
 
+def _sample_kind(im: Image.Image) -> str:
+    """What an I or F image's samples are, from the TIFF tags where there are some."""
+    if im.mode == "F":
+        return "float"
+    tags = getattr(im, "tag_v2", None)
+    if tags is not None and im.format == "TIFF":
+        bits = tags.get(258, (32,))
+        fmt = tags.get(339, (1,))
+        bits = bits[0] if isinstance(bits, tuple) else bits
+        fmt = fmt[0] if isinstance(fmt, tuple) else fmt
+        return f"{'signed' if fmt == 2 else 'unsigned'} {bits}-bit integer"
+    return "32-bit integer"
+
+
 def _to_rgb8(im: Image.Image, notes: list[str], path: Path | None = None) -> np.ndarray:
     mode = im.mode
     if mode.startswith("I") or mode == "F":  # 16/32-bit integer or float greyscale
         arr = np.asarray(im).astype(np.float64)
         # The file says its bit depth: a dark 16-bit PGM/PNG (every value <= 255) is still 16-bit.
         # Pillow stores PNM greyscale with maxval > 255 in 0..65535 (it rescales other maxvals).
-        # Only formats without a declared range (32-bit TIFF) fall back to the data.
-        declared = mode.startswith("I;16") or im.format in ("PNG", "PPM")
+        # Float samples (F: float TIFF, or a PFM file, which Pillow reads as format PPM whatever
+        # its extension) never declare a range, nor do 32-bit or signed integer TIFFs.
+        declared = mode != "F" and (mode.startswith("I;16") or im.format in ("PNG", "PPM"))
         if not declared:
-            # A float or 32-bit integer image (TIFF) does not say what white is: 0..1 floats or
-            # 12-bit data in int32 came out nearly black when the peak was guessed as 255 or 65535.
-            raise ImageReadError(f"{path or 'image'}: {mode} greyscale ({'float' if mode == 'F' else '32-bit integer'}"
-                                 " samples) has no declared value range, so lcbench cannot map it to 8 bits "
-                                 "without guessing; convert it to an 8- or 16-bit PNG first")
+            # A float or 32-bit integer image does not say what white is: 0..1 floats or 12-bit
+            # data in int32 came out nearly black when the peak was guessed as 255 or 65535.
+            raise ImageReadError(f"{path or 'image'}: {mode} greyscale ({_sample_kind(im)} samples"
+                                 f"{', a PFM file' if mode == 'F' and im.format == 'PPM' else ''}) has no declared "
+                                 "value range, so lcbench cannot map it to 8 bits without guessing; convert it to "
+                                 "an 8- or 16-bit PNG first")
         peak = 65535.0
         notes.append(f"{mode} greyscale reduced to 8 bits (round(v*255/{peak:g})) and replicated to RGB")
         grey = np.clip(np.rint(arr * 255.0 / peak), 0, 255).astype(np.uint8)

@@ -1,0 +1,66 @@
+"""load_image gives every codec and metric the stored pixels, reduced to 8 bits exactly as the
+README says, or refuses with a message naming the file: each case here was read wrong.
+
+Expected pixels come from the arrays the files are written from (tifffile, cv2 or raw bytes
+write them), never from lcbench itself.
+"""
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from lcbench.images import ImageReadError, load_image
+
+RNG = np.random.default_rng(7)
+RGB16 = RNG.integers(0, 65536, (9, 11, 3), dtype=np.uint16)
+GREY16 = RNG.integers(0, 65536, (9, 11), dtype=np.uint16)
+RGB8 = RNG.integers(0, 256, (9, 11, 3), dtype=np.uint8)
+GREY8 = RNG.integers(0, 256, (9, 11), dtype=np.uint8)
+
+
+def _to8(a: np.ndarray) -> np.ndarray:
+    """The README's reduction, round(v * 255 / 65535), in exact integer arithmetic."""
+    return ((a.astype(np.int64) * 255 * 2 + 65535) // (2 * 65535)).astype(np.uint8)
+
+
+def _rgb(a: np.ndarray) -> np.ndarray:
+    return np.repeat(a[:, :, None], 3, axis=2) if a.ndim == 2 else a
+
+
+def _png(path: Path, arr: np.ndarray, colour_type: int) -> None:
+    """A 16-bit PNG written byte by byte (Pillow cannot write 16-bit colour)."""
+    h, w = arr.shape[:2]
+    rows = b"".join(b"\0" + arr[y].astype(">u2").tobytes() for y in range(h))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def test_pfm_file_named_pgm_is_refused_not_divided_by_65535(tmp_path):
+    """Pillow reads a PFM (float) file as format PPM: it was taken as 16-bit and came out black."""
+    p = tmp_path / "pfm_as.pgm"
+    f = (GREY8 / 255.0).astype("<f4")
+    p.write_bytes(b"Pf\n11 9\n-1.0\n" + f[::-1].tobytes())
+    assert Image.open(p).mode == "F"
+    with pytest.raises(ImageReadError, match=r"pfm_as\.pgm: F greyscale \(float samples, a PFM file\) has no "
+                                             r"declared value range"):
+        load_image(p)
+
+
+@pytest.mark.parametrize("dtype, kind", [(np.int16, "signed 16-bit integer"), (np.int32, "signed 32-bit integer"),
+                                         (np.uint32, "unsigned 32-bit integer"), (np.float32, "float")])
+def test_tiffs_without_a_declared_range_are_refused_saying_what_they_hold(tmp_path, dtype, kind):
+    p = tmp_path / "x.tif"
+    tifffile.imwrite(p, GREY8.astype(dtype))
+    with pytest.raises(ImageReadError, match=rf"x\.tif: \w+ greyscale \({kind} samples\) has no declared"):
+        load_image(p)
