@@ -122,17 +122,72 @@ def _is_16bit_colour(im: Image.Image, path: Path) -> bool:
     return False
 
 
-def _read_16bit_colour(path: Path, notes: list[str]) -> np.ndarray:
-    import cv2  # reads 16-bit colour losslessly
+def _reduce16(arr: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(arr.astype(np.float64) * 255.0 / 65535.0), 0, 255).astype(np.uint8)
+
+
+def _read_16bit_colour(im: Image.Image, path: Path, notes: list[str]) -> np.ndarray:
+    if im.format == "TIFF":
+        return _read_16bit_tiff(im, path, notes)
+    import cv2  # reads 16-bit colour PNG losslessly
 
     arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
     if arr is None or arr.dtype != np.uint16 or arr.ndim != 3:
         raise ImageReadError(f"cannot read 16-bit image {path}")
     if arr.shape[2] == 4:
         notes.append("alpha channel dropped (colour channels used as stored)")
+    with open(path, "rb") as f:
+        colour_type = f.read(26)[25:26]  # IHDR: 4 is greyscale + alpha (cv2 gives it as BGRA)
+    if colour_type in (b"\x00", b"\x04"):
+        notes.append("16-bit greyscale reduced to 8 bits (round(v*255/65535)) and replicated to RGB")
+    else:
+        notes.append("16-bit RGB reduced to 8 bits (round(v*255/65535))")
+    return _reduce16(arr[:, :, 2::-1])  # BGR(A) -> RGB
+
+
+def _read_16bit_tiff(im: Image.Image, path: Path, notes: list[str]) -> np.ndarray:
+    """The stored samples of the first page, read by tifffile (a dependency of scikit-image):
+    Pillow drops the low byte of 16-bit RGB, and cv2 reads planar (PlanarConfiguration=2) data
+    as if it were interleaved and fails on TIFFs with an Orientation tag."""
+    planar = im.tag_v2.get(284, 1) == 2
+    try:
+        import tifffile
+    except ImportError as exc:
+        tifffile = None
+        why = f"tifffile is not installed ({exc})"
+    arr = None
+    if tifffile is not None:
+        try:
+            with tifffile.TiffFile(path) as tf:
+                page = tf.pages[0]
+                photometric, axes, extra = int(page.photometric), page.axes, len(page.extrasamples or ())
+                arr = page.asarray()
+        except Exception as exc:  # e.g. a compression that needs the imagecodecs package
+            why = f"tifffile: {type(exc).__name__}: {exc}"
+        else:
+            if photometric != 2 or arr.dtype != np.uint16 or axes not in ("YXS", "SYX") or \
+                    arr.shape[-1 if axes == "YXS" else 0] != 3 + extra:
+                raise ImageReadError(f"image {path}: 16-bit TIFF with photometric {photometric}, samples "
+                                     f"{arr.dtype} and axes {axes} is not 16-bit RGB(A) lcbench can read; convert "
+                                     "it to a 16-bit RGB PNG")
+            if axes == "SYX":
+                arr = np.moveaxis(arr, 0, -1)
+            if extra:
+                notes.append("alpha channel dropped (colour channels used as stored)")
+            notes.append("16-bit RGB reduced to 8 bits (round(v*255/65535))")
+            return _reduce16(arr[:, :, :3])
+    if planar:  # cv2 reads these scrambled
+        raise ImageReadError(f"cannot read 16-bit planar (PlanarConfiguration=2) TIFF {path}: {why}; "
+                             "install imagecodecs, or save it uncompressed or interleaved")
+    import cv2
+
+    arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if arr is None or arr.dtype != np.uint16 or arr.ndim != 3 or arr.shape[2] not in (3, 4):
+        raise ImageReadError(f"cannot read 16-bit TIFF {path}: {why}; OpenCV could not read it either")
+    if arr.shape[2] == 4:
+        notes.append("alpha channel dropped (colour channels used as stored)")
     notes.append("16-bit RGB reduced to 8 bits (round(v*255/65535))")
-    rgb = arr[:, :, 2::-1].astype(np.float64)  # BGR(A) -> RGB
-    return np.clip(np.rint(rgb * 255.0 / 65535.0), 0, 255).astype(np.uint8)
+    return _reduce16(arr[:, :, 2::-1])
 
 
 def _read_deep_pnm(path: Path, notes: list[str]) -> np.ndarray | None:
@@ -191,7 +246,9 @@ def load_image(path: str | Path) -> SourceImage:
             if deep is not None:
                 pixels = deep
             elif _is_16bit_colour(im, path):
-                pixels = _read_16bit_colour(path, notes)
+                pixels = _read_16bit_colour(im, path, notes)  # the stored samples, read from the file
+                if getattr(im, "n_frames", 1) > 1:
+                    notes.append(f"first frame of {im.n_frames} used")
             else:
                 pixels = _to_rgb8(im, notes, path)
     except ImageReadError:

@@ -46,6 +46,23 @@ def _png(path: Path, arr: np.ndarray, colour_type: int) -> None:
                      + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
 
 
+def test_planar_16bit_rgb_tiff_is_read_as_its_pixels(tmp_path):
+    """PlanarConfiguration=2 (RRR..GGG..BBB): cv2 read it as interleaved, scrambled."""
+    p = tmp_path / "planar16.tif"
+    tifffile.imwrite(p, np.moveaxis(RGB16, 2, 0), photometric="rgb", planarconfig="separate")
+    src = load_image(p)
+    np.testing.assert_array_equal(src.pixels, _to8(RGB16))
+    assert src.notes == ["16-bit RGB reduced to 8 bits (round(v*255/65535))"]
+    # interleaved, several strips, deflate: the same pixels as before this change (cv2 read them right)
+    q = tmp_path / "chunky16.tif"
+    tifffile.imwrite(q, RGB16, photometric="rgb", rowsperstrip=2, compression="zlib")
+    np.testing.assert_array_equal(load_image(q).pixels, _to8(RGB16))
+    # LZW needs imagecodecs in tifffile: read by cv2 then
+    r = tmp_path / "lzw16.tif"
+    assert cv2.imwrite(str(r), np.ascontiguousarray(RGB16[:, :, ::-1]), [cv2.IMWRITE_TIFF_COMPRESSION, 5])
+    np.testing.assert_array_equal(load_image(r).pixels, _to8(RGB16))
+
+
 def test_pfm_file_named_pgm_is_refused_not_divided_by_65535(tmp_path):
     """Pillow reads a PFM (float) file as format PPM: it was taken as 16-bit and came out black."""
     p = tmp_path / "pfm_as.pgm"
@@ -55,6 +72,29 @@ def test_pfm_file_named_pgm_is_refused_not_divided_by_65535(tmp_path):
     with pytest.raises(ImageReadError, match=r"pfm_as\.pgm: F greyscale \(float samples, a PFM file\) has no "
                                              r"declared value range"):
         load_image(p)
+
+
+def test_16bit_grey_alpha_png_is_noted_as_greyscale(tmp_path):
+    p = tmp_path / "la16.png"
+    la = np.stack([GREY16, RGB16[:, :, 0]], -1)
+    _png(p, la, 4)
+    src = load_image(p)
+    np.testing.assert_array_equal(src.pixels, _rgb(_to8(GREY16)))
+    assert src.notes == ["alpha channel dropped (colour channels used as stored)",
+                         "16-bit greyscale reduced to 8 bits (round(v*255/65535)) and replicated to RGB"]
+    q = tmp_path / "rgb16.png"
+    _png(q, RGB16, 2)
+    src = load_image(q)
+    np.testing.assert_array_equal(src.pixels, _to8(RGB16))
+    assert src.notes == ["16-bit RGB reduced to 8 bits (round(v*255/65535))"]
+
+
+def test_multipage_16bit_tiff_uses_and_notes_the_first_page(tmp_path):
+    p = tmp_path / "pages.tif"
+    tifffile.imwrite(p, np.stack([RGB16, RGB16[::-1]]), photometric="rgb")
+    src = load_image(p)
+    np.testing.assert_array_equal(src.pixels, _to8(RGB16))
+    assert "first frame of 2 used" in src.notes
 
 
 @pytest.mark.parametrize("dtype, kind", [(np.int16, "signed 16-bit integer"), (np.int32, "signed 32-bit integer"),
