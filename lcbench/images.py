@@ -1,7 +1,8 @@
 """Reading source images into the one form every codec and metric sees: HxWx3 uint8 RGB.
 
 Policy, applied the same way for every codec:
-- stored pixels only: EXIF orientation is ignored (benchmarks compare stored pixels);
+- stored pixels only: EXIF orientation is ignored (benchmarks compare stored pixels), also for
+  TIFF, where Pillow 13 applies the Orientation tag while loading (undone here), and noted;
 - greyscale (L, I;16 ...) is replicated to three identical channels;
 - palette (P) is expanded to RGB;
 - alpha (RGBA, LA, PA) is dropped: the colour channels are used as stored, not composited,
@@ -235,22 +236,67 @@ def _read_deep_pnm(path: Path, notes: list[str]) -> np.ndarray | None:
     return np.repeat(pixels, 3, axis=2) if channels == 1 else pixels
 
 
+# Pillow's Image.transpose method for each EXIF orientation (what ImageOps.exif_transpose does),
+# undone on the decoded array: stored rows and columns back.
+_UNDO_ORIENTATION = {
+    2: lambda a: a[:, ::-1],  # FLIP_LEFT_RIGHT
+    3: lambda a: a[::-1, ::-1],  # ROTATE_180
+    4: lambda a: a[::-1],  # FLIP_TOP_BOTTOM
+    5: lambda a: a.swapaxes(0, 1),  # TRANSPOSE
+    6: lambda a: np.rot90(a, 1),  # ROTATE_270 undone
+    7: lambda a: a[::-1, ::-1].swapaxes(0, 1),  # TRANSVERSE
+    8: lambda a: np.rot90(a, -1),  # ROTATE_90 undone
+}
+
+
+def _orientation(im: Image.Image) -> int | None:
+    """The Orientation tag (EXIF, or the TIFF tag), read before loading."""
+    try:
+        value = im.tag_v2.get(274) if im.format == "TIFF" else im.getexif().get(274)
+    except Exception:  # unreadable EXIF: nothing to ignore
+        return None
+    if isinstance(value, tuple):
+        value = value[0] if value else None
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _decode(im: Image.Image, path: Path, notes: list[str], orientation: int | None) -> np.ndarray:
+    im.load()  # forces a full decode: truncated files fail here, not later
+    deep = _read_deep_pnm(path, notes) if im.format == "PPM" else None
+    if deep is not None:
+        return deep
+    if _is_16bit_colour(im, path):
+        pixels = _read_16bit_colour(im, path, notes)  # the stored samples, read from the file
+        if getattr(im, "n_frames", 1) > 1:
+            notes.append(f"first frame of {im.n_frames} used")
+        return pixels
+    pixels = _to_rgb8(im, notes, path)
+    if im.format == "TIFF" and orientation in _UNDO_ORIENTATION and 274 not in im.tag_v2:
+        pixels = _UNDO_ORIENTATION[orientation](pixels)  # Pillow rotated it while loading
+    return pixels
+
+
 def load_image(path: str | Path) -> SourceImage:
     """Read ``path`` as HxWx3 uint8 RGB under the policy above; ImageReadError names the file."""
     path = Path(path)
     notes: list[str] = []
     try:
         with Image.open(path) as im:
-            im.load()  # forces a full decode: truncated files fail here, not later
-            deep = _read_deep_pnm(path, notes) if im.format == "PPM" else None
-            if deep is not None:
-                pixels = deep
-            elif _is_16bit_colour(im, path):
-                pixels = _read_16bit_colour(im, path, notes)  # the stored samples, read from the file
-                if getattr(im, "n_frames", 1) > 1:
-                    notes.append(f"first frame of {im.n_frames} used")
-            else:
-                pixels = _to_rgb8(im, notes, path)
+            orientation = _orientation(im)  # before load(): Pillow 13 applies (and drops) a TIFF's
+            if im.format != "TIFF" or orientation in (None, 1):
+                pixels = _decode(im, path, notes, orientation)
+        if im.format == "TIFF" and orientation not in (None, 1):
+            # Pillow 13 rotates a TIFF while loading it, and for a file opened by name it maps
+            # single-band data (L, I;16) with the rotated size: scrambled pixels. Opened from a
+            # file object it decodes them correctly, and the rotation is undone on the array.
+            with open(path, "rb") as f, Image.open(f) as im:
+                pixels = _decode(im, path, notes, orientation)
+        if orientation is not None and orientation != 1:
+            notes.append(f"{'TIFF' if im.format == 'TIFF' else 'EXIF'} orientation {orientation} ignored "
+                         "(stored pixels compared)")
     except ImageReadError:
         raise
     except Exception as exc:

@@ -74,6 +74,47 @@ def test_pfm_file_named_pgm_is_refused_not_divided_by_65535(tmp_path):
         load_image(p)
 
 
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_tiff_orientation_is_ignored_and_noted(tmp_path, orientation):
+    """Pillow 13 applies a TIFF's Orientation while loading (and scrambles single-band images
+    doing it); the README says stored pixels are compared, as for every other format."""
+    tag = [(274, "H", 1, orientation, True)]
+    cases = {
+        "rgb8.tif": (RGB8, dict(photometric="rgb"), RGB8),
+        "grey8.tif": (GREY8, {}, _rgb(GREY8)),
+        "grey16.tif": (GREY16, {}, _rgb(_to8(GREY16))),
+        "rgb16.tif": (RGB16, dict(photometric="rgb"), _to8(RGB16)),
+        "planar16.tif": (np.moveaxis(RGB16, 2, 0), dict(photometric="rgb", planarconfig="separate"), _to8(RGB16)),
+    }
+    for name, (data, kw, expected) in cases.items():
+        tifffile.imwrite(tmp_path / name, data, extratags=tag, **kw)
+        src = load_image(tmp_path / name)
+        np.testing.assert_array_equal(src.pixels, expected, err_msg=name)
+        noted = f"TIFF orientation {orientation} ignored (stored pixels compared)"
+        assert (noted in src.notes) == (orientation != 1), (name, src.notes)
+    # written by Pillow, LZW-compressed (Pillow's libtiff path)
+    Image.fromarray(RGB8).save(tmp_path / "lzw.tif", compression="tiff_lzw", tiffinfo={274: orientation})
+    Image.fromarray(GREY8).save(tmp_path / "lzwgrey.tif", compression="tiff_lzw", tiffinfo={274: orientation})
+    np.testing.assert_array_equal(load_image(tmp_path / "lzw.tif").pixels, RGB8)
+    np.testing.assert_array_equal(load_image(tmp_path / "lzwgrey.tif").pixels, _rgb(GREY8))
+
+
+@pytest.mark.parametrize("ext", ["jpg", "png", "webp"])
+def test_exif_orientation_is_noted(tmp_path, ext):
+    p = tmp_path / f"photo.{ext}"
+    exif = Image.Exif()
+    exif[274] = 6
+    Image.fromarray(RGB8).save(p, exif=exif, **({"lossless": True} if ext == "webp" else {}))
+    src = load_image(p)
+    assert "EXIF orientation 6 ignored (stored pixels compared)" in src.notes
+    assert src.pixels.shape == RGB8.shape  # stored, not rotated
+    if ext != "jpg":
+        np.testing.assert_array_equal(src.pixels, RGB8)
+    exif[274] = 1
+    Image.fromarray(RGB8).save(p, exif=exif, **({"lossless": True} if ext == "webp" else {}))
+    assert not any("orientation" in n for n in load_image(p).notes)
+
+
 def test_16bit_grey_alpha_png_is_noted_as_greyscale(tmp_path):
     p = tmp_path / "la16.png"
     la = np.stack([GREY16, RGB16[:, :, 0]], -1)
