@@ -13,6 +13,7 @@ Policy, applied the same way for every codec:
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -263,6 +264,17 @@ def _orientation(im: Image.Image) -> int | None:
         return None
 
 
+def _too_large(path: Path, exc: Exception) -> ImageReadError:
+    import re
+
+    m = re.search(r"\((\d+) pixels\)", str(exc))
+    size = f"{int(m.group(1)):,} pixels" if m else "too many pixels"
+    limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+    return ImageReadError(f"image {path}: {size}, more than lcbench reads ({limit:,} pixels, Pillow's guard against "
+                          "decompression bombs; each job holds several float64 copies of the image for the "
+                          "metrics); crop or tile it into smaller images")
+
+
 def _decode(im: Image.Image, path: Path, notes: list[str], orientation: int | None) -> np.ndarray:
     im.load()  # forces a full decode: truncated files fail here, not later
     deep = _read_deep_pnm(path, notes) if im.format == "PPM" else None
@@ -283,6 +295,8 @@ def load_image(path: str | Path) -> SourceImage:
     """Read ``path`` as HxWx3 uint8 RGB under the policy above; ImageReadError names the file."""
     path = Path(path)
     notes: list[str] = []
+    if path.is_symlink() and not path.exists():
+        raise ImageReadError(f"image {path} is a broken symbolic link: {os.readlink(path)!r} does not exist")
     try:
         with Image.open(path) as im:
             orientation = _orientation(im)  # before load(): Pillow 13 applies (and drops) a TIFF's
@@ -299,6 +313,8 @@ def load_image(path: str | Path) -> SourceImage:
                          "(stored pixels compared)")
     except ImageReadError:
         raise
+    except Image.DecompressionBombError as exc:
+        raise _too_large(path, exc) from exc
     except Exception as exc:
         raise ImageReadError(f"cannot read image {path}: {type(exc).__name__}: {exc}") from exc
     if pixels.shape[0] == 0 or pixels.shape[1] == 0:

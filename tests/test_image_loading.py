@@ -145,3 +145,14 @@ def test_tiffs_without_a_declared_range_are_refused_saying_what_they_hold(tmp_pa
     tifffile.imwrite(p, GREY8.astype(dtype))
     with pytest.raises(ImageReadError, match=rf"x\.tif: \w+ greyscale \({kind} samples\) has no declared"):
         load_image(p)
+
+
+def test_broken_link_and_too_large_image_say_so(tmp_path, monkeypatch):
+    (tmp_path / "broken.png").symlink_to("nothere.png")
+    with pytest.raises(ImageReadError, match=r"broken\.png is a broken symbolic link: 'nothere\.png' does not exist"):
+        load_image(tmp_path / "broken.png")
+    Image.fromarray(RGB8).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 40)  # errors above 80 pixels; the image has 99
+    with pytest.raises(ImageReadError, match=r"big\.png: 99 pixels, more than lcbench reads \(80 pixels.*crop or tile it"):
+        load_image(tmp_path / "big.png")
+    assert "decompression bomb DOS" not in str(pytest.raises(ImageReadError, load_image, tmp_path / "big.png").value)
