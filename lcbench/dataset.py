@@ -34,8 +34,10 @@ class Dataset:
     root: Path
     images: list[ImageRef] = field(default_factory=list)
     # files under a folder dataset's root that are not benchmarked (other extensions, lcbench
-    # run directories): reported to the user, never skipped silently
+    # run directories, hidden files and folders, second links to a listed file or folder):
+    # reported to the user, never skipped silently
     ignored: list[Path] = field(default_factory=list)
+    ignored_reasons: dict[Path, str] = field(default_factory=dict)  # why each of ``ignored`` is
 
     def __len__(self) -> int:
         return len(self.images)
@@ -60,34 +62,75 @@ def is_run_directory(path: Path) -> bool:
     return (path / "run.json").is_file() and (path / "records").is_dir()
 
 
-def _walk(root: Path) -> tuple[list[Path], list[Path]]:
-    """(image files, other files and skipped run directories) under root, following symlinked
-    folders once; hidden files and folders are not listed at all."""
+def _walk(root: Path) -> tuple[list[Path], dict[Path, str]]:
+    """(image files, {file or folder not benchmarked: why}) under root, following symlinked
+    folders once. A link to a file or folder that is also under root by its own path is not
+    listed twice: the real path is kept (so ids do not depend on which name sorts first) and the
+    link is ignored. Hidden files and folders are ignored, and said so."""
     images: list[Path] = []
-    ignored: list[Path] = []
-    seen: set[str] = set()
+    ignored: dict[Path, str] = {}
+    root_real = os.path.realpath(root)
+
+    def shown(path: str | Path) -> str:  # relative to root where it is under root
+        for base in (root, root_real):
+            try:
+                return Path(path).relative_to(base).as_posix()
+            except ValueError:
+                pass
+        return str(path)
+
+    # folders under root by their own path (no link followed but root itself)
+    real_dirs: set[str] = set()
+    for dirpath, dirnames, _ in os.walk(root):
+        real_dirs.add(os.path.realpath(dirpath))
+        dirnames[:] = [d for d in dirnames if not d.startswith(".") and not is_run_directory(Path(dirpath) / d)]
+    visited: dict[str, Path] = {}
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         here = Path(dirpath)
         real = os.path.realpath(here)
-        if real in seen:  # a symlink loop or a second link to a folder already listed
+        if real in visited:  # a symlink loop, or two links to one folder outside root
+            ignored[here] = f"symbolic link to a folder already listed as {shown(visited[real])}"
             dirnames[:] = []
             continue
-        seen.add(real)
+        visited[real] = here
         keep = []
         for d in sorted(dirnames):
+            p = here / d
             if d.startswith("."):
-                continue
-            if is_run_directory(here / d):
-                ignored.append(here / d)
+                ignored[p] = "hidden folder"
+            elif is_run_directory(p):
+                ignored[p] = "lcbench run directory"
+            elif p.is_symlink() and os.path.realpath(p) in real_dirs:
+                ignored[p] = (f"symbolic link to the folder {shown(os.path.realpath(p))}, whose images are "
+                              "listed under their own path")
             else:
                 keep.append(d)
         dirnames[:] = keep
-        for f in filenames:
-            if f.startswith("."):
-                continue
+        for f in sorted(filenames):
             p = here / f
-            (images if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() else ignored).append(p)
-    return sorted(images), sorted(ignored)
+            broken = p.is_symlink() and not p.exists()
+            if f.startswith("."):
+                ignored[p] = "hidden file"
+            elif p.suffix.lower() not in IMAGE_EXTENSIONS:
+                ignored[p] = "broken symbolic link" if broken else "not an image type lcbench reads"
+            elif broken or p.is_file():  # a broken link is an unreadable image: its jobs fail, naming it
+                images.append(p)
+            else:
+                ignored[p] = "not a regular file"
+    # a file linked under a second name: keep the name with no link in it (else the first)
+    by_target: dict[str, list[Path]] = {}
+    for p in images:
+        if p.exists():
+            by_target.setdefault(os.path.realpath(p), []).append(p)
+    for target, paths in by_target.items():
+        if len(paths) > 1:
+            direct = [p for p in paths if os.path.join(root_real, os.path.relpath(p, root)) == target]
+            kept = (direct or sorted(paths))[0]
+            for p in paths:
+                if p != kept:
+                    ignored[p] = f"symbolic link to {shown(kept)}, which is benchmarked under that name"
+    images = [p for p in images if p not in ignored]
+    return sorted(images), dict(sorted(ignored.items()))
 
 
 def folder_dataset(root: Path, name: str | None = None) -> Dataset:
@@ -111,7 +154,7 @@ def folder_dataset(root: Path, name: str | None = None) -> Dataset:
     # the folder's own name, as given (a symlinked folder keeps its link's name); '.' and '..'
     # have none, so those take the name of the folder they stand for
     own = root.name if root.name not in ("", ".", "..") else root.resolve().name
-    return Dataset(name or own, root, images, ignored)
+    return Dataset(name or own, root, images, list(ignored), ignored)
 
 
 def _image_id(rel: Path) -> str:
@@ -197,4 +240,4 @@ def select_images(dataset: Dataset, *, max_images: int | None = None, pattern: s
         if max_images < 1:
             raise DatasetError(f"--max-images must be >= 1, got {max_images}")
         images = images[:max_images]
-    return Dataset(dataset.name, dataset.root, list(images), dataset.ignored)
+    return Dataset(dataset.name, dataset.root, list(images), dataset.ignored, dataset.ignored_reasons)

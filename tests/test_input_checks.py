@@ -59,11 +59,17 @@ def test_other_files_and_run_directories_are_listed_not_benchmarked(tmp_path, ca
     capsys.readouterr()
     ds = folder_dataset(data)
     assert [im.id for im in ds.images] == ["a", "anim"]
-    assert sorted(p.name for p in ds.ignored) == ["README.txt", "c.jxl", "run"]
+    # a hidden file is listed too (it was dropped without a word), each with its reason
+    assert sorted(p.name for p in ds.ignored) == [".hidden.png", "README.txt", "c.jxl", "run"]
+    assert {p.name: r for p, r in ds.ignored_reasons.items()} == {
+        ".hidden.png": "hidden file", "README.txt": "not an image type lcbench reads",
+        "c.jxl": "not an image type lcbench reads", "run": "lcbench run directory"}
     assert main(["run", "--codecs", "png", "--dataset", str(data), "--out", str(data / "run"), "--jobs", "1",
                  "--no-progress"]) == 0
     err = capsys.readouterr().err
-    assert "3 file(s)/run folder(s)" in err and "c.jxl" in err and "README.txt" in err
+    assert "4 file(s)/run folder(s)" in err and "c.jxl" in err and "README.txt" in err and ".hidden.png" in err
+    meta = json.loads((data / "run" / "run.json").read_text())
+    assert meta["dataset"]["ignored_files"] == [".hidden.png", "README.txt", "c.jxl", "run"]
     df = pd.read_csv(data / "run" / "results.csv", keep_default_na=False).set_index("image")
     assert list(df.index) == ["a", "anim"]
     assert "first frame of 2" in df.loc["anim", "notes"]
@@ -90,6 +96,45 @@ def test_symlinked_subfolder_is_followed(tmp_path):
     os.symlink(real, data / "linked")
     os.symlink(data, data / "loop")  # a loop must not recurse forever
     assert [im.id for im in folder_dataset(data).images] == ["a", "linked/x"]
+
+
+def test_a_link_to_a_folder_or_file_in_the_dataset_keeps_the_real_path(tmp_path):
+    """real/r.png and alink -> real: only alink/r was benchmarked (it sorts first), real/r was
+    nowhere; the real path is kept and the link is listed with its reason."""
+    data = tmp_path / "data"
+    _save(data / "real" / "r.png", photo("coffee", (40, 40)))
+    _save(data / "z.png", photo("astronaut", (40, 40)))
+    os.symlink("real", data / "alink")
+    os.symlink("z.png", data / "a_z.png")
+    ds = folder_dataset(data)
+    assert [im.id for im in ds.images] == ["real/r", "z"]
+    assert ds.ignored_reasons == {
+        data / "a_z.png": "symbolic link to z.png, which is benchmarked under that name",
+        data / "alink": "symbolic link to the folder real, whose images are listed under their own path"}
+    assert ds.ignored == [data / "a_z.png", data / "alink"]
+
+
+def test_hidden_folder_is_listed_as_ignored(tmp_path):
+    _save(tmp_path / "a.png", photo("coffee", (40, 40)))
+    _save(tmp_path / ".dotdir" / "b.png", photo("astronaut", (40, 40)))
+    ds = folder_dataset(tmp_path)
+    assert [im.id for im in ds.images] == ["a"]
+    assert ds.ignored_reasons == {tmp_path / ".dotdir": "hidden folder"}
+
+
+def test_broken_link_is_a_failed_image_named_as_a_broken_link(tmp_path, capsys):
+    data = tmp_path / "data"
+    _save(data / "a.png", photo("coffee", (40, 40)))
+    os.symlink("nothere.png", data / "broken.png")
+    os.symlink("nothere.txt", data / "broken.txt")
+    ds = folder_dataset(data)
+    assert [im.id for im in ds.images] == ["a", "broken"]
+    assert ds.ignored_reasons == {data / "broken.txt": "broken symbolic link"}
+    assert main(["run", "--codecs", "png", "--dataset", str(data), "--out", str(tmp_path / "run"), "--jobs", "1",
+                 "--no-progress"]) == 1
+    assert "broken.png is a broken symbolic link: 'nothere.png' does not exist" in capsys.readouterr().err
+    df = pd.read_csv(tmp_path / "run" / "results.csv", keep_default_na=False).set_index("image")
+    assert df.loc["a", "error"] == "" and "broken symbolic link" in df.loc["broken", "error"]
 
 
 def test_empty_dataset_argument_and_run_directory_as_dataset(tmp_path, image_folder):
