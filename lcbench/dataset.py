@@ -133,6 +133,16 @@ def _walk(root: Path) -> tuple[list[Path], dict[Path, str]]:
     return sorted(images), dict(sorted(ignored.items()))
 
 
+def _utf8(text: str) -> bool:
+    """False for a name that is not valid UTF-8 (undecodable bytes come as surrogates): it
+    cannot be written to results.csv, and the run failed there after every job had run."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def folder_dataset(root: Path, name: str | None = None) -> Dataset:
     """Every image file under ``root`` (recursive, symlinked folders followed), sorted by
     relative path; ids are those paths without extension, and must be unique."""
@@ -140,6 +150,12 @@ def folder_dataset(root: Path, name: str | None = None) -> Dataset:
     if is_run_directory(root):
         raise DatasetError(f"--dataset {root} is an lcbench run directory (results, not source images)")
     files, ignored = _walk(root)
+    bad = [repr(os.fsencode(p.relative_to(root).as_posix())) for p in files
+           if not _utf8(p.relative_to(root).as_posix())]
+    if bad:
+        raise DatasetError(f"dataset {root}: {len(bad)} image file name(s) are not valid UTF-8 ({', '.join(bad[:5])}"
+                           f"{', ...' if len(bad) > 5 else ''}); an image's name is its id in results.csv, so "
+                           "rename it (in UTF-8)")
     images = [ImageRef(_image_id(p.relative_to(root)), p) for p in files]
     if not images:
         raise DatasetError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {root}")
@@ -154,6 +170,9 @@ def folder_dataset(root: Path, name: str | None = None) -> Dataset:
     # the folder's own name, as given (a symlinked folder keeps its link's name); '.' and '..'
     # have none, so those take the name of the folder they stand for
     own = root.name if root.name not in ("", ".", "..") else root.resolve().name
+    if name is None and not _utf8(own):
+        raise DatasetError(f"dataset folder {root}: its name {os.fsencode(own)!r} is not valid UTF-8; it is the "
+                           "dataset's name in results.csv, so rename it (in UTF-8)")
     return Dataset(name or own, root, images, list(ignored), ignored)
 
 

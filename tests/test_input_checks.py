@@ -137,6 +137,24 @@ def test_broken_link_is_a_failed_image_named_as_a_broken_link(tmp_path, capsys):
     assert df.loc["a", "error"] == "" and "broken symbolic link" in df.loc["broken", "error"]
 
 
+def test_image_name_that_is_not_utf8_is_refused_before_anything_runs(tmp_path, capsys):
+    """caf\xe9.png ran every job, then the run died writing results.csv, and every rerun too."""
+    data = tmp_path / "data"
+    _save(data / "a.png", photo("coffee", (40, 40)))
+    bad = os.fsdecode(b"caf\xe9.png")
+    try:
+        (data / bad).write_bytes((data / "a.png").read_bytes())
+    except (UnicodeEncodeError, OSError):
+        pytest.skip("this file system does not take non-UTF-8 names")
+    with pytest.raises(DatasetError, match=r"not valid UTF-8 \(b'caf\\xe9\.png'\).*rename it"):
+        folder_dataset(data)
+    out = tmp_path / "run"
+    assert main(["run", "--codecs", "png", "--dataset", str(data), "--out", str(out), "--jobs", "1",
+                 "--no-progress"]) == 2
+    assert "b'caf\\xe9.png'" in capsys.readouterr().err
+    assert not (out / "records").exists()
+
+
 def test_empty_dataset_argument_and_run_directory_as_dataset(tmp_path, image_folder):
     with pytest.raises(DatasetError, match="empty"):
         resolve_dataset("")
