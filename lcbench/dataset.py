@@ -194,6 +194,9 @@ def resolve_dataset(name_or_path: str, *, download: bool = True) -> Dataset:
                                f"run from another directory for the named set")
         checked = _checked_named_copy(path)
         return checked if checked is not None else folder_dataset(path)
+    if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
+        raise DatasetError(f"--dataset {name_or_path}: is an image file, not a folder; give the folder that holds "
+                           f"it (--dataset {path.parent}, with --images {path.name} for this image alone)")
     if name_or_path == "sample":
         return sample_dataset()
     try:

@@ -155,6 +155,13 @@ def test_image_name_that_is_not_utf8_is_refused_before_anything_runs(tmp_path, c
     assert not (out / "records").exists()
 
 
+def test_an_image_file_as_dataset_names_its_folder(tmp_path):
+    _save(tmp_path / "sub" / "x.png", photo("coffee", (40, 40)))
+    with pytest.raises(DatasetError, match=rf"is an image file, not a folder; give the folder that holds it "
+                                           rf"\(--dataset {tmp_path / 'sub'}, with --images x\.png"):
+        resolve_dataset(str(tmp_path / "sub" / "x.png"))
+
+
 def test_empty_dataset_argument_and_run_directory_as_dataset(tmp_path, image_folder):
     with pytest.raises(DatasetError, match="empty"):
         resolve_dataset("")
