@@ -7,10 +7,12 @@ the records, so it can never disagree with them.
 """
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
 import socket
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -66,13 +68,27 @@ class RecordWriter:
         # WRITTEN_NS orders records across shards: shard names (host-pid-id) sort in no time order
         stamped = {**record, WRITTEN_NS: time.time_ns()}
         line = json.dumps({k: _jsonable(v) for k, v in stamped.items()}, separators=(",", ":")) + "\n"
-        os.write(self._fd, line.encode())
+        data = memoryview(line.encode())
+        try:
+            while data:  # os.write may write less than asked (a filling disk) without an error
+                n = os.write(self._fd, data)
+                if n <= 0:
+                    raise OSError(errno.ENOSPC, "no bytes written")
+                data = data[n:]
+        except OSError as exc:
+            # a part of a line stays in the shard: a later record appended to it would be lost with
+            # it, so this writer takes no more (the run stops; finished records are kept)
+            self.close()
+            raise OSError(exc.errno, f"cannot store a finished job's record in {self.path} "
+                                     f"({exc.strerror or exc}); free space and run again to resume") from exc
 
     def close(self) -> None:
         if self._fd >= 0:
-            os.fsync(self._fd)
-            os.close(self._fd)
-            self._fd = -1
+            fd, self._fd = self._fd, -1
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
 
 _writers: dict[Path, RecordWriter] = {}
@@ -93,6 +109,9 @@ def close_writers() -> None:
     _writers.clear()
 
 
+_warned_damage: set[tuple[str, int]] = set()
+
+
 def read_records(run_dir: Path) -> list[dict[str, Any]]:
     """Every complete record in the run directory, in shard then line order."""
     out: list[dict[str, Any]] = []
@@ -100,15 +119,26 @@ def read_records(run_dir: Path) -> list[dict[str, Any]]:
     if not records.is_dir():
         return out
     for shard in sorted(records.glob("*.jsonl")):
+        bad: list[int] = []
         with open(shard, "rb") as f:
-            for raw in f:
+            for number, raw in enumerate(f, 1):
                 if not raw.endswith(b"\n"):
                     continue  # torn write of a killed process: that job is simply not done
                 try:
                     rec = json.loads(raw)
-                except json.JSONDecodeError:
+                except ValueError:  # not JSON, or not UTF-8
+                    rec = None
+                if not isinstance(rec, dict):
+                    bad.append(number)
                     continue
                 out.append({k: _from_json(v) for k, v in rec.items()})
+        if bad and (str(shard), len(bad)) not in _warned_damage:  # once per process, not per read
+            _warned_damage.add((str(shard), len(bad)))
+            # only a torn last line is normal (a killed run); anything else is damage: its jobs
+            # run again, and the user hears which file is damaged
+            shown = ", ".join(map(str, bad[:10])) + (" ..." if len(bad) > 10 else "")
+            print(f"lcbench: warning: {shard}: {len(bad)} damaged line(s) (line {shown}) are not job records; "
+                  f"ignored, so their jobs run again", file=sys.stderr, flush=True)
     return out
 
 

@@ -95,6 +95,45 @@ def test_killed_run_resumes_without_repeating(tmp_path):
     assert len(df) == total and df.groupby(["codec", "quality"]).size().eq(8).all()
 
 
+@pytest.mark.parametrize("damage", [b"xx{garbage\n", b"[1, 2, 3]\n", b"\xff\xfe\n"])
+def test_damaged_record_lines_are_named_and_their_jobs_rerun(image_folder, tmp_path, capsys, damage):
+    """A garbage line in the middle of a shard was skipped without a word, a JSON line that is not an
+    object was a traceback, and a line that is not UTF-8 an error that named no file."""
+    out = tmp_path / "run"
+    args = ["run", "--codecs", "jpeg", "-q", "30,70", "--dataset", str(image_folder), "--out", str(out), "--jobs", "1",
+            "--no-progress", "--no-cache"]
+    assert main(args) == 0
+    first = pd.read_csv(out / "results.csv").sort_values(["quality", "image"]).reset_index(drop=True)
+    (shard,) = (out / "records").glob("*.jsonl")
+    lines = shard.read_bytes().splitlines(keepends=True)
+    shard.write_bytes(lines[0] + damage + b"".join(lines[2:]))  # the second record is damaged
+    capsys.readouterr()
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert f"lcbench: warning: {shard}: 1 damaged line(s) (line 2) are not job records; ignored, so their jobs " \
+           "run again" in captured.err
+    assert f"{len(first) - 1} reused" in captured.out
+    again = pd.read_csv(out / "results.csv").sort_values(["quality", "image"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(first[["codec", "quality", "image", "bytes", "psnr_rgb"]],
+                                  again[["codec", "quality", "image", "bytes", "psnr_rgb"]])
+
+
+def test_a_short_record_write_stops_the_writer_and_names_the_file(tmp_path, monkeypatch):
+    """os.write's return value was not checked: on a filling disk a record could end half written,
+    and the next one appended to it (both lost, silently)."""
+    from lcbench import store
+
+    w = store.RecordWriter(tmp_path)
+    w.append({"key": "a", "codec": "jpeg"})
+    real = os.write
+    monkeypatch.setattr(store.os, "write", lambda fd, data: real(fd, bytes(data[:5])) and 0)
+    with pytest.raises(OSError, match=rf"cannot store a finished job's record in {w.path} .*free space and run again"):
+        w.append({"key": "b", "codec": "jpeg"})
+    monkeypatch.setattr(store.os, "write", real)
+    assert w._fd < 0  # takes no more records
+    assert [r["key"] for r in read_records(tmp_path)] == ["a"]
+
+
 def test_corrupt_file_is_reported_and_others_run(image_folder, tmp_path, capsys):
     (image_folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 100)
     out = tmp_path / "run"
