@@ -192,6 +192,17 @@ def _previous_metadata(meta_path: Path) -> dict[str, Any] | None:
         raise ValueError(f"{meta_path} is not valid JSON ({exc}): fix or remove it, or use another --out") from exc
     if not isinstance(meta, dict):
         raise ValueError(f"{meta_path} is not an lcbench run.json (not a JSON object): use another --out")
+    # the fields a run carries over; a wrong type was a traceback when the run extended them
+    for key, kind, what in (("codecs", dict, "an object"), ("invocations", list, "a list"),
+                            ("dataset", dict, "an object")):
+        if key in meta and not isinstance(meta[key], kind):
+            raise ValueError(f"{meta_path}: \"{key}\" must be {what}, got {type(meta[key]).__name__}: fix or remove "
+                             f"the file (results in records/ are kept), or use another --out")
+    if isinstance(meta.get("codecs"), dict):
+        odd = [k for k, v in meta["codecs"].items() if not isinstance(v, dict)]
+        if odd:
+            raise ValueError(f"{meta_path}: \"codecs\" entries must be objects; {odd[0]!r} is not: fix or remove the "
+                             "file (results in records/ are kept), or use another --out")
     return meta
 
 

@@ -118,6 +118,18 @@ def test_damaged_record_lines_are_named_and_their_jobs_rerun(image_folder, tmp_p
                                   again[["codec", "quality", "image", "bytes", "psnr_rgb"]])
 
 
+@pytest.mark.parametrize("meta, words", [({"codecs": [1, 2]}, '"codecs" must be an object, got list'),
+                                         ({"invocations": 5}, '"invocations" must be a list, got int'),
+                                         ({"codecs": {"jpeg": 3}}, "\"codecs\" entries must be objects; 'jpeg' is not")])
+def test_run_json_with_wrong_types_is_named_not_a_traceback(image_folder, tmp_path, capsys, meta, words):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "run.json").write_text(json.dumps(meta))
+    assert main(["run", "--codecs", "jpeg", "-q", "50", "--dataset", str(image_folder), "--out", str(out),
+                 "--no-progress"]) == 2
+    assert f"{out / 'run.json'}: {words}" in capsys.readouterr().err
+
+
 def test_a_short_record_write_stops_the_writer_and_names_the_file(tmp_path, monkeypatch):
     """os.write's return value was not checked: on a filling disk a record could end half written,
     and the next one appended to it (both lost, silently)."""
