@@ -24,3 +24,27 @@ def test_command_help(command, capsys):
         main([command, "--help"])
     assert exc.value.code == 0
     assert f"usage: lcbench {command}" in capsys.readouterr().out
+
+
+def test_an_uncaught_exception_exits_3_not_1(monkeypatch, capsys):
+    """A bug exited 1, the code of failed jobs and regressions: CI could not tell a crash from a verdict."""
+    import lcbench.cli.codecs as codecs_cmd
+
+    def broken(args):
+        raise AttributeError("'NoneType' object has no attribute 'x'")
+
+    monkeypatch.setattr(codecs_cmd, "run", broken)
+    assert main(["codecs"]) == 3
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "lcbench codecs: internal error (AttributeError: " in err
+
+
+def test_train_on_a_device_that_is_not_there_is_bad_input(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    for model in ("importance_map", "comcnn", "autoencoder"):
+        assert main(["train", model, "--data", str(tmp_path), "--out", str(tmp_path / "m.pt"), "--device", "cuda"]) == 2
+        err = capsys.readouterr().err
+        assert "--device cuda: no CUDA GPU is available here" in err and "Traceback" not in err

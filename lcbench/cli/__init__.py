@@ -14,6 +14,7 @@ import sys
 from typing import Sequence
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_INTERNAL_ERROR = 3  # an uncaught exception: a bug, told apart from failed jobs (1) and bad input (2)
 
 
 def _command_modules() -> list:
@@ -61,6 +62,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, KeyError, FileNotFoundError, ImportError, RuntimeError, OSError) as exc:
         print(f"lcbench {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except Exception as exc:  # noqa: BLE001 - a bug, not a verdict: CI must not read it as "jobs failed"
+        import traceback
+
+        traceback.print_exc()
+        print(f"lcbench {args.command}: internal error ({type(exc).__name__}: {exc}); this is a bug in lcbench or a "
+              f"plugin, please report it with the traceback above. Finished jobs are saved.", file=sys.stderr)
+        return EXIT_INTERNAL_ERROR
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

@@ -141,6 +141,9 @@ def check_values(args: argparse.Namespace) -> None:
         from lcbench.learned.train import check_width
 
         check_width(args.width)
+    from lcbench.runner import check_device
+
+    check_device(args.device)  # --device cuda on a machine without a GPU: named, before any data loads
 
 
 def run(args: argparse.Namespace) -> int:
