@@ -175,6 +175,20 @@ def test_metric_names_are_checked_up_front(run_dir, capsys, argv, words):
     assert not (run_dir / "report").exists()
 
 
+@pytest.mark.parametrize("argv, words", [
+    (["report", "{run}", "--formats", "xyz"], "--formats: unknown figure format(s) xyz; choose from pdf, png, svg"),
+    (["report", "{run}", "--with", "{run}/nosuch.json"], "--with {run}/nosuch.json: cannot read this CompressAI JSON: "
+                                                          "No such file or directory"),
+])
+def test_report_options_are_named_in_errors_before_anything_is_written(run_dir, capsys, argv, words):
+    """A bad --formats failed after the tables were written and without naming the option; a missing
+    --with file was a bare '[Errno 2]'."""
+    argv = [a.replace("{run}", str(run_dir)) for a in argv]
+    assert main(argv) == 2
+    assert words.replace("{run}", str(run_dir)) in capsys.readouterr().err
+    assert not (run_dir / "report").exists()
+
+
 def test_extra_numeric_metric_column_is_accepted(run_dir, tmp_path, capsys):
     """A codec's extra metric (e.g. a pipeline's psnr_y_sr) is a valid metric; rate/size/time columns are not."""
     raw = pd.read_csv(run_dir / "results.csv")

@@ -94,7 +94,12 @@ def load(args: argparse.Namespace):
     if len(names) > 1:
         raise ValueError(f"the runs are on different datasets ({', '.join(names)}); report them separately")
     df = select_codecs(df, args.codecs)
-    published = [read_compressai_json(p) for p in args.published]
+    published = []
+    for path in args.published:
+        try:
+            published.append(read_compressai_json(path))
+        except OSError as exc:  # a bare "[Errno 2] No such file" named neither the option nor its use
+            raise ValueError(f"--with {path}: cannot read this CompressAI JSON: {exc.strerror or exc}") from exc
     codecs = codecs_in_order(df)
     # names compared ignoring case: "JPEG" beside a measured "jpeg" reads as the same codec
     seen = {c.casefold(): f"measured codec {c!r}" for c in codecs}
@@ -118,6 +123,11 @@ def run(args: argparse.Namespace) -> int:
     from lcbench.summary import (aggregation_note, bd_display_table, format_terminal_table, summarize, summary_table,
                                  to_json, to_latex, to_markdown, to_text)
 
+    from lcbench.plots import FORMATS
+
+    unknown = [f for f in args.formats if f not in FORMATS]
+    if unknown:  # before any table is written
+        raise ValueError(f"--formats: unknown figure format(s) {', '.join(unknown)}; choose from {', '.join(FORMATS)}")
     df, published, anchor = load(args)
     metrics = metrics_to_use(args.metrics, df, published, REPORT_METRICS, "--metrics")
     out = args.out or Path(args.runs[0] if Path(args.runs[0]).is_dir() else Path(args.runs[0]).parent) / "report"
