@@ -412,6 +412,14 @@ def _run_check(cfg: CheckConfig) -> CheckResult:
     baseline = load_side(cfg.baseline, "baseline")  # fail fast, before the benchmark runs
     _check_against_baseline(cfg, baseline)
     dataset = select_images(resolve_dataset(cfg.dataset), max_images=cfg.max_images, pattern=cfg.image_glob)
+    if baseline.datasets and set(baseline.datasets) != {dataset.name}:  # found after the benchmark before
+        raise CheckConfigError(f"{cfg.source}: dataset {cfg.dataset!r} is {dataset.name!r}, but the baseline "
+                               f"{baseline.source} is on {', '.join(baseline.datasets)}")
+    for spec in cfg.codecs:  # an unknown codec or bad option: name this file, before anything runs
+        try:
+            create_codec(spec, device="cpu")
+        except (KeyError, ValueError) as exc:
+            raise CheckConfigError(f"{cfg.source}: codecs: {exc}") from exc
     options = RunOptions(codecs=cfg.codecs, dataset=dataset, out=cfg.run_dir, rates=cfg.rates,
                          codec_rates=cfg.codec_rates, jobs=cfg.jobs, device=cfg.device,
                          save_bitstreams=cfg.save_bitstreams, save_decoded=cfg.save_decoded, progress=False,

@@ -167,6 +167,27 @@ def test_unknown_metric_names_the_file_and_key_before_the_run(repo, capsys, line
     assert not (repo / "run").exists()  # nothing ran
 
 
+def test_baseline_on_another_dataset_fails_before_the_run(repo, capsys):
+    """'different datasets' was found by the comparison, after the whole benchmark had run."""
+    cfg = _config(repo, "")
+    (repo / "baseline.csv").write_bytes((Path(__file__).parent / "data" / "kodak4_results.csv").read_bytes())
+    assert main(["check", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert f"c.toml: dataset '{repo / 'imgs'}' is 'imgs', but the baseline" in err and "is on kodak" in err
+    assert not (repo / "run").exists()
+
+
+def test_unknown_codec_names_the_file_before_the_run(repo, capsys):
+    cfg = _config(repo, "")
+    cfg.write_text(cfg.read_text().replace('codecs = ["jpeg"]', 'codecs = ["jpg"]'))
+    data = (Path(__file__).parent / "data" / "kodak4_results.csv").read_text().replace(",kodak,", ",imgs,")
+    (repo / "baseline.csv").write_text(data)
+    assert main(["check", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "c.toml: codecs: " in err and "'jpg'" in err
+    assert not (repo / "run").exists()
+
+
 def test_pair_of_a_codec_the_baseline_lacks_names_the_file_before_the_run(repo, capsys):
     cfg = _config(repo, "")
     cfg.write_text(cfg.read_text().replace('path = "baseline.csv"', 'path = "baseline.csv"\npairs = ["jpg:jpeg"]'))
