@@ -48,3 +48,10 @@ def test_train_on_a_device_that_is_not_there_is_bad_input(tmp_path, capsys):
         assert main(["train", model, "--data", str(tmp_path), "--out", str(tmp_path / "m.pt"), "--device", "cuda"]) == 2
         err = capsys.readouterr().err
         assert "--device cuda: no CUDA GPU is available here" in err and "Traceback" not in err
+
+
+def test_codecs_pattern_matching_nothing_is_bad_input(capsys):
+    """`lcbench codecs nosuch` printed only the pipelines footer and exited 0."""
+    assert main(["codecs", "nosuch"]) == 2
+    err = capsys.readouterr().err
+    assert "no codec matches 'nosuch'; codecs: " in err and "jpeg" in err

@@ -21,6 +21,10 @@ def run(args: argparse.Namespace) -> int:
     for plugin in args.plugin:
         load_plugin(plugin)
     rows = describe_codecs(args.pattern)
+    if not rows:
+        from lcbench.registry import codecs
+
+        raise ValueError(f"no codec matches {args.pattern!r}; codecs: {', '.join(sorted(codecs.names()))}")
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
