@@ -20,6 +20,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+# Bump when load_image returns other pixels for the same file (2: planar 16-bit TIFFs read
+# unscrambled, TIFF Orientation no longer applied). Anything that remembers a file's pixels by its
+# path and stat (the result cache's pixel hashes, run-directory job keys) must include it, or the
+# old pixels' results are served for the file.
+READER_REVISION = 2
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".pnm", ".tif", ".tiff", ".webp", ".gif", ".tga")
 
 
