@@ -46,6 +46,19 @@ def get_codec(spec: str, device: str) -> Codec:
     return codec
 
 
+_decoder_cache: dict[tuple[str, str], Codec] = {}
+
+
+def get_decoder(spec: str, device: str) -> Codec:
+    """A second instance of the codec that only ever decodes: what a decoder needs must come from
+    the bitstream, not from attributes its encoder set (the image size kept on ``self`` by
+    encode, say), or the bytes counted are not all the decoder used."""
+    decoder = _decoder_cache.get((spec, device))
+    if decoder is None:
+        decoder = _decoder_cache[(spec, device)] = create_codec(spec, device=device)
+    return decoder
+
+
 _version_cache: dict[tuple[str, str], str] = {}
 
 
@@ -184,8 +197,9 @@ def finish_record(rec: dict[str, Any], codec: Codec, src: SourceImage, ref: Refe
 
 
 def run_job(codec: Codec, job: Job, dataset: str, run_dir: Path, save_bitstreams: bool = False,
-            save_decoded: bool = False) -> dict[str, Any]:
-    """One job, start to end; any failure becomes the record's error."""
+            save_decoded: bool = False, decoder: Codec | None = None) -> dict[str, Any]:
+    """One job, start to end; any failure becomes the record's error. ``decoder``: the instance
+    that decodes (``get_decoder``; default ``codec`` itself)."""
     rec = base_record(job, dataset)
     try:
         src, ref, read_error = get_image(job.image)
@@ -194,7 +208,7 @@ def run_job(codec: Codec, job: Job, dataset: str, run_dir: Path, save_bitstreams
         assert src is not None and ref is not None
         bitstream, enc_s, extra = encode_job(codec, src.pixels, job)
         t1 = time.perf_counter()
-        decoded = codec.decode(bitstream)
+        decoded = (decoder or codec).decode(bitstream)
         dec_s = time.perf_counter() - t1
         rec.update(extra)
         finish_record(rec, codec, src, ref, bitstream, decoded, enc_s, dec_s)
@@ -240,7 +254,8 @@ def run_cpu_task(run_dir: str, dataset: str, device: str, jobs: list[Job], save_
                 f"this worker ({socket.gethostname()}) has {job.label} version {here!r}, the run planned "
                 f"{job.version!r}: install the same version on every worker"))}
         else:
-            rec = run_job(codec, job, dataset, Path(run_dir), save_bitstreams, save_decoded)
+            rec = run_job(codec, job, dataset, Path(run_dir), save_bitstreams, save_decoded,
+                          decoder=get_decoder(job.spec, device))
         if writer is not None:
             writer.append(rec)
         records.append(rec)
@@ -287,7 +302,8 @@ def run_device_jobs(run_dir: Path, dataset: str, device: str, jobs: list[Job], s
     # rate matching goes one by one (it searches per image)
     for job in jobs:
         if job.target_bpp is not None:
-            rec = run_job(get_codec(job.spec, device), job, dataset, run_dir, save_bitstreams, save_decoded)
+            rec = run_job(get_codec(job.spec, device), job, dataset, run_dir, save_bitstreams, save_decoded,
+                          decoder=get_decoder(job.spec, device))
             writer.append(rec)
             yield [rec]
     by_image: dict[ImageRef, list[Job]] = {}
@@ -302,7 +318,7 @@ def run_device_jobs(run_dir: Path, dataset: str, device: str, jobs: list[Job], s
             for job in by_image[image]:
                 batches.setdefault((job.spec, job.quality), []).append((job, *source))
         for (spec, quality), batch in batches.items():
-            yield from pipeline.submit(get_codec(spec, device), batch, quality)
+            yield from pipeline.submit(get_codec(spec, device), batch, quality, get_decoder(spec, device))
 
     def stream() -> Iterator[list[dict[str, Any]]]:
         # Open batches per image size; a full one runs at once. Few images are held at a time
@@ -357,13 +373,16 @@ class _DevicePipeline:
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="lcbench-range-coding") if overlap else None
         self.pending: tuple | None = None
 
-    def submit(self, codec: Codec, batch: list, quality: float) -> Iterator[list[dict[str, Any]]]:
-        """Start a batch; yields the records of the batch before it when they are done."""
+    def submit(self, codec: Codec, batch: list, quality: float,
+               decoder: Codec | None = None) -> Iterator[list[dict[str, Any]]]:
+        """Start a batch; yields the records of the batch before it when they are done.
+        ``decoder``: the instance that decodes (``get_decoder``; default ``codec``)."""
+        decoder = decoder or codec
         if not _staged(codec):
             yield from self.drain()
-            yield self._run_plain(codec, batch, quality)
+            yield self._run_plain(codec, decoder, batch, quality)
             return
-        started = self._start(codec, batch, quality)
+        started = self._start(codec, decoder, batch, quality)
         yield from self.drain()  # the previous batch finishes while this one's coding runs
         self.pending = started
         if self.pool is None:
@@ -378,18 +397,19 @@ class _DevicePipeline:
         if self.pool is not None:
             self.pool.shutdown(wait=True)
 
-    def _start(self, codec: Any, batch: list, quality: float) -> tuple:
+    def _start(self, codec: Any, decoder: Any, batch: list, quality: float) -> tuple:
         t0 = time.perf_counter()
         try:
             analysed = codec.encode_device([src.pixels for _, src, _, _ in batch], quality)
         except (Exception, SystemExit) as exc:
             _reraise_interrupt(exc)
-            return codec, batch, exc, 0.0
+            return codec, decoder, batch, exc, 0.0
         enc_device_s = time.perf_counter() - t0
-        host = self.pool.submit(_host_stages, codec, analysed) if self.pool else _host_stages(codec, analysed)
-        return codec, batch, host, enc_device_s
+        host = (self.pool.submit(_host_stages, codec, decoder, analysed) if self.pool
+                else _host_stages(codec, decoder, analysed))
+        return codec, decoder, batch, host, enc_device_s
 
-    def _finish(self, codec: Any, batch: list, host: Any, enc_device_s: float) -> list[dict[str, Any]]:
+    def _finish(self, codec: Any, decoder: Any, batch: list, host: Any, enc_device_s: float) -> list[dict[str, Any]]:
         try:
             if isinstance(host, BaseException):
                 raise host
@@ -397,7 +417,7 @@ class _DevicePipeline:
                 host = host.result()
             bitstreams, extras, parsed, enc_host_s, dec_host_s = host
             t0 = time.perf_counter()
-            decoded, on_device = codec.decode_device(parsed, keep_on_device=self.backend == "torch")
+            decoded, on_device = decoder.decode_device(parsed, keep_on_device=self.backend == "torch")
             dec_device_s = time.perf_counter() - t0
         except (Exception, SystemExit) as exc:  # the whole batch failed: each job says why
             _reraise_interrupt(exc)
@@ -405,7 +425,7 @@ class _DevicePipeline:
         return self._records(codec, batch, bitstreams, decoded, on_device, extras,
                              enc_device_s + enc_host_s, dec_host_s + dec_device_s)
 
-    def _run_plain(self, codec: Codec, batch: list, quality: float) -> list[dict[str, Any]]:
+    def _run_plain(self, codec: Codec, decoder: Codec, batch: list, quality: float) -> list[dict[str, Any]]:
         n = len(batch)
         try:
             t0 = time.perf_counter()
@@ -418,7 +438,7 @@ class _DevicePipeline:
                 # extra_columns() describes the last image encoded: right for one image; for a
                 # batch it would give every image the last one's values, so none are recorded
                 extras = [codec.extra_columns()] if n == 1 else [{} for _ in batch]
-            decoded = codec.decode_batch(bitstreams)
+            decoded = decoder.decode_batch(bitstreams)
             t2 = time.perf_counter()
         except (Exception, SystemExit) as exc:
             _reraise_interrupt(exc)
@@ -458,12 +478,12 @@ class _DevicePipeline:
         return records
 
 
-def _host_stages(codec: Any, analysed: Any) -> tuple:
+def _host_stages(codec: Any, decoder: Any, analysed: Any) -> tuple:
     """Range coding then decoding of one batch (no torch work): runs in the background thread."""
     t0 = time.perf_counter()
     bitstreams, extras = codec.encode_host(analysed)
     t1 = time.perf_counter()
-    parsed = codec.decode_host(bitstreams)
+    parsed = decoder.decode_host(bitstreams)
     return bitstreams, extras, parsed, t1 - t0, time.perf_counter() - t1
 
 

@@ -597,3 +597,40 @@ def test_run_json_is_readable_like_results_csv(image_folder, tmp_path):
         os.umask(old)
     assert (out / "run.json").stat().st_mode & 0o777 == 0o644
     assert (out / "results.csv").stat().st_mode & 0o777 == 0o644
+
+
+LEAKY_SHAPE_PLUGIN = '''
+import zlib
+import numpy as np
+from lcbench import Codec, register_codec
+
+@register_codec
+class LeakyShape(Codec):
+    """Leaves the image size out of its bitstream: decode reads what encode left on self."""
+    name = "leaky_shape"
+    default_rates = (6,)
+    rate_range = (0, 9)
+    rate_is_integer = True
+    def version(self): return "1"
+    def encode(self, image, rate):
+        self._shape = image.shape
+        return zlib.compress(image.tobytes(), int(rate))
+    def decode(self, data):
+        return np.frombuffer(zlib.decompress(data), np.uint8).reshape(self._shape)
+'''
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_a_decoder_that_needs_its_encoders_state_fails_its_jobs(image_folder, tmp_path, capsys, jobs):
+    """Decoding on the encoding instance let a codec keep the image size out of the bytes counted:
+    'all ok' with a rate that is not what its decoder needs. Decoding is now a separate instance."""
+    plugin = tmp_path / "leaky.py"
+    plugin.write_text(LEAKY_SHAPE_PLUGIN)
+    out = tmp_path / "run"
+    assert main(["run", "--plugin", str(plugin), "--codecs", "leaky_shape,png", "--dataset", str(image_folder),
+                 "--out", str(out), "--jobs", jobs, "--no-progress", "--no-cache"]) == 1
+    df = pd.read_csv(out / "results.csv", keep_default_na=False)
+    leaky, png = df[df.codec == "leaky_shape"], df[df.codec == "png"]
+    assert len(leaky) == len(png) > 0
+    assert (png.error == "").all()
+    assert leaky.error.str.contains("has no attribute '_shape'").all()
