@@ -10,6 +10,7 @@ from typing import Mapping, Sequence
 
 from .codec import MATCHED_RATE_PARAM, Codec, result_version
 from .dataset import Dataset, ImageRef
+from .images import READER_REVISION
 
 METRICS_VERSION = 4  # bump when a metric's values change: cached results become stale
 # 2: SSIM/MS-SSIM filtered from the difference image (float32 lost up to 4e-5 on flat areas)
@@ -38,7 +39,10 @@ def file_identity(path: Path) -> str:
 def job_key(label: str, version: str, quality: float, image: ImageRef, rate_param: str = "") -> str:
     """Identity of a job's result: codec + version + rate + image file + metric definitions."""
     try:
-        ident = image.pixels_sha256 or file_identity(image.path)
+        # a file known only by its stat is known as the current image reader reads it: a reader fix
+        # (lcbench.images.READER_REVISION) gives its jobs new keys. Named sets' recorded pixel
+        # hashes say what the pixels are, whoever reads them.
+        ident = image.pixels_sha256 or f"reader-r{READER_REVISION}:{file_identity(image.path)}"
     except OSError:
         ident = "missing"
     payload = json.dumps([label, version, rate_param, float(quality), image.id, ident, METRICS_VERSION])

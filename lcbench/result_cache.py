@@ -120,7 +120,10 @@ class ResultCache:
 
         st = os.stat(path)
         # rows from before the shape (or the ctime) was part of this never match
-        stat = f"shape+pixels+notes:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
+        # and the reader's revision: a file read wrongly before a reader fix must be read again
+        from .images import READER_REVISION
+
+        stat = f"shape+pixels+notes:r{READER_REVISION}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
         if self._db is not None:
             try:
                 row = self._db.execute("SELECT stat, sha256 FROM pixel_hashes WHERE path = ?", (str(path),)).fetchone()

@@ -225,9 +225,11 @@ def test_missing_image_and_manifest_file_as_dataset(testset, tmp_path: Path, mon
     from lcbench.manifest import manifest_to_dict
 
     data = manifest_to_dict(m)
-    data.update(name="testset", image_count=3, images=data["images"][1:])
+    # its own name: a manifest file may not define a known set's name with other content
+    data.update(name="testset-three", image_count=3, images=data["images"][1:])
     path = tmp_path / "three.json"
     path.write_text(json.dumps(data))
+    (mirror / "testset-three").symlink_to(mirror / "testset", target_is_directory=True)
     assert [im.id for im in resolve_dataset(str(path)).images] == ["im1", "im2", "im3"]
 
 

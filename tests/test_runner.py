@@ -634,3 +634,34 @@ def test_a_decoder_that_needs_its_encoders_state_fails_its_jobs(image_folder, tm
     assert len(leaky) == len(png) > 0
     assert (png.error == "").all()
     assert leaky.error.str.contains("has no attribute '_shape'").all()
+
+
+def test_a_reader_fix_gives_folder_images_new_keys(image_folder, tmp_path, monkeypatch):
+    """Run keys and the cache's remembered pixel hashes knew a file by its stat only, so after an
+    image-reader fix (planar 16-bit TIFFs were read scrambled) the old pixels' results were served."""
+    import lcbench.images as images
+    from lcbench.dataset import resolve_dataset
+    from lcbench.jobs import plan_jobs
+    from lcbench.result_cache import ResultCache
+
+    monkeypatch.setenv("LCBENCH_CACHE", str(tmp_path / "cache"))
+    dataset = resolve_dataset(str(image_folder))
+    codec = create_codec("jpeg")
+    path = dataset.images[0].path
+    cache = ResultCache()
+    loads = []
+    real_load = images.load_image
+    monkeypatch.setattr(images, "load_image", lambda p: loads.append(p) or real_load(p))
+    before = {j.key for j in plan_jobs([("jpeg", codec), ], dataset, rates=[50.0])}
+    cache.pixel_hash(path)
+    cache.pixel_hash(path)
+    assert len(loads) == 1  # remembered
+    monkeypatch.setattr(images, "READER_REVISION", images.READER_REVISION + 1)
+    import lcbench.jobs as jobs_module
+
+    monkeypatch.setattr(jobs_module, "READER_REVISION", images.READER_REVISION)
+    after = {j.key for j in plan_jobs([("jpeg", codec)], dataset, rates=[50.0])}
+    assert not before & after
+    cache.pixel_hash(path)
+    assert len(loads) == 2  # read again by the new reader
+    cache.close()
