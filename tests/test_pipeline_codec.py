@@ -200,6 +200,20 @@ def test_steps_command_explains_a_whole_pipeline_spec(capsys):
     assert "unknown step 'nosuchstep'" in capsys.readouterr().err
 
 
+def test_steps_command_shows_the_configured_grid(tmp_path, capsys):
+    """It printed the class's grid (models 1, 3, 4, 5) for an inner codec whose weights_dir holds model 2 only."""
+    import shutil
+
+    from lcbench.cli import main
+    from lcbench.registry import codecs
+
+    shipped = Path(codecs.get("importance_map").shipped_weights_dir)
+    shutil.copy(shipped / "importance_map_2.pt", tmp_path / "importance_map_2.pt")
+    spec = f"bicubic-x2+importance_map:weights_dir={tmp_path}"
+    assert main(["steps", spec]) == 0
+    assert f"{spec}: available; rate grid model = 2\n" in capsys.readouterr().out
+
+
 def test_bpp_rated_inner_codec_is_asked_for_the_original_images_bpp() -> None:
     """jpeg2000's rate is bpp of the image it codes. Around a x2 downscale the pipeline's nominal
     0.5 bpp must mean 0.5 bpp of the original (the inner codec is asked for 2.0 on its quarter-size

@@ -31,16 +31,19 @@ def run(args: argparse.Namespace) -> int:
         inner_name, _ = cls.inner_spec
         print(f"codec  {inner_name:<14}     {cls.inner_class.description}")
         avail = cls.availability()
+        grid = cls.default_rates
         if avail:  # the configured pipeline: options, and what its steps pick for this codec (comcnn's weights)
             from lcbench.codec import CodecUnavailable
             from lcbench.registry import create_codec
 
             try:
-                avail = create_codec(args.pattern, device="cpu").availability_here()
+                configured = create_codec(args.pattern, device="cpu")
+                grid = configured.default_rates  # e.g. the model ids in an inner codec's weights_dir
+                avail = configured.availability_here()
             except CodecUnavailable as exc:
                 avail = Availability.no(str(exc))
         print(f"\n{cls.name}: {_state(avail)}; "
-              f"rate grid {cls.rate_param} = {', '.join(f'{r:g}' for r in cls.default_rates)}")
+              f"rate grid {cls.rate_param} = {', '.join(f'{r:g}' for r in grid)}")
         return 0
     names = steps.names(args.pattern)
     if not names:
