@@ -119,33 +119,54 @@ def _run_alone(run_dir: Path, a: tuple, plugins: tuple) -> tuple[list[dict[str, 
 def _run_dask(run_dir: Path, args: list[tuple], scheduler: str | None, n_workers: int
               ) -> Iterator[list[dict[str, Any]]]:
     """The same tasks on a Dask cluster; this process stores each task's records as it arrives,
-    so workers need the images (shared filesystem or mirrors) but not the run directory."""
+    so workers need the images (shared filesystem or mirrors) but not the run directory.
+
+    A task whose worker died (KilledWorker: a codec that segfaults or calls os._exit, or a task
+    that only sat on a worker killed by another one) lost all its results, finished jobs
+    included, and every job of it failed. Now it runs again, on a worker but in a child process
+    of its own (``_run_isolated``), job by job: the finished ones are kept, the job that kills
+    the process fails saying so, the later ones of that codec on that image fail as not run
+    (as with loky), and a task that was merely killed alongside comes back complete."""
     try:
-        from distributed import Client, LocalCluster, as_completed
+        import dask
+        from distributed import Client, KilledWorker, LocalCluster, as_completed
     except ImportError as exc:
         raise ImportError("--backend dask needs dask.distributed: pip install 'lcbench[dask]'") from exc
     cluster = None
     if scheduler:
         client = Client(scheduler, timeout="30s")
     else:
-        cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                               dashboard_address=None)
+        # a crash fails its task at once (then re-run in isolation) instead of killing 3 more workers
+        with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+            cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                   dashboard_address=None)
         client = Client(cluster)
     writer = store.writer_for(run_dir)
     try:
         plugins = loaded_plugins()
-        futures = {client.submit(run_cpu_task, *a[:6], write_records=False, plugins=plugins, pure=False): a
-                   for a in args}
-        for fut in as_completed(futures):
+        futures: dict[Any, tuple[tuple, int]] = {}  # future -> (task args, isolated attempts so far)
+
+        def submit(a: tuple, isolated: int) -> Any:
+            fn = _run_isolated if isolated else run_cpu_task
+            fut = client.submit(fn, *a[:6], write_records=False, plugins=plugins, pure=False)
+            futures[fut] = (a, isolated)
+            return fut
+
+        pending = as_completed([submit(a, 0) for a in args])
+        for fut in pending:
+            a, isolated = futures.pop(fut)
             try:
                 records = fut.result()
-            except Exception as exc:  # the task itself died (worker lost, ...): its jobs fail, others go on
-                a = futures[fut]
-                records = []
-                for job in a[3]:
-                    rec = base_record(job, a[1])
-                    rec["error"] = error_text(job, exc)
-                    records.append(rec)
+            except KilledWorker:
+                if isolated < _ISOLATED_TRIES:
+                    pending.add(submit(a, isolated + 1))  # its jobs are stored when that comes back
+                    continue
+                records = _failed(a, (
+                    f"not run: the Dask worker holding this task died, {_ISOLATED_TRIES + 1} times over (the last "
+                    f"{_ISOLATED_TRIES} while its jobs ran in a child process of their own, so not from a crash in "
+                    f"this codec); rerun to resume"))
+            except Exception as exc:  # noqa: BLE001 - the task itself raised (jobs give records): its jobs fail
+                records = _failed(a, exc)
             for rec in records:
                 writer.append(rec)
             yield records
@@ -153,3 +174,96 @@ def _run_dask(run_dir: Path, args: list[tuple], scheduler: str | None, n_workers
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+_ISOLATED_TRIES = 3  # a task running in its own child process whose worker still dies: tried this often
+
+
+def _failed(a: tuple, why: BaseException | str) -> list[dict[str, Any]]:
+    """Records of a task's jobs, all failed: an exception is told per job (``error_text``), a text
+    as it is (the same for every job, and for every task)."""
+    records = []
+    for job in a[3]:
+        rec = base_record(job, a[1])
+        rec["error"] = why if isinstance(why, str) else error_text(job, why)
+        records.append(rec)
+    return records
+
+
+def _run_isolated(run_dir: str, dataset: str, device: str, jobs: list[Job], save_bitstreams: bool = False,
+                  save_decoded: bool = False, write_records: bool = False,
+                  plugins: tuple[tuple[str, str], ...] = ()) -> list[dict[str, Any]]:
+    """``run_cpu_task`` in a child process of this (Dask worker) process, each job's record sent
+    back as it finishes: a job that kills the child (segfault, os._exit) fails saying so, the
+    jobs after it fail as not run, the ones before it keep their results, and the worker lives.
+    (A subprocess, not multiprocessing/loky: Dask worker processes are daemonic.)"""
+    import pickle
+    import signal
+    import subprocess
+    import sys
+
+    assert not write_records, "the Dask client stores the records"
+    package_parent = str(Path(__file__).resolve().parent.parent)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
+    child = subprocess.Popen([sys.executable, "-c", "from lcbench.backends import _isolated_child; _isolated_child()"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+    assert child.stdin is not None and child.stdout is not None
+    child.stdin.write(pickle.dumps((run_dir, dataset, device, jobs, save_bitstreams, save_decoded, plugins)))
+    child.stdin.close()
+    records: list[dict[str, Any]] = []
+    raised: BaseException | None = None
+    while True:
+        try:
+            kind, value = pickle.load(child.stdout)
+        except EOFError:
+            break
+        except Exception:  # noqa: BLE001 - a record cut short by the child's death
+            break
+        if kind == "record":
+            records.append(value)
+        else:
+            raised = value
+    child.stdout.close()
+    code = child.wait()
+    if len(records) == len(jobs):
+        return records
+    if raised is not None:  # run_cpu_task raised outside any job (as it would have in the worker itself)
+        return records + _failed(("", dataset, "", jobs[len(records):]), raised)
+    import socket
+
+    how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+    crashed = jobs[len(records)]
+    rec = base_record(crashed, dataset)
+    rec["error"] = error_text(crashed, RuntimeError(
+        f"the worker process died (a crash in the codec, e.g. a segfault) while running this job "
+        f"({how}; run alone in a child process of Dask worker {socket.gethostname()})"))
+    later = _failed(("", dataset, "", jobs[len(records) + 1:]), RuntimeError(
+        f"not run: the worker process died while running an earlier job of this codec on this image "
+        f"({crashed.rate_param}={crashed.quality:g})"))
+    return records + [rec] + later
+
+
+def _isolated_child() -> None:
+    """The child process of ``_run_isolated``: reads the task from stdin, writes ("record", rec)
+    per finished job to the original stdout (the codec's own prints go to stderr)."""
+    import pickle
+    import sys
+
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    run_dir, dataset, device, jobs, save_bitstreams, save_decoded, plugins = pickle.load(sys.stdin.buffer)
+    for job in jobs:
+        try:
+            rec = run_cpu_task(run_dir, dataset, device, [job], save_bitstreams, save_decoded,
+                               write_records=False, plugins=plugins)[0]
+        except Exception as exc:  # noqa: BLE001 - sent back as the task's exception
+            try:
+                message = pickle.dumps(("raised", exc))
+            except Exception:  # noqa: BLE001
+                message = pickle.dumps(("raised", RuntimeError(f"{type(exc).__name__}: {exc}")))
+            out.write(message)
+            out.flush()
+            return
+        out.write(pickle.dumps(("record", rec)))
+        out.flush()

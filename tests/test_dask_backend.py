@@ -1,10 +1,13 @@
 """The Dask engine: same jobs, same run directory, same resume semantics, on a real LocalCluster."""
 from __future__ import annotations
 
+import socket
+
 import pandas as pd
 import pytest
 
 import lcbench
+from lcbench.cli import main
 from lcbench.store import read_records
 
 distributed = pytest.importorskip("distributed")
@@ -67,3 +70,77 @@ def test_a_worker_with_another_codec_version_fails_its_jobs(image_folder, tmp_pa
     assert len(df) == 3 and df.codec_version.str.startswith("libv1 plugin-sha256:").all()
     assert df.error.str.contains("has envjpeg version 'libv2 plugin-sha256:").all()
     assert df.bytes.isna().all()
+
+
+CRASH_PLUGIN = """
+import io, os
+import numpy as np
+from PIL import Image
+from lcbench import Codec, register_codec
+
+@register_codec
+class CrashJpeg(Codec):
+    \"\"\"JPEG, except that it kills its process on one image at quality 40 (like a segfault).\"\"\"
+    name = "crashjpeg"
+    default_rates = (20.0, 40.0, 60.0)
+    def version(self): return "1"
+    def encode(self, image, rate):
+        if rate == 40 and image.shape[0] == 200:
+            os._exit(3)
+        buf = io.BytesIO()
+        Image.fromarray(image).save(buf, "JPEG", quality=int(rate))
+        return buf.getvalue()
+    def decode(self, data): return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+"""
+
+
+def _crash_run(image_folder, plugin, out, *extra):
+    code = main(["run", "--plugin", str(plugin), "--codecs", "crashjpeg,jpeg", "-q", "20,40,60", "--dataset",
+                 str(image_folder), "--out", str(out), "--no-progress", "--no-cache", *extra])
+    df = pd.read_csv(out / "results.csv").set_index(["codec", "image", "quality"]).sort_index()
+    df["error"] = df["error"].fillna("")
+    return code, df
+
+
+def _check_crash_outcome(df, loky):
+    failed = df[df.error != ""]
+    # b is 200 px high: its quality 40 job kills the process, 60 comes after it in that task (as with loky)
+    assert sorted(failed.index) == [("crashjpeg", "b", 40.0), ("crashjpeg", "b", 60.0)], failed.error.tolist()
+    assert failed.error.iloc[0].endswith("RuntimeError: the worker process died (a crash in the codec, e.g. a "
+                                         "segfault) while running this job (exit code 3; run alone in a child "
+                                         f"process of Dask worker {socket.gethostname()})")
+    assert failed.error.iloc[1].endswith("RuntimeError: not run: the worker process died while running an "
+                                         "earlier job of this codec on this image (quality=40)")
+    cols = ["bytes", "psnr_rgb", "ssim", "ms_ssim"]
+    pd.testing.assert_frame_equal(df[cols], loky[cols])  # same numbers, same failed jobs as loky
+
+
+def test_a_codec_that_kills_its_dask_worker_fails_only_its_own_jobs(image_folder, tmp_path, capsys):
+    """The job before the crash (crashjpeg q20 on b, finished) was recorded failed with KilledWorker:
+    Dask workers do not store records, so a killed task lost all its results; loky kept it."""
+    plugin = tmp_path / "crashplug.py"
+    plugin.write_text(CRASH_PLUGIN)
+    code, loky = _crash_run(image_folder, plugin, tmp_path / "loky", "--jobs", "2")
+    assert code == 1
+    code, df = _crash_run(image_folder, plugin, tmp_path / "dask", "--backend", "dask", "--jobs", "2")
+    assert code == 1, capsys.readouterr().err
+    _check_crash_outcome(df, loky)
+
+
+def test_tasks_killed_alongside_a_crash_are_retried_not_failed(image_folder, tmp_path):
+    """On a scheduler that gives each worker many tasks at once, every task queued on the worker the
+    crash killed came back as KilledWorker, and all its jobs (jpeg's too) were recorded failed."""
+    import dask
+
+    plugin = tmp_path / "crashplug.py"
+    plugin.write_text(CRASH_PLUGIN)
+    code, loky = _crash_run(image_folder, plugin, tmp_path / "loky", "--jobs", "2")
+    settings = {"distributed.scheduler.worker-saturation": "inf",  # all six tasks on the one worker at once
+                "distributed.scheduler.allowed-failures": 0}
+    with dask.config.set(settings), distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                                             host="127.0.0.1", dashboard_address=None) as one:
+        code, df = _crash_run(image_folder, plugin, tmp_path / "dask", "--backend", "dask", "--scheduler",
+                              one.scheduler_address)
+    assert code == 1
+    _check_crash_outcome(df, loky)
+
