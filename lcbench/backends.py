@@ -3,11 +3,13 @@
 A task is all rate points of one codec on one image (``worker.run_cpu_task``). Both
 backends yield each task's records as it finishes; records are stored durably either by
 the worker itself (loky: same machine) or by this process as results arrive (Dask:
-workers need the images, not the run directory).
+workers need the images, and the run directory only for --save-bitstreams/--save-decoded,
+both at the same absolute path as here).
 """
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -28,6 +30,12 @@ def run_cpu_jobs(run_dir: Path, dataset: str, device: str, jobs: list[Job], *, n
                  backend: str = "loky", scheduler: str | None = None, save_bitstreams: bool = False,
                  save_decoded: bool = False) -> Iterator[list[dict[str, Any]]]:
     """Yield each task's records as it finishes; tasks are (image, codec) groups, image-major."""
+    if backend == "dask":
+        # Dask workers have their own working directory (and, on a cluster, their own machine): a
+        # relative run directory or image path named some other folder there (saved bitstreams and
+        # decoded images went there, so every rerun redid them; relative datasets failed every job)
+        run_dir = Path(os.path.abspath(run_dir))
+        jobs = [replace(j, image=replace(j.image, path=Path(os.path.abspath(j.image.path)))) for j in jobs]
     tasks: dict[tuple[str, str], list[Job]] = {}
     for job in sorted(jobs, key=lambda j: j.image.id):  # stable: codec order kept within an image
         tasks.setdefault((job.image.id, job.spec), []).append(job)
@@ -119,7 +127,8 @@ def _run_alone(run_dir: Path, a: tuple, plugins: tuple) -> tuple[list[dict[str, 
 def _run_dask(run_dir: Path, args: list[tuple], scheduler: str | None, n_workers: int
               ) -> Iterator[list[dict[str, Any]]]:
     """The same tasks on a Dask cluster; this process stores each task's records as it arrives,
-    so workers need the images (shared filesystem or mirrors) but not the run directory.
+    so workers need the images (shared filesystem or mirrors) but not the run directory (except
+    for the files of --save-bitstreams/--save-decoded).
 
     A task whose worker died (KilledWorker: a codec that segfaults or calls os._exit, or a task
     that only sat on a worker killed by another one) lost all its results, finished jobs

@@ -1,6 +1,8 @@
 """The Dask engine: same jobs, same run directory, same resume semantics, on a real LocalCluster."""
 from __future__ import annotations
 
+import os
+import shutil
 import socket
 
 import pandas as pd
@@ -14,9 +16,17 @@ distributed = pytest.importorskip("distributed")
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                  dashboard_address=None) as c:
+def cluster(tmp_path_factory):
+    # started from a folder of its own: the workers' working directory is not the tests' (on a real
+    # cluster it is another machine's), so a relative path that works only here shows up
+    here = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("worker-cwd"))
+    try:
+        c = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                     dashboard_address=None)
+    finally:
+        os.chdir(here)
+    with c:
         yield c
 
 
@@ -143,4 +153,22 @@ def test_tasks_killed_alongside_a_crash_are_retried_not_failed(image_folder, tmp
                               one.scheduler_address)
     assert code == 1
     _check_crash_outcome(df, loky)
+
+
+def test_relative_dataset_and_run_directory_are_the_clients(image_folder, tmp_path, monkeypatch, cluster):
+    """Workers resolved a relative --dataset and --out against their own working directory: every
+    job failed 'No such file', saved bitstreams/decoded images went elsewhere (and each rerun redid
+    them, finding none in the run directory)."""
+    client_dir = tmp_path / "client"
+    shutil.copytree(image_folder, client_dir / "x" / "mini")
+    monkeypatch.chdir(client_dir)
+    kw = {"quality": [30], "backend": "dask", "scheduler": cluster.scheduler_address, "use_cache": False,
+          "save_bitstreams": True, "save_decoded": True}
+    df = lcbench.run(["jpeg"], "x/mini", out="sbout", **kw)
+    assert len(df) == 3 and (df.error == "").all(), df.error.tolist()
+    for stem in ("a", "b", "c"):
+        assert (client_dir / "sbout" / "bitstreams" / "jpeg" / f"{stem}@30.bin").is_file()
+        assert (client_dir / "sbout" / "decoded" / "jpeg" / f"{stem}@30.png").is_file()
+    lcbench.run(["jpeg"], "x/mini", out="sbout", **kw)
+    assert len(read_records(client_dir / "sbout")) == 3  # nothing ran again
 
