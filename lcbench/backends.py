@@ -30,6 +30,9 @@ def run_cpu_jobs(run_dir: Path, dataset: str, device: str, jobs: list[Job], *, n
                  backend: str = "loky", scheduler: str | None = None, save_bitstreams: bool = False,
                  save_decoded: bool = False) -> Iterator[list[dict[str, Any]]]:
     """Yield each task's records as it finishes; tasks are (image, codec) groups, image-major."""
+    if scheduler and backend != "dask":
+        raise ValueError(f"a Dask scheduler ({scheduler}) was given with backend {backend!r}: the scheduler is "
+                         "used only with --backend dask (add it, or drop --scheduler to run here)")
     if backend == "dask":
         # Dask workers have their own working directory (and, on a cluster, their own machine): a
         # relative run directory or image path named some other folder there (saved bitstreams and

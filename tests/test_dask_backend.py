@@ -172,3 +172,19 @@ def test_relative_dataset_and_run_directory_are_the_clients(image_folder, tmp_pa
     lcbench.run(["jpeg"], "x/mini", out="sbout", **kw)
     assert len(read_records(client_dir / "sbout")) == 3  # nothing ran again
 
+
+def test_scheduler_needs_the_dask_backend_and_jobs_is_noted(image_folder, tmp_path, capsys, cluster):
+    """--scheduler without --backend dask ran everything on this machine without a word."""
+    out = tmp_path / "run"
+    code = main(["run", "--codecs", "jpeg", "-q", "50", "--dataset", str(image_folder), "--out", str(out),
+                 "--no-progress", "--scheduler", cluster.scheduler_address])
+    err = capsys.readouterr().err
+    assert code == 2 and "--scheduler" in err and "--backend dask" in err
+    assert not out.exists()
+    with pytest.raises(ValueError, match="--backend dask"):
+        lcbench.run(["jpeg"], image_folder, out=out, scheduler=cluster.scheduler_address)
+    code = main(["run", "--codecs", "jpeg", "-q", "50", "--dataset", str(image_folder), "--out", str(out),
+                 "--no-progress", "--backend", "dask", "--scheduler", cluster.scheduler_address, "--jobs", "3"])
+    assert code == 0
+    assert "note: --jobs is ignored with --scheduler" in capsys.readouterr().err
+

@@ -49,6 +49,12 @@ def run(args: argparse.Namespace) -> int:
     from lcbench.runner import RunOptions, execute
     from lcbench.summary import format_terminal_table
 
+    if args.scheduler and args.backend != "dask":  # it ran on this machine, the scheduler unused
+        raise ValueError("--scheduler is used only with --backend dask: add --backend dask to run on that "
+                         "cluster, or drop --scheduler to run here")
+    if args.scheduler and args.jobs is not None:
+        print("note: --jobs is ignored with --scheduler: the cluster's workers run the jobs (their number is "
+              "set where they are started: dask worker --nworkers N --nthreads 1)", file=sys.stderr)
     for plugin in args.plugin:
         load_plugin(plugin)
     codecs = [c.strip() for c in args.codecs.split(",") if c.strip()]
