@@ -141,19 +141,22 @@ def _run_dask(run_dir: Path, args: list[tuple], scheduler: str | None, n_workers
     (as with loky), and a task that was merely killed alongside comes back complete."""
     try:
         import dask
-        from distributed import Client, KilledWorker, LocalCluster, as_completed
+        from distributed import CancelledError, Client, KilledWorker, LocalCluster, as_completed
     except ImportError as exc:
         raise ImportError("--backend dask needs dask.distributed: pip install 'lcbench[dask]'") from exc
     cluster = None
     if scheduler:
         client = Client(scheduler, timeout="30s")
+        where = scheduler
     else:
         # a crash fails its task at once (then re-run in isolation) instead of killing 3 more workers
         with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
             cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                                    dashboard_address=None)
         client = Client(cluster)
+        where = f"{cluster.scheduler_address} (the local cluster)"
     writer = store.writer_for(run_dir)
+    lost = ""  # set once the scheduler is gone: nothing more can run
     try:
         plugins = loaded_plugins()
         futures: dict[Any, tuple[tuple, int]] = {}  # future -> (task args, isolated attempts so far)
@@ -170,13 +173,24 @@ def _run_dask(run_dir: Path, args: list[tuple], scheduler: str | None, n_workers
             try:
                 records = fut.result()
             except KilledWorker:
-                if isolated < _ISOLATED_TRIES:
+                if client.status not in ("running", "connecting"):
+                    lost = lost or f"not run: lost the connection to the Dask scheduler {where}; rerun to resume"
+                if not lost and isolated < _ISOLATED_TRIES:
                     pending.add(submit(a, isolated + 1))  # its jobs are stored when that comes back
                     continue
-                records = _failed(a, (
+                records = _failed(a, lost or (
                     f"not run: the Dask worker holding this task died, {_ISOLATED_TRIES + 1} times over (the last "
                     f"{_ISOLATED_TRIES} while its jobs ran in a child process of their own, so not from a crash in "
                     f"this codec); rerun to resume"))
+            except CancelledError as exc:
+                # one text for every job (no task key, no job): the summary groups them in one line
+                reason = getattr(exc, "reason", "") or ""
+                if reason == "scheduler-connection-lost" or client.status != "running":
+                    lost = lost or f"not run: lost the connection to the Dask scheduler {where}; rerun to resume"
+                    why = lost
+                else:
+                    why = f"not run: the Dask scheduler {where} cancelled this task ({reason}); rerun to resume"
+                records = _failed(a, why)
             except Exception as exc:  # noqa: BLE001 - the task itself raised (jobs give records): its jobs fail
                 records = _failed(a, exc)
             for rec in records:

@@ -3,7 +3,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
+import subprocess
+import sys
+import threading
+import time
 
 import pandas as pd
 import pytest
@@ -188,3 +193,74 @@ def test_scheduler_needs_the_dask_backend_and_jobs_is_noted(image_folder, tmp_pa
     assert code == 0
     assert "note: --jobs is ignored with --scheduler" in capsys.readouterr().err
 
+
+SLOW_PLUGIN = """
+import io, time
+import numpy as np
+from PIL import Image
+from lcbench import Codec, register_codec
+
+@register_codec
+class SlowJpeg(Codec):
+    name = "slowjpeg"
+    default_rates = (50.0,)
+    def version(self): return "1"
+    def encode(self, image, rate):
+        time.sleep(0.4)
+        buf = io.BytesIO()
+        Image.fromarray(image).save(buf, "JPEG", quality=int(rate))
+        return buf.getvalue()
+    def decode(self, data): return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+"""
+
+SCHEDULER_SCRIPT = """
+import sys, time
+from distributed import LocalCluster
+if __name__ == "__main__":
+    c = LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None)
+    print(c.scheduler_address, flush=True)
+    while True:
+        time.sleep(60)
+"""
+
+
+def test_losing_the_scheduler_fails_the_rest_with_one_clear_message(image_folder, tmp_path, cluster):
+    """Each unfinished job got its own 'FutureCancelledError: run_cpu_task-<id> ... scheduler-connection-lost'
+    text, so the failure summary listed 20 different lines instead of one that says what to do."""
+    from lcbench.registry import load_plugin
+
+    plugin = tmp_path / "slowjpeg.py"
+    plugin.write_text(SLOW_PLUGIN)
+    load_plugin(plugin)
+    script = tmp_path / "sched.py"
+    script.write_text(SCHEDULER_SCRIPT)
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    out = tmp_path / "run"
+    try:
+        address = proc.stdout.readline().strip()
+        assert address.startswith("tcp://"), address
+
+        def kill_when_a_task_is_stored():
+            deadline = time.time() + 60
+            while time.time() < deadline and not (out.exists() and read_records(out)):
+                time.sleep(0.05)
+            os.killpg(proc.pid, signal.SIGKILL)  # the scheduler's machine is gone
+
+        killer = threading.Thread(target=kill_when_a_task_is_stored)
+        killer.start()
+        df = lcbench.run(["slowjpeg"], image_folder, out=out, quality=[10, 20, 30, 40, 50, 60], backend="dask",
+                         scheduler=address, use_cache=False)
+        killer.join()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    failed = df[df.error != ""]
+    assert 0 < len(failed) < len(df) == 18
+    assert set(failed.error) == {f"not run: lost the connection to the Dask scheduler {address}; rerun to resume"}
+    ok = len(df) - len(failed)
+    again = lcbench.run(["slowjpeg"], image_folder, out=out, quality=[10, 20, 30, 40, 50, 60], backend="dask",
+                        scheduler=cluster.scheduler_address, use_cache=False)
+    assert (again.error == "").all()
+    assert len([r for r in read_records(out) if not r.get("error")]) == 18  # the finished ones did not run again
+    assert ok == 18 - len(failed)
