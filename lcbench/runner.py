@@ -57,6 +57,7 @@ class RunOutcome:
     from_cache: int = 0             # served from the machine-wide result cache
     ignored: list[str] = field(default_factory=list)  # files under the dataset folder not benchmarked
     old_version_rows: dict[str, int] = field(default_factory=dict)  # codec -> rows left out of results.csv
+    ignored_reasons: dict[str, str] = field(default_factory=dict)  # each of ``ignored`` -> why
 
     @property
     def ok(self) -> bool:
@@ -153,7 +154,9 @@ def _metadata(options: RunOptions, dataset: Dataset, codecs: Sequence[tuple[str,
         "updated": now,
         "command_line": options.command_line or " ".join(shlex.quote(a) for a in sys.argv),
         "dataset": {"name": dataset.name, "root": str(Path(dataset.root).absolute()), "images": len(dataset.images),
-                    "ignored_files": [_relative(p, dataset.root) for p in dataset.ignored]},
+                    "ignored_files": [_relative(p, dataset.root) for p in dataset.ignored],
+                    "ignored_reasons": {_relative(p, dataset.root): dataset.ignored_reasons.get(p, "")
+                                        for p in dataset.ignored}},
         "device": device,
         "metrics": {"names": list(METRIC_NAMES), "version": METRICS_VERSION,
                     "learned_codecs_backend": metrics_backend_for(device, options.metrics_backend),
@@ -315,7 +318,8 @@ def execute(options: RunOptions) -> RunOutcome:
     frame = store.records_to_frame(mine)
     failures = [r for r in mine if r.get("error")]
     return RunOutcome(run_dir, frame, len(jobs), len(jobs) - len(todo) - reused, failures, reused,
-                      [_relative(p, dataset.root) for p in dataset.ignored], old_rows)
+                      [_relative(p, dataset.root) for p in dataset.ignored], old_rows,
+                      {_relative(p, dataset.root): dataset.ignored_reasons.get(p, "") for p in dataset.ignored})
 
 
 RUN_LOCK = ".lcbench.lock"  # in the run directory: run.json and results.csv are rewritten under it

@@ -67,9 +67,15 @@ def test_other_files_and_run_directories_are_listed_not_benchmarked(tmp_path, ca
     assert main(["run", "--codecs", "png", "--dataset", str(data), "--out", str(data / "run"), "--jobs", "1",
                  "--no-progress"]) == 0
     err = capsys.readouterr().err
-    assert "4 file(s)/run folder(s)" in err and "c.jxl" in err and "README.txt" in err and ".hidden.png" in err
+    # each with its reason (the note gave one reason for all, 'not an image type ... or a run directory')
+    assert ("4 file(s)/folder(s) under the dataset folder are not benchmarked: .hidden.png (hidden file); "
+            "README.txt (not an image type lcbench reads); c.jxl (not an image type lcbench reads); "
+            "run (lcbench run directory); all listed with their reasons in run.json") in err
     meta = json.loads((data / "run" / "run.json").read_text())
     assert meta["dataset"]["ignored_files"] == [".hidden.png", "README.txt", "c.jxl", "run"]
+    assert meta["dataset"]["ignored_reasons"] == {
+        ".hidden.png": "hidden file", "README.txt": "not an image type lcbench reads",
+        "c.jxl": "not an image type lcbench reads", "run": "lcbench run directory"}
     df = pd.read_csv(data / "run" / "results.csv", keep_default_na=False).set_index("image")
     assert list(df.index) == ["a", "anim"]
     assert "first frame of 2" in df.loc["anim", "notes"]

@@ -95,11 +95,11 @@ def run(args: argparse.Namespace) -> int:
               "grid was target_bpp, now nominal_bpp) are left out of results.csv (run those rate points and "
               "images again to measure them now)", file=sys.stderr)
     if outcome.ignored:
-        names = ", ".join(outcome.ignored[:8])
-        more = f" and {len(outcome.ignored) - 8} more" if len(outcome.ignored) > 8 else ""
-        print(f"note: {len(outcome.ignored)} file(s)/run folder(s) under the dataset folder are not benchmarked "
-              f"(not an image type lcbench reads, or an lcbench run directory): {names}{more}; "
-              f"listed in run.json", file=sys.stderr)
+        reasons = outcome.ignored_reasons
+        names = "; ".join(f"{p} ({reasons[p]})" if reasons.get(p) else p for p in outcome.ignored[:8])
+        more = f"; and {len(outcome.ignored) - 8} more" if len(outcome.ignored) > 8 else ""
+        print(f"note: {len(outcome.ignored)} file(s)/folder(s) under the dataset folder are not benchmarked: "
+              f"{names}{more}; all listed with their reasons in run.json", file=sys.stderr)
     if outcome.failures:
         print(f"{len(outcome.failures)} job(s) FAILED:", file=sys.stderr)
         shown = {}
