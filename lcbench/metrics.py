@@ -24,12 +24,16 @@ over its difference d from the source: d, d^2 and x*d are Gaussian-filtered in f
 row and the SSIM terms summed as rows complete, with nothing image-sized written. Filtering
 the decoded image itself in float32 loses ~4e-5 of SSIM on flat bright areas (E[y^2] - mu_y^2
 cancels catastrophically); the statistics of d are small where the error is small, so they
-keep their precision. Squared errors are exact integer sums taken in the same pass.
+keep their precision (large uniform errors on flat areas, a constant 255 decoded as 49, still
+lose up to 1e-4: no codec output we measured comes near that). Squared errors are exact integer
+sums taken in the same pass. Near-lossless images, where the float32 terms cannot carry
+1 - SSIM, are measured again in float64 (``NEAR_LOSSLESS``).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -121,6 +125,7 @@ class Reference:
     pixels: np.ndarray
     scales: list[_Scale] = field(default_factory=list)
     ms_ssim_note: str | None = None
+    _float64: Any = None  # lcbench.torch_metrics.TorchReference, built for near-lossless images only
 
     @classmethod
     def of(cls, pixels: np.ndarray) -> "Reference":
@@ -208,4 +213,23 @@ def compute_metrics(ref: Reference, decoded: np.ndarray) -> tuple[dict[str, floa
     per_channel = np.prod(terms ** w[:, None], axis=0)
     out["ms_ssim"] = float(per_channel.mean())
     out["ms_ssim_db"] = ms_ssim_db(out["ms_ssim"])
+    if sse > 0 and min(1.0 - out["ssim"], 1.0 - out["ms_ssim"]) < NEAR_LOSSLESS:
+        _near_lossless_in_float64(ref, decoded, out)
     return out, notes
+
+
+# Below this distance from 1, the float32 SSIM terms (1 - small, rounded to a step of ~6e-8) no
+# longer carry 1 - SSIM to a few digits: a near-lossless image got ms_ssim = 1.0 exactly and
+# ms_ssim_db = inf, as if lossless, and dB values well above 50 lost ~0.1 dB. Such images (rare:
+# PSNR around 60 dB and up) are measured again in float64, which is exact to ~1e-13.
+NEAR_LOSSLESS = 1e-5
+
+
+def _near_lossless_in_float64(ref: Reference, decoded: np.ndarray, out: dict[str, float]) -> None:
+    from .torch_metrics import TorchReference, compute_metrics as compute_float64
+
+    if ref._float64 is None:
+        ref._float64 = TorchReference.of(ref.pixels, "cpu")
+    exact, _ = compute_float64(ref._float64, decoded)
+    for key in ("ssim", "ms_ssim", "ms_ssim_db"):
+        out[key] = exact[key]

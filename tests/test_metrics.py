@@ -152,3 +152,31 @@ def test_images_just_above_the_window_size(size):
     assert values["ssim"] == pytest.approx(_skimage_ssim(img, dec), abs=1e-6)
     assert values["psnr_rgb"] == pytest.approx(peak_signal_noise_ratio(img, dec, data_range=255), abs=1e-6)
     assert math.isnan(values["ms_ssim"]) and any("160" in n for n in notes)
+
+
+@pytest.mark.parametrize("corner, side, delta", [((100, 200), 1, 5), ((100, 200), 3, 2), ((10, 10), 8, 2),
+                                                  ((100, 100), 16, 1)])
+def test_near_lossless_images_get_exact_values(corner, side, delta):
+    """A few pixels off by a few levels: the float32 terms 1 - small round to a step of ~6e-8, so
+    ms_ssim_db was ~0.1 dB off above 50 dB, and inf (lossless!) for one pixel off by 1. Such
+    images are now measured in float64."""
+    img = photo("astronaut", (256, 320))
+    y, x = corner
+    dec = img.astype(int)
+    patch = dec[y:y + side, x:x + side, 0]
+    dec[y:y + side, x:x + side, 0] = np.where(patch < 200, patch + delta, patch - delta)
+    dec = dec.astype(np.uint8)
+    values, _ = compute_metrics(Reference.of(img), dec)
+    ref = _exact_ms_ssim(img, dec)
+    assert values["ssim"] == pytest.approx(_skimage_ssim(img, dec), abs=1e-12)
+    assert values["ms_ssim"] == pytest.approx(ref, abs=1e-12)
+    assert values["ms_ssim_db"] == pytest.approx(-10 * math.log10(1 - ref), abs=1e-3)
+
+
+def test_one_pixel_off_by_one_is_not_lossless():
+    img = photo("astronaut", (256, 320))
+    dec = img.copy()
+    dec[0, 0, 0] = img[0, 0, 0] + 1 if img[0, 0, 0] < 255 else img[0, 0, 0] - 1
+    values, _ = compute_metrics(Reference.of(img), dec)
+    assert values["ssim"] < 1.0 and values["ms_ssim"] < 1.0
+    assert math.isfinite(values["ms_ssim_db"]) and values["ms_ssim_db"] > 100
