@@ -295,7 +295,7 @@ def bd_table(df: pd.DataFrame, anchor: str, metrics: Sequence[str] = DEFAULT_MET
     """
     from lcbench.compressai_json import aggregate_like_published
     from lcbench.results import codecs_in_order, split_rate_curves
-    from lcbench.summary import rd_curve
+    from lcbench.summary import pooled_as, rd_curve
 
     df = split_rate_curves(df)  # a codec's grid and rate-matched rows are two curves (jpeg, jpeg@target_bpp)
     extra = dict(extra_curves or {})
@@ -345,7 +345,9 @@ def bd_table(df: pd.DataFrame, anchor: str, metrics: Sequence[str] = DEFAULT_MET
                 metric_res = bd_metric(ar, am, tr, tm, method)
             measured_row = codec in measured
             row = {"codec": codec, "anchor": anchor, "source": source_of(codec), "anchor_source": source_of(anchor),
-                   "metric": metric, "method": method, "aggregate": how,
+                   "metric": metric, "method": method,
+                   # what the curves really are: bd.csv said "mse" for psnr_y_sr, averaged per image
+                   "aggregate": how if how != "mse" else pooled_as(metric, how),
                    "n_images": len(images) if images is not None and measured_row else math.nan,
                    "n_images_left_out": len(left_out) if measured_row else math.nan,
                    "left_out": "; ".join(f"{img}: {why}" for img, why in left_out.items()),

@@ -107,6 +107,15 @@ def aggregation_note(aggregate: str, confidence: float = 0.95, spread: bool = Tr
     return f"Aggregation: {how}; spread: standard deviation and {confidence:.0%} CI of the mean across images."
 
 
+def pooled_as(metric: str, aggregate: str) -> str:
+    """How ``_pooled`` really aggregates ``metric`` under ``aggregate``: "mse" pools only PSNR-RGB,
+    PSNR-Y (from the mean MSE) and MS-SSIM dB (from the mean MS-SSIM); every other column, e.g. a
+    pipeline's psnr_y_sr, which has no MSE column, is a mean over images either way."""
+    if aggregate == "mse" and (metric in _MSE_OF or metric == "ms_ssim_db"):
+        return "mse"
+    return "mean"
+
+
 def _pooled(values: pd.DataFrame, metric: str, aggregate: str) -> float:
     """The aggregate of one metric over the rows (images) of one rate point."""
     if aggregate == "mse" and metric in _MSE_OF:

@@ -276,3 +276,16 @@ def test_grid_curve_comes_first_and_is_the_default_anchor_when_matched_rows_ran_
     df = split_rate_curves(validate_frame(pd.concat([matched, grid], ignore_index=True)))
     assert list(dict.fromkeys(df.codec)) == ["jpeg2000@target_bpp", "jpeg2000"]  # file order
     assert codecs_in_order(df) == ["jpeg2000", "jpeg2000@target_bpp"]  # report's default anchor: the first
+
+
+def test_bd_table_says_how_each_metric_was_really_aggregated(results):
+    """Under --aggregate mse a column without an MSE (a pipeline's psnr_y_sr, a plugin's metric) is
+    still a mean over images, but bd.csv labelled it 'mse'."""
+    df = results.assign(psnr_y_sr=results["psnr_y"] - 0.5)
+    table = bd_table(df, "jpeg", metrics=["psnr_rgb", "psnr_y_sr", "ms_ssim_db", "ssim"], aggregate="mse", n_boot=100)
+    labels = table.drop_duplicates("metric").set_index("metric")["aggregate"].to_dict()
+    assert labels == {"psnr_rgb": "mse", "psnr_y_sr": "mean", "ms_ssim_db": "mse", "ssim": "mean"}
+    # and the psnr_y_sr values are those of the mean curves
+    mean = bd_table(df, "jpeg", metrics=["psnr_y_sr"], aggregate="mean", n_boot=100)
+    mse = table[table.metric == "psnr_y_sr"]
+    assert mse["bd_rate"].tolist() == pytest.approx(mean["bd_rate"].tolist())
