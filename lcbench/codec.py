@@ -161,7 +161,8 @@ class Codec(abc.ABC):
         return {}
 
     def extra_metrics(self, original: np.ndarray, decoded: np.ndarray) -> dict[str, float]:
-        """Extra metric columns computed on (original, decoded), e.g. a protocol's cropped-border PSNR."""
+        """Extra metric columns computed on (original, decoded), e.g. a protocol's cropped-border PSNR.
+        A ``"notes"`` entry (text or a list of texts), e.g. why a value is NaN, goes to the job's notes."""
         return {}
 
     def __repr__(self) -> str:

@@ -445,6 +445,9 @@ class Pipeline(TorchCodec):
         from .sr_metrics import sr_metrics
 
         try:
-            return sr_metrics(original, decoded, self.multiple)
-        except ValueError:  # image too small for the border crop
-            return {"psnr_y_sr": math.nan, "ssim_y_sr": math.nan}
+            values: dict[str, Any] = sr_metrics(original, decoded, self.multiple)
+        except ValueError as exc:  # image too small for the border crop
+            return {"psnr_y_sr": math.nan, "ssim_y_sr": math.nan, "notes": f"no psnr_y_sr/ssim_y_sr: {exc}"}
+        if math.isnan(values["ssim_y_sr"]):
+            values["notes"] = "ssim_y_sr needs at least 11x11 px left after the border crop"
+        return values

@@ -186,8 +186,10 @@ def finish_record(rec: dict[str, Any], codec: Codec, src: SourceImage, ref: Refe
         raise ValueError(f"decoder returned {got}, expected uint8 {src.pixels.shape}")
     values, metric_notes = measured if measured is not None else compute_metrics(ref, decoded)
     rec.update(values)
-    rec.update(codec.extra_metrics(src.pixels, decoded))
-    off_target = []
+    extra = dict(codec.extra_metrics(src.pixels, decoded))
+    extra_notes = extra.pop("notes", None) or []  # why an extra metric is NaN, say
+    rec.update(extra)
+    off_target = [extra_notes] if isinstance(extra_notes, str) else list(extra_notes)
     if rec.get("rate_param") == "target_bpp" and rec["bpp"] > 0:
         target = float(rec["quality"])
         if abs(rec["bpp"] - target) > OFF_TARGET * target:  # e.g. png at 0.5 bpp, jpeg at 100 bpp

@@ -328,3 +328,24 @@ def test_inner_codecs_weights_dir_path_is_not_part_of_the_chain_check(tmp_path: 
         create_codec(f"bicubic-x2+importance_map:weights_dir={c}").decode(data)
     with pytest.raises(CodecError, match="other steps or another codec"):
         create_codec(f"bicubic-x2+autoencoder:weights_dir={a}").decode(data)
+
+
+def test_sr_metrics_left_undefined_say_why_in_the_notes(tmp_path):
+    """psnr_y_sr/ssim_y_sr were NaN without a note on images too small for the border crop."""
+    import pandas as pd
+    from PIL import Image
+
+    from lcbench.cli import main
+
+    rng = np.random.default_rng(3)
+    data = tmp_path / "imgs"
+    data.mkdir()
+    Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(data / "tiny.png")
+    Image.fromarray(rng.integers(0, 256, (12, 20, 3), dtype=np.uint8)).save(data / "small.png")
+    out = tmp_path / "run"
+    assert main(["run", "--codecs", "bicubic-x4+jpeg", "-q", "50", "--dataset", str(data), "--out", str(out),
+                 "--jobs", "1", "--no-progress", "--no-cache"]) == 0
+    df = pd.read_csv(out / "results.csv", keep_default_na=False).set_index("image")
+    assert "no psnr_y_sr/ssim_y_sr: image 8x8 is too small for a 4-pixel border crop" in df.loc["tiny", "notes"]
+    assert df.loc["small", "psnr_y_sr"] != "" and df.loc["small", "ssim_y_sr"] == ""
+    assert "ssim_y_sr needs at least 11x11 px left after the border crop" in df.loc["small", "notes"]
