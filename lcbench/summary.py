@@ -20,8 +20,6 @@ from typing import Literal, Sequence
 import numpy as np
 import pandas as pd
 
-from .bdrate import MIN_VALUES_FOR_INTERVAL
-
 Aggregate = Literal["mean", "mse"]
 AGGREGATES = ("mean", "mse")
 SUMMARY_METRICS = ("bpp", "psnr_rgb", "psnr_y", "ssim", "ms_ssim", "ms_ssim_db", "enc_time_s", "dec_time_s")
@@ -105,6 +103,12 @@ def aggregation_note(aggregate: str, confidence: float = 0.95, spread: bool = Tr
     if not spread:
         return f"Aggregation: {how}."
     return f"Aggregation: {how}; spread: standard deviation and {confidence:.0%} CI of the mean across images."
+
+
+def _min_values_for_interval() -> int:
+    from .bdrate import MIN_VALUES_FOR_INTERVAL  # here: bdrate imports scipy.interpolate (~0.8 s at start-up)
+
+    return MIN_VALUES_FOR_INTERVAL
 
 
 def pooled_as(metric: str, aggregate: str) -> str:
@@ -458,7 +462,7 @@ def bd_display_table(bd: pd.DataFrame, kind: Literal["rate", "metric"] = "rate")
     table.caption = (f"{what} against {against}, {method.upper() if method == 'pchip' else 'cubic (VCEG-M33)'} "
                      f"interpolation over the overlapping range. avg: on the average curves; per-image: mean over "
                      f"images with a bootstrap 95% interval (expanded percentile; none over fewer than "
-                     f"{MIN_VALUES_FOR_INTERVAL} images). Bold: best per column"
+                     f"{_min_values_for_interval()} images). Bold: best per column"
                      + (" among measured codecs." if published else "."))
     table.notes = [f"[{i}] {n}" for i, n in enumerate(notes, 1)]
     for name, src in published.items():
