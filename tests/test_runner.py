@@ -210,6 +210,20 @@ def test_bad_quality_grid_exit_2(image_folder, capsys):
     assert "START:STOP:STEP" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("args, words", [
+    (["-q", "abc"], "-q/--quality: bad rate value 'abc'"),
+    (["--target-bpp", "x"], "--target-bpp: bad rate value 'x'"),
+    (["-q", "50", "--out", "{tmp}/afile"], "--out {tmp}/afile: is a file; give a folder"),
+    (["-q", "50", "--out", "{tmp}/afile/run"], "--out {tmp}/afile/run: lies under the file {tmp}/afile; give a folder"),
+])
+def test_bad_run_options_are_named(image_folder, tmp_path, capsys, args, words):
+    """These said "bad rate value 'abc'" or "[Errno 17] File exists", naming no option."""
+    (tmp_path / "afile").write_text("x")
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    assert main(["run", "--codecs", "jpeg", "--dataset", str(image_folder), *args]) == 2
+    assert words.replace("{tmp}", str(tmp_path)) in capsys.readouterr().err
+
+
 def test_missing_dataset_exit_2(capsys, tmp_path):
     assert main(["run", "--codecs", "jpeg", "--dataset", str(tmp_path / "nothing-here")]) == 2
     assert "nothing-here" in capsys.readouterr().err

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 COMMAND = "run"
 HELP = "run codecs over a dataset and write per-image results"
@@ -58,8 +59,22 @@ def run(args: argparse.Namespace) -> int:
     for plugin in args.plugin:
         load_plugin(plugin)
     codecs = [c.strip() for c in args.codecs.split(",") if c.strip()]
-    every, per_codec = parse_rate_overrides(args.quality)
-    targets = parse_rate_list(args.target_bpp) if args.target_bpp else None
+    try:
+        every, per_codec = parse_rate_overrides(args.quality)
+    except ValueError as exc:  # "bad rate value 'abc'" named no option
+        raise ValueError(f"-q/--quality: {exc}") from exc
+    try:
+        targets = parse_rate_list(args.target_bpp) if args.target_bpp else None
+    except ValueError as exc:
+        raise ValueError(f"--target-bpp: {exc}") from exc
+    if args.out is not None:  # a bare "[Errno 17] File exists" / "Not a directory" named no option
+        out = Path(args.out).absolute()
+        for p in (out, *out.parents):
+            if p.exists():
+                if not p.is_dir():
+                    where = "is a file" if p == out else f"lies under the file {p}"
+                    raise ValueError(f"--out {args.out}: {where}; give a folder for the run (created if missing)")
+                break
     if targets and (every or per_codec):  # the user's -q only: a preset's grid is not the user's input
         raise ValueError("--target-bpp replaces the rate grid: do not combine it with -q/--quality")
     preset = None
