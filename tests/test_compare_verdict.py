@@ -608,3 +608,11 @@ def test_markdown_details_say_how_many_images_the_average_curves_hold(base, tmp_
     text = md.read_text()
     assert "webp: per-rate-point deltas and timing (4 images)" in text
     assert "**psnr_rgb** (average curves over 3 of 4 images): BD-rate on average curves" in text
+
+
+@pytest.mark.parametrize("args, words", [(["--max-slowdown", "-1"], "--max-slowdown must be a positive ratio"),
+                                         (["--max-bd-rate", "nan"], "--max-bd-rate must be a finite percentage")])
+def test_bad_thresholds_name_the_option(base, tmp_path, capsys, args, words):
+    a = write(base, tmp_path / "a.csv")
+    assert run_cli(a, a, *args) == 2
+    assert words in capsys.readouterr().err

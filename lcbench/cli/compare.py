@@ -53,7 +53,11 @@ def run(args: argparse.Namespace) -> int:
 
     thresholds = None
     try:
-        thresholds = Thresholds(args.max_bd_rate, args.max_slowdown, args.fail_on)
+        try:
+            thresholds = Thresholds(args.max_bd_rate, args.max_slowdown, args.fail_on)
+        except CompareInputError as exc:  # Thresholds names its fields (max_slowdown): say the options
+            raise CompareInputError(str(exc).replace("max_bd_rate", "--max-bd-rate")
+                                    .replace("max_slowdown", "--max-slowdown").replace("fail_on", "--fail-on")) from exc
         pairs = [parse_pair(p) for p in args.pairs or []]
         verdict = compare(args.baseline, args.candidate, args.metrics, pairs, thresholds, args.method, args.bootstrap)
     except CompareInputError as exc:
