@@ -51,10 +51,11 @@ def sample_dataset() -> Dataset:
     import skimage
 
     root = Path(skimage.__file__).parent / "data"
-    images = [ImageRef(Path(n).stem, root / n) for n in SAMPLE_IMAGES if (root / n).is_file()]
-    if not images:
-        raise DatasetError(f"the 'sample' dataset needs scikit-image's bundled images, none found in {root}")
-    return Dataset("sample", root, images)
+    missing = [n for n in SAMPLE_IMAGES if not (root / n).is_file()]
+    if missing:  # a 'sample' of fewer images would be compared with the four-image one under one name
+        raise DatasetError(f"the 'sample' dataset needs scikit-image's bundled images {', '.join(SAMPLE_IMAGES)}; "
+                           f"{', '.join(missing)} not found in {root} (scikit-image {skimage.__version__})")
+    return Dataset("sample", root, [ImageRef(Path(n).stem, root / n) for n in SAMPLE_IMAGES])
 
 
 def is_run_directory(path: Path) -> bool:

@@ -400,3 +400,21 @@ def test_count_only_set_says_which_copy_and_what_was_checked(isolated: Path, tmp
             resolve_dataset("countset")
     finally:
         unregister_manifest("countset")
+
+
+def test_sample_missing_an_image_is_an_error_not_three_images(monkeypatch, tmp_path):
+    """A scikit-image without one of the four photos gave a 3-image 'sample' without a word."""
+    import shutil
+
+    import skimage
+
+    from lcbench.dataset import SAMPLE_IMAGES, sample_dataset
+
+    fake = tmp_path / "skimage"
+    (fake / "data").mkdir(parents=True)
+    real = Path(skimage.__file__).parent / "data"
+    for name in SAMPLE_IMAGES[:3]:
+        shutil.copy(real / name, fake / "data" / name)
+    monkeypatch.setattr(skimage, "__file__", str(fake / "__init__.py"))
+    with pytest.raises(DatasetError, match=rf"{SAMPLE_IMAGES[3]} not found in {fake / 'data'}"):
+        sample_dataset()
