@@ -264,7 +264,11 @@ def execute(options: RunOptions) -> RunOutcome:
     # edited image) must not stand in for this job's result
     planned = {(j.label, j.rate_param, j.quality, j.image.id): j.key for j in jobs}
     existing = store.read_records(run_dir)
-    done = {r["key"] for r in existing if not r.get("error") and r.get("key")}
+    # done: a successful record of the key that fills its own row (a record whose fields do not
+    # match its key's job, a damaged or hand-edited one, counted as done but filled no row)
+    slot_of_key = {key: slot for slot, key in planned.items()}
+    done = {r["key"] for r in existing
+            if not r.get("error") and r.get("key") and store.slot_of(r) == slot_of_key.get(r["key"], store.slot_of(r))}
     saving = options.save_bitstreams or options.save_decoded
     todo = [j for j in jobs if j.key not in done or (saving and _outputs_missing(j, run_dir, options))]
     cache, cache_keys, reused = None, {}, 0

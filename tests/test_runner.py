@@ -679,3 +679,21 @@ def test_a_reader_fix_gives_folder_images_new_keys(image_folder, tmp_path, monke
     cache.pixel_hash(path)
     assert len(loads) == 2  # read again by the new reader
     cache.close()
+
+
+def test_a_record_that_fills_no_row_does_not_count_as_done(image_folder, tmp_path, capsys):
+    """A record whose key is a planned job's but whose fields are another row's (quality 70 edited
+    to 71) counted as done: '8/8 jobs ok' with 7 rows, and no rerun ever filled the row."""
+    out = tmp_path / "run"
+    args = ["run", "--codecs", "jpeg", "-q", "30,70", "--dataset", str(image_folder), "--out", str(out), "--jobs", "1",
+            "--no-progress", "--no-cache"]
+    assert main(args) == 0
+    (shard,) = (out / "records").glob("*.jsonl")
+    lines = shard.read_text().splitlines(keepends=True)
+    i = next(k for k, line in enumerate(lines) if '"quality":70.0' in line)
+    lines[i] = lines[i].replace('"quality":70.0', '"quality":71.0')
+    shard.write_text("".join(lines))
+    capsys.readouterr()
+    assert main(args) == 0
+    df = pd.read_csv(out / "results.csv")
+    assert len(df) == 2 * len(list(image_folder.glob("*.png"))) and (df.quality == 70).sum() == len(df) // 2
