@@ -57,8 +57,9 @@ def job_key(label: str, version: str, quality: float, image: ImageRef, rate_para
 OFF_TARGET = 0.10
 
 # Bump when rate matching picks other rates for the same codec and image (2: JPEG 2000's search
-# stops relative to the target), so results matched the old way are not reused.
-RATE_MATCH_REVISION = 2
+# stops relative to the target; 3: steps inside the range's ends are tried, JPEG 2000 is searched
+# up to 24 bpp), so results matched the old way are not reused.
+RATE_MATCH_REVISION = 3
 
 
 def key_tag(rate_param: str) -> str:

@@ -2,9 +2,10 @@
 
 Bisection over ``codec.rate_range``, in the direction given by ``codec.rate_increases_bits``
 (quality-like up, QP-like down). Quality-like parameters ("quality", "qp", "level", ...) are
-searched in integer steps, so the answer is within one step of the target: the neighbours on
-either side of the returned value bracket it, unless the target is outside what the codec
-can reach (then the nearest end of the range is returned). Continuous parameters (a target
+searched in integer steps: the answer is the closest of the bisection's candidates, so usually
+within one step of the target (sizes that are not monotonic in the quality can leave it a few
+percent further off). A target outside what the codec reaches gets the closest of the range's
+end and the few steps just inside it (``END_PROBES``). Continuous parameters (a target
 bpp, a distance) are bisected until the interval or the rate error is tiny.
 
 Every candidate is really encoded; bpp = 8 * len(bitstream) / (H * W). Bit counts are not
@@ -22,6 +23,7 @@ import numpy as np
 from lcbench.codec import check_image
 
 INTEGER_RATE_PARAMS = ("quality", "q", "qp", "crf", "level", "effort")
+END_PROBES = 3  # integer steps tried inside an end of the range when the target lies beyond it
 
 
 def is_integer_rate(codec: Any) -> bool:
@@ -108,6 +110,15 @@ def match_rate_detailed(codec: Any, image: np.ndarray, target_bpp: float, *, rel
                 b = mid
         if not integer and a < b:
             bpp(param((a + b) / 2))
+    elif integer:
+        # Outside the bracket at an end of the range. Sizes are not monotonic next to the ends for
+        # every codec (cjxl's q 5 writes more bits than q 6): the steps just inside are tried too,
+        # or a target q 6 hits was reported as "not reached" at q 5.
+        below = target_bpp <= bpp(param(a))
+        for k in range(1, END_PROBES + 1):
+            t = a + k if below else b - k
+            if lo <= t <= hi:
+                bpp(param(t))
     tried = {r: 8.0 * len(data) / pixels for r, data in cache.items()}
     # Closest of everything tried; on a tie, the smaller bitstream (stays within the budget).
     best = min(tried, key=lambda r: (abs(tried[r] - target_bpp), tried[r]))

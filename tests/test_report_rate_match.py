@@ -110,3 +110,40 @@ def test_bad_inputs_raise_clear_errors():
         match_rate(NoRange(), img, 0.5)
     with pytest.raises(CodecError, match="uint8"):
         match_rate(create_codec("jpeg"), img.astype(np.float32), 0.5)
+
+
+class SizesByQuality:
+    """A codec whose bitstream for quality q is SIZES[q] bytes (hand-made, to test the search)."""
+
+    name = "sizes"
+    rate_param = "quality"
+    rate_increases_bits = True
+
+    def __init__(self, sizes: dict[int, int], rate_range: tuple[int, int]):
+        self.sizes, self.rate_range = sizes, rate_range
+
+    def encode(self, image, rate):
+        return bytes(self.sizes[int(rate)])
+
+
+def test_steps_inside_the_low_end_are_tried():
+    """cjxl writes more bits at q 5 than at q 6: a target that q 6 hits was reported as 'not
+    reached' at q 5, because a target below bpp(lowest quality) returned after one encode."""
+    img = np.zeros((8, 8, 3), np.uint8)  # 64 px: bpp = bytes / 8
+    sizes = {q: 20 + 2 * q for q in range(5, 100)}
+    sizes[5], sizes[6] = 40, 25  # q 5 larger than q 6 and q 7 (32 bytes)
+    m = match_rate_detailed(SizesByQuality(sizes, (5, 99)), img, 25 / 8)
+    assert (m.rate, m.bpp) == (6.0, 25 / 8)
+    # and at the top end: q 99 smaller than q 98
+    sizes = {q: 2 * q for q in range(1, 100)}
+    sizes[99] = 150
+    m = match_rate_detailed(SizesByQuality(sizes, (1, 99)), img, 500 / 8)
+    assert (m.rate, m.bpp) == (98.0, 196 / 8)
+
+
+def test_jpeg2000_targets_above_8_bpp_are_searched():
+    """The search stopped at 8 bpp though the codec takes up to 24: a 10 bpp target on a noisy
+    image was 'not reached' (-20%) while nominal 10 gives 10.0."""
+    img = np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    m = match_rate_detailed(create_codec("jpeg2000"), img, 10.0)
+    assert abs(m.bpp / 10.0 - 1) < 0.01
