@@ -194,7 +194,7 @@ def finish_record(rec: dict[str, Any], codec: Codec, src: SourceImage, ref: Refe
         target = float(rec["quality"])
         if abs(rec["bpp"] - target) > OFF_TARGET * target:  # e.g. png at 0.5 bpp, jpeg at 100 bpp
             off_target.append(f"target {target:g} bpp not reached: {rec['bpp']:.4g} bpp is the closest "
-                              f"({100 * (rec['bpp'] / target - 1):+.0f}%)")
+                              f"({100 * (rec['bpp'] / target - 1):+.1f}%)")  # .0f showed a 10.4% miss as "+10%"
     rec["notes"] = "; ".join(dict.fromkeys([*src.notes, *notes, *metric_notes, *off_target]))
 
 

@@ -107,7 +107,26 @@ def test_codec_that_missed_the_target_is_not_bold(results):
     md = to_markdown(summary_table(summarize(pd.concat([df, lossless], ignore_index=True)), spread=None))
     best = summarize(df).set_index("codec").ssim.max()
     assert f"**{best:.4f}**" in md and "**1.0000**" not in md
-    assert "Not in the bold comparison, more than 10% off their target rate: png target_bpp=0.5 (mean 13.2 bpp)" in md
+    assert ("More than 10% off the target rate for some or all images, so not in any bold comparison (results.csv's "
+            "notes say which images): png target_bpp=0.5 (4 of 4 images off, mean 13.2 bpp).") in md
+
+
+def test_misses_in_opposite_directions_do_not_make_a_row_on_target(results):
+    """Judged on the mean bpp, two images at -14% and +14% averaged exactly the target: the row
+    took part in the bold comparison although no image was at that rate."""
+    df = results[results.codec.isin(["jpeg", "webp"])].copy()
+    df = df[df.quality == 50].drop_duplicates(["codec", "image"]).copy()
+    df["rate_param"], df["quality"], df["bpp"] = "target_bpp", 0.3, 0.3
+    images = sorted(df.image.unique())
+    off = df.codec == "webp"
+    df.loc[off, "bpp"] = [0.259 if i % 2 == 0 else 0.341 for i in range(int(off.sum()))]
+    df.loc[off, "ssim"] = 0.999  # would be bold if compared
+    s = summarize(df)
+    row = s.set_index("codec").loc["webp"]
+    assert row["bpp"] == pytest.approx(0.3) and row["n_off_target"] == len(images)
+    md = to_markdown(summary_table(s, spread=None))
+    assert "**0.9990**" not in md
+    assert f"webp target_bpp=0.3 ({len(images)} of {len(images)} images off, mean 0.3 bpp)" in md
 
 
 def test_quality_grids_are_not_compared_row_by_row(results):
