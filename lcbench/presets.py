@@ -143,11 +143,14 @@ def sr_table(frame, metrics: Sequence[str] = SR_METRICS):
     of that dataset/method/scale/codec at any quality), ``left_out`` (``image: why`` for each
     image of the row missing from a mean: failed job, undefined metric, no result) and ``bpp``
     (mean over the successful jobs). ``scale`` is the border S the metrics were computed with
-    (0 when unknown: a step not registered here). A rate point is (``rate_param``, ``quality``):
+    (0 when unknown: a step not registered here), ``n_off_target`` (rate-matched rows: images more
+    than 10% off the target). A rate point is (``rate_param``, ``quality``):
     rows of different rate parameters (a grid's ``quality`` or ``nominal_bpp``, a rate-matched
     ``target_bpp``) with the same number are different rate points, never averaged together.
     """
     import pandas as pd
+
+    from .codec import MATCHED_RATE_PARAM
 
     missing = [m for m in metrics if m not in frame.columns]
     if missing:
@@ -202,6 +205,12 @@ def sr_table(frame, metrics: Sequence[str] = SR_METRICS):
         rec["n_images"] = n_row
         ok_bpp = g.loc[~failed.loc[g.index], "bpp"] if "bpp" in g.columns else pd.Series(dtype=float)
         rec["bpp"] = float(ok_bpp.mean()) if ok_bpp.notna().any() else float("nan")
+        rec["n_off_target"] = 0
+        if key[4] == MATCHED_RATE_PARAM:  # images whose matched bitstream missed the target by > 10%
+            from .jobs import OFF_TARGET
+
+            target = float(key[5])
+            rec["n_off_target"] = int((~((ok_bpp - target).abs() <= OFF_TARGET * target)).sum())
         rec["left_out"] = "; ".join(f"{img}: {', '.join(w)}" for img, w in why.items())
         out.append(rec)
     agg = pd.DataFrame(out)
@@ -211,7 +220,8 @@ def sr_table(frame, metrics: Sequence[str] = SR_METRICS):
     agg["_grid"] = agg["rate_param"] != "quality"  # quality columns first, as in the papers
     agg = agg.sort_values(["_order", "inner", "method", "scale", "_grid", "rate_param", "quality"]).drop(
         columns=["_order", "_grid"])
-    cols = row_keys + rate_keys + [c for m in metrics for c in (m, f"{m}_n")] + ["n_images", "bpp", "left_out"]
+    cols = row_keys + rate_keys + [c for m in metrics for c in (m, f"{m}_n")] + ["n_images", "bpp", "n_off_target",
+                                                                                  "left_out"]
     return agg[cols].reset_index(drop=True)
 
 
@@ -233,7 +243,7 @@ def format_sr_table(frame, metrics: Sequence[str] = SR_METRICS, style: str = "ma
     points = list(dict.fromkeys(zip(table["rate_param"], table["quality"])))
     points.sort(key=lambda p: (p[0] != "quality", p[0], p[1]))
     header = ["dataset", "method", "scale", "codec"] + [rate_point_label(*p) for p in points] + ["images"]
-    rows, notes, unknown_scale = [], [], []
+    rows, notes, unknown_scale, off = [], [], [], []
     for (dataset, method, scale, inner), g in table.groupby(["dataset", "method", "scale", "inner"], sort=False):
         by_q = {(rp, q): r for rp, q, r in zip(g["rate_param"], g["quality"], g.to_dict("records"))}
         n_row = int(g["n_images"].iloc[0])
@@ -255,6 +265,10 @@ def format_sr_table(frame, metrics: Sequence[str] = SR_METRICS, style: str = "ma
                     t = f"{v:.2f}" if i == 0 else f"{v:.4f}".replace("0.", ".", 1) if 0 <= v < 1 else f"{v:.4f}"
                 texts.append(t)
             cell = "/".join(texts)
+            if r.get("n_off_target", 0):  # the column's rate is not this cell's: say so in the cell
+                cell += f" [{r['bpp']:.3g} bpp]"
+                off.append(f"{dataset or '-'} {method} {scale_text} {inner} {rate_point_label(*point)}: "
+                           f"{int(r['n_off_target'])} of {n_row} image(s) more than 10% off; mean {r['bpp']:.4g} bpp")
             ns = [int(r[f"{m}_n"]) for m in metrics]
             if any(n != n_row for n in ns):
                 cell += f" (n={ns[0]})" if len(set(ns)) == 1 else f" (n={'/'.join(map(str, ns))})"
@@ -267,6 +281,10 @@ def format_sr_table(frame, metrics: Sequence[str] = SR_METRICS, style: str = "ma
     if any(rp == MATCHED_RATE_PARAM for rp, _ in points):
         foot.append(f"{MATCHED_RATE_PARAM}=X: rate-matched (--target-bpp), per image the rate parameter whose "
                     f"bitstream is closest to X bpp; not a quality grid point")
+    if off:
+        foot.append("[X bpp]: a rate-matched cell whose images did not all reach the column's target (within 10%); "
+                    "X is their mean bpp, so the cell is not at the column's rate:")
+        foot += [f"- {n}" for n in off]
     if notes:
         foot.append("(n=...): the cell's mean is over fewer images than the row's N (images column)"
                     + (f"; n=a/b: {metrics[0]} over a images, {' / '.join(metrics[1:])} over b" if len(metrics) > 1

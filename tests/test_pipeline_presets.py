@@ -250,8 +250,12 @@ def test_sr_table_keeps_rate_params_apart() -> None:
     assert (t.n_images == 2).all() and (t.psnr_y_sr_n == 2).all()
     lines = format_sr_table(_two_rate_params()).splitlines()
     assert lines[2] == "| dataset | method | scale | codec | q=30 | nominal_bpp=0.5 | target_bpp=0.25 | target_bpp=0.5 | images |"
-    assert lines[4] == "| set5 | bicubic | x2 | jpeg2000 | 25.00/.2500 | 30.00/.3000 | 18.00/.1800 | 20.00/.2000 | 2 |"
+    # the fixture's target_bpp=0.25 jobs measured 0.5 bpp: the cell says so (it showed no sign of the miss)
+    assert lines[4] == ("| set5 | bicubic | x2 | jpeg2000 | 25.00/.2500 | 30.00/.3000 | 18.00/.1800 [0.5 bpp] | "
+                        "20.00/.2000 | 2 |")
     assert any(line.startswith("target_bpp=X: rate-matched (--target-bpp)") for line in lines)
+    assert "- set5 bicubic x2 jpeg2000 target_bpp=0.25: 2 of 2 image(s) more than 10% off; mean 0.5 bpp" in lines
+    assert list(t.n_off_target) == [0, 0, 2, 0]
     # a cell over fewer images is named by its own rate point
     df = _two_rate_params()
     df = df[~((df.rate_param == "target_bpp") & (df.quality == 0.5) & (df.image == "b"))]
