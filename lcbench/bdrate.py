@@ -343,6 +343,14 @@ def bd_table(df: pd.DataFrame, anchor: str, metrics: Sequence[str] = DEFAULT_MET
             else:
                 rate_res = bd_rate(ar, am, tr, tm, method)
                 metric_res = bd_metric(ar, am, tr, tm, method)
+                matched = set(df.loc[df["codec"].isin([anchor, codec]), "rate_param"].astype(str)) == {"target_bpp"} \
+                    if "rate_param" in df.columns else False
+                if matched and "two points with the same rate" in (rate_res.reason or ""):
+                    # rate-matched curves: two targets beyond what a codec reaches land on one bitstream
+                    hint = (" (two --target-bpp targets the codec cannot reach landed on the same bitstream; "
+                            "results.csv's notes say 'not reached')")
+                    rate_res = BDResult.nan(rate_res.reason + hint)
+                    metric_res = BDResult.nan((metric_res.reason or rate_res.reason) + hint)
             measured_row = codec in measured
             row = {"codec": codec, "anchor": anchor, "source": source_of(codec), "anchor_source": source_of(anchor),
                    "metric": metric, "method": method,

@@ -289,3 +289,17 @@ def test_bd_table_says_how_each_metric_was_really_aggregated(results):
     mean = bd_table(df, "jpeg", metrics=["psnr_y_sr"], aggregate="mean", n_boot=100)
     mse = table[table.metric == "psnr_y_sr"]
     assert mse["bd_rate"].tolist() == pytest.approx(mean["bd_rate"].tolist())
+
+
+def test_rate_matched_duplicate_points_say_the_targets_were_not_reached(results):
+    """Two targets below what jpeg reaches land on q=1: the BD reason said only 'two points with the
+    same rate', without the cause."""
+    df = results[results.codec.isin(["jpeg", "webp"])].copy()
+    df["rate_param"] = "target_bpp"
+    low = (df.codec == "jpeg") & (df.quality == df[df.codec == "jpeg"].quality.min())
+    dup = df[low].assign(quality=-1.0)  # a second target landing on the same bitstream
+    df = pd.concat([df, dup], ignore_index=True)
+    row = bd_table(df, "jpeg", metrics=["psnr_rgb"], n_boot=100, per_image=False).set_index("codec").loc["webp"]
+    assert math.isnan(row["bd_rate"])
+    assert "two points with the same rate" in row["bd_rate_reason"]
+    assert "two --target-bpp targets the codec cannot reach landed on the same bitstream" in row["bd_rate_reason"]
