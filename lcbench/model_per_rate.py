@@ -46,6 +46,7 @@ class ModelPerRateCodec(TorchCodec):
         self._models: dict[int, tuple[Any, Any, str]] = {}  # id -> (network on self.device, aux, file sha256)
         self._load_lock = threading.Lock()  # decoding may run in the runner's coding thread
         self._version: str | None = None
+        self._version_shas: dict[int, str] = {}  # model id -> sha256 its version() was computed from
         self._availability: Availability | None = None
 
     # -- what a subclass supplies -----------------------------------------------------------
@@ -159,7 +160,8 @@ class ModelPerRateCodec(TorchCodec):
                 path = self.weights_path(i, self.weights_dir)
                 if not path.is_file():
                     raise CodecUnavailable(f"{self.name}: weights file {path} is missing")
-                lines.append(f"{i}:{sha256_of(path)}")
+                self._version_shas[i] = sha256_of(path)
+                lines.append(f"{i}:{self._version_shas[i]}")
             digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()
             self._version = (f"weights-sha256:{digest} bitstream-v{self._bitstream_format_version()}"
                              f" coding-r{self.coding_revision}")
@@ -179,11 +181,19 @@ class ModelPerRateCodec(TorchCodec):
                 from lcbench.weights_file import sha256_of
 
                 path = self.weights_path(model_id, self.weights_dir)
+                before = sha256_of(path) if path.is_file() else None
                 try:
                     net, aux = self._read_model(path)
                 except ModelFileError as exc:
                     raise CodecUnavailable(f"{self.name} model {model_id}: {exc}") from exc
-                self._models[model_id] = (net.to(self.device), aux, sha256_of(path))
+                sha = sha256_of(path)
+                # the results are filed under version()'s hashes: weights rewritten since then (or
+                # while loading) would be benchmarked under the old weights' version
+                expected = self._version_shas.get(model_id, sha)
+                if before != sha or expected != sha:
+                    raise CodecError(f"{self.name}: weights file {path} changed during the run (sha256 "
+                                     f"{expected[:12]} when the run started, {sha[:12]} now); run again")
+                self._models[model_id] = (net.to(self.device), aux, sha)
             return self._models[model_id]
 
     def to(self, device: str) -> "ModelPerRateCodec":

@@ -362,3 +362,27 @@ def test_training_never_runs_code_from_a_pickled_file(tmp_path: Path, capsys, mo
     assert code == 2 and str(evil) in err and "Traceback" not in err
     assert "weights_only=False" not in err
     assert not marker.exists()
+
+
+def test_weights_rewritten_after_the_version_was_taken_are_refused(tmp_path):
+    """The version (and so the results' key) was hashed from the files when the run started, the
+    model loaded later: weights rewritten in between were benchmarked under the old version."""
+    import shutil
+
+    import numpy as np
+
+    from lcbench.codec import CodecError
+    from lcbench.registry import codecs, create_codec
+
+    shipped = Path(codecs.get("importance_map").shipped_weights_dir)
+    for i in (1, 3):
+        shutil.copy(shipped / f"importance_map_{i}.pt", tmp_path / f"importance_map_{i}.pt")
+    codec = create_codec(f"importance_map:weights_dir={tmp_path}")
+    codec.version()
+    shutil.copy(shipped / "importance_map_3.pt", tmp_path / "importance_map_1.pt")
+    image = np.zeros((64, 64, 3), np.uint8)
+    with pytest.raises(CodecError, match=r"importance_map_1\.pt changed during the run"):
+        codec.encode(image, 1)
+    fresh = create_codec(f"importance_map:weights_dir={tmp_path}")
+    fresh.version()
+    assert len(fresh.encode(image, 1)) > 0  # a new run takes the new weights, under their version
