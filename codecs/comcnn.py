@@ -117,10 +117,18 @@ class ComCNNStep(Step):
         if self._model is None:
             from lcbench.comcnn.weights import WeightsError, load
 
+            from lcbench.codec import CodecError
+            from lcbench.comcnn.weights import sha256_of
+
+            path = self._path()
             try:
-                model, _ = load(self._path())
+                model, _ = load(path)
             except WeightsError as exc:
                 raise CodecUnavailable(f"comcnn: {exc}") from exc
+            sha = sha256_of(path)
+            if self._sha is not None and sha != self._sha:  # results are filed under version()'s hash
+                raise CodecError(f"comcnn: weights file {path} changed during the run (sha256 {self._sha[:12]} "
+                                 f"when the run started, {sha[:12]} now); run again")
             self._model = model.to(self.device)
         return self._model
 

@@ -258,3 +258,24 @@ def test_lcbench_train_comcnn_through_the_train_command(tmp_path: Path, monkeypa
     _, meta = load(out)
     assert meta["codec"] == "jpeg" and meta["trained_steps"] == 2 and meta["rounds"] == 1
     assert cli_main(["train", "comcnn", "--data", str(data), "--out", str(out), "--resume", "x.ckpt"]) == 2
+
+
+def test_comcnn_weights_rewritten_after_the_version_was_taken_are_refused(tmp_path):
+    import shutil
+
+    from lcbench.codec import CodecError
+    from lcbench.registry import create_codec
+
+    shipped = Path(__file__).resolve().parents[1] / "codecs" / "weights" / "comcnn_jpeg.pt"
+    w = tmp_path / "w.pt"
+    shutil.copy(shipped, w)
+    codec = create_codec(f"comcnn:weights={w}+jpeg")
+    codec.version()
+    import torch
+
+    blob = torch.load(w, weights_only=True)
+    key = next(k for k, v in blob["state_dict"].items() if v.is_floating_point())
+    blob["state_dict"][key] = blob["state_dict"][key] * 2
+    torch.save(blob, w)
+    with pytest.raises(CodecError, match=r"w\.pt changed during the run"):
+        codec.encode(np.zeros((64, 64, 3), np.uint8), 50)
