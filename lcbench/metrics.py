@@ -226,10 +226,17 @@ NEAR_LOSSLESS = 1e-5
 
 
 def _near_lossless_in_float64(ref: Reference, decoded: np.ndarray, out: dict[str, float]) -> None:
+    import torch
+
     from .torch_metrics import TorchReference, compute_metrics as compute_float64
 
-    if ref._float64 is None:
-        ref._float64 = TorchReference.of(ref.pixels, "cpu")
-    exact, _ = compute_float64(ref._float64, decoded)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # inside a worker process: its siblings use the other cores
+    try:
+        if ref._float64 is None:
+            ref._float64 = TorchReference.of(ref.pixels, "cpu")
+        exact, _ = compute_float64(ref._float64, decoded)
+    finally:
+        torch.set_num_threads(threads)
     for key in ("ssim", "ms_ssim", "ms_ssim_db"):
         out[key] = exact[key]
