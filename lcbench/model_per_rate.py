@@ -22,6 +22,12 @@ class ModelFileError(RuntimeError):
     """A weights file is missing, unreadable or not this codec's model; the message names the file."""
 
 
+# Networks loaded in this process, by (codec class, weights file sha256, device): the worker's
+# encoding and decoding instances of a codec share them (eval mode, no state between calls), so a
+# second instance costs no second load inside a timed decode, nor a second copy on the GPU.
+_LOADED: dict[tuple[type, str | None, str], tuple[Any, Any]] = {}
+
+
 class ModelPerRateCodec(TorchCodec):
     """A TorchCodec with one weights file ``<name>_<id>.pt`` per rate point (rate = model id)."""
 
@@ -182,24 +188,31 @@ class ModelPerRateCodec(TorchCodec):
 
                 path = self.weights_path(model_id, self.weights_dir)
                 before = sha256_of(path) if path.is_file() else None
-                try:
-                    net, aux = self._read_model(path)
-                except ModelFileError as exc:
-                    raise CodecUnavailable(f"{self.name} model {model_id}: {exc}") from exc
-                sha = sha256_of(path)
+                shared = _LOADED.get((type(self), before, str(self.device)))
+                if shared is not None:  # e.g. the worker's decoding instance: the encoder loaded it
+                    net, aux = shared
+                    sha = before
+                else:
+                    try:
+                        net, aux = self._read_model(path)
+                    except ModelFileError as exc:
+                        raise CodecUnavailable(f"{self.name} model {model_id}: {exc}") from exc
+                    sha = sha256_of(path)
                 # the results are filed under version()'s hashes: weights rewritten since then (or
                 # while loading) would be benchmarked under the old weights' version
                 expected = self._version_shas.get(model_id, sha)
                 if before != sha or expected != sha:
                     raise CodecError(f"{self.name}: weights file {path} changed during the run (sha256 "
                                      f"{expected[:12]} when the run started, {sha[:12]} now); run again")
-                self._models[model_id] = (net.to(self.device), aux, sha)
+                if shared is None:
+                    net = net.to(self.device)
+                    _LOADED[(type(self), sha, str(self.device))] = (net, aux)
+                self._models[model_id] = (net, aux, sha)
             return self._models[model_id]
 
     def to(self, device: str) -> "ModelPerRateCodec":
         super().to(device)
-        for net, _, _ in self._models.values():
-            net.to(device)
+        self._models.clear()  # loaded networks may be shared (_LOADED): load again for the new device
         return self
 
     def _model_id(self, rate: float) -> int:

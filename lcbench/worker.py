@@ -56,6 +56,10 @@ def get_decoder(spec: str, device: str) -> Codec:
     decoder = _decoder_cache.get((spec, device))
     if decoder is None:
         decoder = _decoder_cache[(spec, device)] = create_codec(spec, device=device)
+        try:  # its version's weights hashes, against which the weights it loads are checked
+            decoder.version()
+        except Exception:  # noqa: BLE001 - the encoding instance's version check reports it
+            pass
     return decoder
 
 

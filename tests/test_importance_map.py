@@ -386,3 +386,24 @@ def test_weights_rewritten_after_the_version_was_taken_are_refused(tmp_path):
     fresh = create_codec(f"importance_map:weights_dir={tmp_path}")
     fresh.version()
     assert len(fresh.encode(image, 1)) > 0  # a new run takes the new weights, under their version
+
+
+def test_decoding_instance_shares_the_loaded_networks(tmp_path):
+    """The worker's second (decoding) instance loaded every model again, inside the first timed decode."""
+    import numpy as np
+
+    import lcbench.model_per_rate as mpr
+    from lcbench.registry import create_codec
+
+    encoder, decoder = create_codec("importance_map"), create_codec("importance_map")
+    bits = encoder.encode(np.full((64, 64, 3), 90, np.uint8), 3)
+    loads = []
+    original = type(decoder)._read_model
+    try:
+        type(decoder)._read_model = classmethod(lambda cls, path: loads.append(path) or original.__func__(cls, path))
+        decoded = decoder.decode(bits)
+    finally:
+        type(decoder)._read_model = original
+    assert loads == [] and decoded.shape == (64, 64, 3)
+    assert decoder._models[3][0] is encoder._models[3][0]
+    assert any(key[0] is type(decoder) for key in mpr._LOADED)
