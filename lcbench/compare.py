@@ -16,8 +16,9 @@ grid rows and its rate-matched rows are two curves, ``jpeg`` and ``jpeg@target_b
 The decisive BD-rate is the per-image mean when both sides have per-image rows (it is what the
 interval is about), else the average-curve value. ``fail_on="significant"`` fails a check only
 when the whole interval lies above the threshold (so noise across images cannot flake a
-release), ``"point"`` when the estimate alone does. With fewer than
-``lcbench.bdrate.MIN_VALUES_FOR_INTERVAL`` images there is no interval and the estimate decides. A BD-rate check also fails when any image
+release), ``"point"`` when the estimate alone does. The interval is the expanded percentile
+bootstrap, Student's t below 5 images (``lcbench.bdrate.bootstrap_mean_ci``); one image has none,
+and the estimate decides. A BD-rate check also fails when any image
 has no per-image BD value (e.g. its curve is not monotonic on one side): a mean over the other
 images would hide exactly that image. Images whose metric is undefined at every point on both
 sides (MS-SSIM of images with a short side of 160 px or less) are left out and named instead.
@@ -718,8 +719,7 @@ def _fmt_pct(v: float) -> str:
 
 
 def _too_few_for_interval(n: int) -> str:
-    return (f" (n={n} image(s): fewer than {MIN_VALUES_FOR_INTERVAL} give no 95% interval, "
-            f"so the estimate decides)")
+    return f" (n={n} image: no 95% interval, so the estimate decides)"
 
 
 def _bd_check(pair: PairComparison, mc: MetricComparison, th: Thresholds) -> Check:

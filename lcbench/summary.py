@@ -105,10 +105,10 @@ def aggregation_note(aggregate: str, confidence: float = 0.95, spread: bool = Tr
     return f"Aggregation: {how}; spread: standard deviation and {confidence:.0%} CI of the mean across images."
 
 
-def _min_values_for_interval() -> int:
-    from .bdrate import MIN_VALUES_FOR_INTERVAL  # here: bdrate imports scipy.interpolate (~0.8 s at start-up)
+def _bootstrap_min_values() -> int:
+    from .bdrate import BOOTSTRAP_MIN_VALUES  # here: bdrate imports scipy.interpolate (~0.8 s at start-up)
 
-    return MIN_VALUES_FOR_INTERVAL
+    return BOOTSTRAP_MIN_VALUES
 
 
 def pooled_as(metric: str, aggregate: str) -> str:
@@ -471,8 +471,8 @@ def bd_display_table(bd: pd.DataFrame, kind: Literal["rate", "metric"] = "rate")
     against = anchor + (dagger if anchor in published else "")
     table.caption = (f"{what} against {against}, {method.upper() if method == 'pchip' else 'cubic (VCEG-M33)'} "
                      f"interpolation over the overlapping range. avg: on the average curves; per-image: mean over "
-                     f"images with a bootstrap 95% interval (expanded percentile; none over fewer than "
-                     f"{_min_values_for_interval()} images). Bold: best per column"
+                     f"images with a 95% interval (expanded percentile bootstrap; Student's t below "
+                     f"{_bootstrap_min_values()} images). Bold: best per column"
                      + (" among measured codecs." if published else "."))
     table.notes = [f"[{i}] {n}" for i, n in enumerate(notes, 1)]
     for name, src in published.items():

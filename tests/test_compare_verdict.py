@@ -219,22 +219,27 @@ def test_significant_versus_point(base6, tmp_path):
     assert run_cli(a, n, "--pair", "jpeg:jpeg", "--metric", "psnr_rgb") == 0
 
 
-def test_too_few_images_for_an_interval_the_estimate_decides(base, tmp_path, capsys):
+def test_few_images_get_students_t_interval(base, tmp_path, capsys):
     """Over 4 images the percentile interval was the range of the bootstrap means, which misses the
-    mean 1 time in 8: one image 6% worse and three 1% better (+0.75%) was 'not significant', and
-    consistent noise 'significant'. With fewer than 5 images there is no interval: the estimate decides."""
+    mean 1 time in 8. Below 5 images the interval is Student's t: one image 6% worse and three 1%
+    better (+0.75%) is not significant; a consistent loss still is; one image has no interval."""
     factors = {"kodim01": 1.06, "kodim05": 0.99, "kodim15": 0.99, "kodim23": 0.99}
     a, n = write(base, tmp_path / "a.csv"), write(scaled(base, factors), tmp_path / "n.csv")
     sig = compare(a, n, ["psnr_rgb"], [("jpeg", "jpeg")], n_boot=1000)
     (c,) = sig.checks
+    values = np.array([6.0, -1.0, -1.0, -1.0])
+    half = 3.182446305284263 * values.std(ddof=1) / 2
     assert c.value == pytest.approx(0.75)
-    assert math.isnan(c.ci_low) and math.isnan(c.ci_high)
-    assert c.status == "fail" and c.outcome == "regression"
-    assert "no per-image interval available, so the estimate decides" in c.details
-    assert run_cli(a, n, "--pair", "jpeg:jpeg", "--metric", "psnr_rgb", "--max-bd-rate", "1") == 0
-    out = capsys.readouterr().out
-    assert "BD-rate psnr_rgb +0.75%; average curves" in out
-    assert "(n=4 image(s): fewer than 5 give no 95% interval, so the estimate decides)" in out
+    assert (c.ci_low, c.ci_high) == pytest.approx((0.75 - half, 0.75 + half), abs=1e-6)
+    assert c.status == "pass" and c.outcome == "worse (not significant)"
+    consistent = write(scaled(base, {"kodim01": 1.06, "kodim05": 1.05, "kodim15": 1.04, "kodim23": 1.05}),
+                       tmp_path / "c.csv")
+    assert run_cli(a, consistent, "--pair", "jpeg:jpeg", "--metric", "psnr_rgb") == 1
+    one = write(base[base.image == "kodim01"], tmp_path / "one.csv")
+    one_worse = write(scaled(base[base.image == "kodim01"], 1.02), tmp_path / "one_worse.csv")
+    capsys.readouterr()
+    assert run_cli(one, one_worse, "--pair", "jpeg:jpeg", "--metric", "psnr_rgb") == 1
+    assert "(n=1 image: no 95% interval, so the estimate decides)" in capsys.readouterr().out
 
 
 def test_slowdown_threshold(base, tmp_path, capsys):

@@ -117,8 +117,11 @@ def test_per_image_matches_bjontegaard_image_by_image(results):
         expected[image] = reference(bjontegaard.bd_rate, a.bpp, a.psnr_rgb, t.bpp, t.psnr_rgb, "pchip")
         assert p.per_image[image].value == pytest.approx(expected[image], abs=1e-6)
     assert p.mean == pytest.approx(np.mean(list(expected.values())), abs=1e-9)
-    # Four images are too few for a 95% interval (the mean leaves their range 1 time in 8).
-    assert math.isnan(p.ci_low) and math.isnan(p.ci_high)
+    # Four images: Student's t interval (a bootstrap cannot leave their range, which misses the
+    # mean 1 time in 8), computed here independently
+    vals = np.array(list(expected.values()))
+    half = 3.182446305284263 * vals.std(ddof=1) / 2  # t(0.975, 3) * s / sqrt(4)
+    assert (p.ci_low, p.ci_high) == pytest.approx((vals.mean() - half, vals.mean() + half), abs=1e-9)
 
 
 def test_bootstrap_interval_matches_normal_theory():
@@ -130,7 +133,10 @@ def test_bootstrap_interval_matches_normal_theory():
     assert hi == pytest.approx(v.mean() + half, abs=0.03)
     assert bootstrap_mean_ci(v, seed=3) == bootstrap_mean_ci(v, seed=3)  # reproducible
     assert all(math.isnan(x) for x in bootstrap_mean_ci([1.0]))
-    assert all(math.isnan(x) for x in bootstrap_mean_ci([1.0, 2.0, 3.0, 4.0]))  # too few for 95%
+    # below 5 values: Student's t (mean 2.5, s 1.29, t(0.975, 3) = 3.18)
+    half = 3.182446305284263 * math.sqrt(5 / 3) / 2
+    assert bootstrap_mean_ci([1.0, 2.0, 3.0, 4.0]) == pytest.approx((2.5 - half, 2.5 + half), abs=1e-12)
+    assert bootstrap_mean_ci([5.0, 5.0]) == (5.0, 5.0)
 
 
 def test_small_sample_interval_has_student_t_width_and_coverage():
