@@ -21,6 +21,9 @@ def run(codecs: Sequence[str] | str, dataset: str | Path | Dataset = "sample", *
     to get an exception instead. ``metrics_backend`` ("torch", "cpu", "auto") says where
     learned codecs' metrics run (default: torch on cuda, cpu otherwise). Results are also written to ``out`` (default
     ``reports/<dataset>``), and a repeated call resumes from what is stored there.
+    ``df.attrs["lcbench"]`` says what the CLI prints beside its table: the run directory, jobs
+    planned, reused, served from the cache and failed, the files under the dataset folder not
+    benchmarked (with why), and rows left out of results.csv as measured by an older version.
     """
     if isinstance(codecs, str):
         codecs = [c.strip() for c in codecs.split(",") if c.strip()]
@@ -47,7 +50,14 @@ def run(codecs: Sequence[str] | str, dataset: str | Path | Dataset = "sample", *
     if raise_on_failure and outcome.failures:
         first = outcome.failures[0]["error"]
         raise RuntimeError(f"{len(outcome.failures)} job(s) failed; first: {first}")
-    return outcome.frame
+    frame = outcome.frame
+    # what the CLI prints beside the table, for a notebook: nothing left out without a word
+    frame.attrs["lcbench"] = {
+        "run_dir": str(outcome.run_dir), "planned": outcome.planned, "reused": outcome.skipped,
+        "from_cache": outcome.from_cache, "failed": len(outcome.failures),
+        "ignored_files": dict(outcome.ignored_reasons) or {p: "" for p in outcome.ignored},
+        "rows_left_out_as_older": dict(outcome.old_version_rows)}
+    return frame
 
 
 def _grid(value, what: str) -> tuple[float, ...]:

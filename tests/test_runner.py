@@ -695,3 +695,15 @@ def test_a_record_that_fills_no_row_does_not_count_as_done(image_folder, tmp_pat
     assert main(args) == 0
     df = pd.read_csv(out / "results.csv")
     assert len(df) == 2 * len(list(image_folder.glob("*.png"))) and (df.quality == 70).sum() == len(df) // 2
+
+
+def test_python_api_says_what_the_cli_prints_beside_the_table(image_folder, tmp_path):
+    """lcbench.run() returned only the rows: a notebook never heard of failed jobs or files left out."""
+    (image_folder / "notes.txt").write_text("x")
+    try:
+        df = lcbench.run(["jpeg"], image_folder, out=tmp_path / "run", quality=[50], jobs=1)
+    finally:
+        (image_folder / "notes.txt").unlink()
+    info = df.attrs["lcbench"]
+    assert info["planned"] == len(df) and info["failed"] == 0 and info["run_dir"] == str(tmp_path / "run")
+    assert info["ignored_files"] == {"notes.txt": "not an image type lcbench reads"}
