@@ -152,7 +152,7 @@ def _run_dask(run_dir: Path, args: list[tuple], scheduler: str | None, n_workers
         # a crash fails its task at once (then re-run in isolation) instead of killing 3 more workers
         with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
             cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                   dashboard_address=None)
+                                   dashboard_address=":0")  # a free port: 8787 may be taken (a warning each time)
         client = Client(cluster)
         where = f"{cluster.scheduler_address} (the local cluster)"
     writer = store.writer_for(run_dir)

@@ -28,7 +28,7 @@ def cluster(tmp_path_factory):
     os.chdir(tmp_path_factory.mktemp("worker-cwd"))
     try:
         c = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                     dashboard_address=None)
+                                     dashboard_address=":0")
     finally:
         os.chdir(here)
     with c:
@@ -79,7 +79,7 @@ def test_a_worker_with_another_codec_version_fails_its_jobs(image_folder, tmp_pa
     plugin.write_text(ENV_PLUGIN)
     load_plugin(plugin)
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                  dashboard_address=None, env={"LCBENCH_TEST_LIBV": "2"}) as other:
+                                  dashboard_address=":0", env={"LCBENCH_TEST_LIBV": "2"}) as other:
         df = lcbench.run(["envjpeg"], image_folder, out=tmp_path / "run", backend="dask",
                          scheduler=other.scheduler_address, use_cache=False)
     assert len(df) == 3 and df.codec_version.str.startswith("libv1 plugin-sha256:").all()
@@ -153,7 +153,7 @@ def test_tasks_killed_alongside_a_crash_are_retried_not_failed(image_folder, tmp
     settings = {"distributed.scheduler.worker-saturation": "inf",  # all six tasks on the one worker at once
                 "distributed.scheduler.allowed-failures": 0}
     with dask.config.set(settings), distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
-                                                             host="127.0.0.1", dashboard_address=None) as one:
+                                                             host="127.0.0.1", dashboard_address=":0") as one:
         code, df = _crash_run(image_folder, plugin, tmp_path / "dask", "--backend", "dask", "--scheduler",
                               one.scheduler_address)
     assert code == 1
@@ -217,7 +217,7 @@ SCHEDULER_SCRIPT = """
 import sys, time
 from distributed import LocalCluster
 if __name__ == "__main__":
-    c = LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None)
+    c = LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0")
     print(c.scheduler_address, flush=True)
     while True:
         time.sleep(60)
