@@ -1,15 +1,33 @@
 #!/usr/bin/env bash
-# Every check that needs a CUDA GPU, as one script for a machine that has one (issue 8):
-# the CUDA tests, learned-codec throughput and metric speed on the GPU, and CPU-vs-CUDA
-# decode identity. Run from the repository root after `.ci/run`'s installs (or with the
-# project installed); writes its outputs to ${OUT:-gpu-check}/.
+# Every check that needs a CUDA GPU, as one script for a machine that has one (issue 8): the
+# CUDA tests (end-to-end `lcbench run --device cuda` included), learned-codec throughput and
+# metric speed on the GPU, and CPU-vs-CUDA decode identity. Run from the repository root with
+# the project installed (`.ci/run`'s installs); each step's output goes to ${OUT:-gpu-check}/,
+# and each step has its own time limit, so one that hangs still leaves the others' results.
+#   KODAK=DIR            Kodak PNGs (default ../shared/datasets/kodak)
+#   STEP_TIMEOUT=SECONDS per step (default 240)
 set -u
 out="${OUT:-gpu-check}"
+kodak="${KODAK:-../shared/datasets/kodak}"
 mkdir -p "$out"
-nvidia-smi > "$out/nvidia-smi.txt" 2>&1
-python -m pytest -q -rs tests/test_torch_metrics.py 2>&1 | tee "$out/pytest_torch_metrics.txt" | tail -5
-python benchmarks/cpu_cuda_identity.py --max-images 4 2>&1 | tee "$out/cpu_cuda_identity.txt" | tail -8
-python benchmarks/learned_throughput.py --device cuda --max-images 8 --batch-sizes 1,4 \
-    --json "$out/learned_throughput_cuda.json" 2>&1 | tee "$out/learned_throughput_cuda.txt" | tail -25
-python benchmarks/learned_throughput.py --metrics --device cuda --max-images 8 2>&1 \
-    | tee "$out/metrics_cuda.txt" | tail -8
+export PYTHONUNBUFFERED=1
+{ nvidia-smi; python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0))"; } \
+    > "$out/env.txt" 2>&1
+tail -n 3 "$out/env.txt"
+
+step() {
+    local name=$1 start rc
+    shift
+    start=$(date +%s)
+    timeout "${STEP_TIMEOUT:-240}" "$@" > "$out/$name.txt" 2>&1
+    rc=$?
+    echo "== $name: rc=$rc, $(( $(date +%s) - start )) s"
+    tail -n "${TAIL:-14}" "$out/$name.txt"
+}
+
+step pytest_cuda python3 -m pytest -q -rs -p no:cacheprovider tests/test_cuda_run.py tests/test_torch_metrics.py \
+    tests/test_learned_batching.py
+step learned_throughput_cuda python3 benchmarks/learned_throughput.py --device cuda --kodak "$kodak" \
+    --max-images 8 --batch-sizes 1,4 --json "$out/learned_throughput_cuda.json"
+step cpu_cuda_identity python3 benchmarks/cpu_cuda_identity.py --kodak "$kodak" --max-images 4
+step metrics_cuda python3 benchmarks/learned_throughput.py --metrics --device cuda --kodak "$kodak" --max-images 8
