@@ -150,6 +150,8 @@ class ContextModel:
         """bits (n, h, w) of 0/1 (entries outside the mask are ignored), q (h, w) -> uint32 words."""
         import constriction
 
+        from . import _context_kernels as kernels
+
         n, h, w = bits.shape
         enc = constriction.stream.queue.RangeEncoder()
         cat = constriction.stream.model.Categorical(perfect=False)
@@ -160,25 +162,21 @@ class ContextModel:
             enc.encode(q[i].astype(np.int32), cat, (counts[ctx] / counts[ctx].sum(axis=1, keepdims=True)))
             np.add.at(counts, (ctx, q[i].astype(np.int64)), MAP_INCREMENT)
             prev = q[i]
-        bern = constriction.stream.model.Bernoulli(perfect=False)
         mask = _mask(q, n, self.levels)
         v = np.zeros((n, h + 2, w + 2), dtype=np.int8)
         v[:, 1:-1, 1:-1] = np.where(mask, 2 * bits.astype(np.int8) - 1, 0)
-        cum = np.zeros((h, w), dtype=np.int32)
-        for k in range(n):
-            for s, (oy, ox) in enumerate(PHASES):
-                sel = mask[k, oy::2, ox::2]
-                if not sel.any():
-                    continue
-                feats = phase_features(v, k, s, q, cum)[sel]
-                p1 = bit_probabilities(feats, self.weights[k, s], self.table)
-                enc.encode(bits[k, oy::2, ox::2][sel].astype(np.int32), bern, p1)
-            cum += v[k, 1:-1, 1:-1]
+        # every plane is known: all probabilities in one pass, one range-coder call
+        symbols, p1 = kernels.all_bits(v, np.ascontiguousarray(bits, dtype=np.uint8), mask, q.astype(np.int64),
+                                       self.weights, self.table, AVAILABLE, LOGIT_CLIP)
+        if len(symbols):
+            enc.encode(symbols, constriction.stream.model.Bernoulli(perfect=False), p1)
         return enc.get_compressed()
 
     def decode(self, words: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
         """uint32 words -> (bits (n, h, w) uint8 with 0 outside the mask, q (h, w))."""
         import constriction
+
+        from . import _context_kernels as kernels
 
         n = self.n
         dec = constriction.stream.queue.RangeDecoder(words)
@@ -195,17 +193,14 @@ class ContextModel:
         mask = _mask(q, n, self.levels)
         v = np.zeros((n, h + 2, w + 2), dtype=np.int8)
         cum = np.zeros((h, w), dtype=np.int32)
+        p1 = np.empty(((h + 1) // 2) * ((w + 1) // 2), dtype=np.float64)
         for k in range(n):
-            for s, (oy, ox) in enumerate(PHASES):
-                sel = mask[k, oy::2, ox::2]
-                if not sel.any():
-                    continue
-                feats = phase_features(v, k, s, q, cum)[sel]
-                p1 = bit_probabilities(feats, self.weights[k, s], self.table)
-                got = dec.decode(bern, p1).astype(np.int8)
-                sub = v[k, 1 + oy:1 + h:2, 1 + ox:1 + w:2]  # a view: writes land in v
-                sub[sel] = 2 * got - 1
-            cum += v[k, 1:-1, 1:-1]
+            for s in range(len(PHASES)):
+                count = kernels.phase_probabilities(v, k, s, mask, q, cum, self.weights, self.table, AVAILABLE,
+                                                    LOGIT_CLIP, p1)
+                if count:
+                    kernels.scatter_phase(v, k, s, mask, dec.decode(bern, p1[:count]))
+            kernels.add_plane(cum, v, k)
         if not dec.maybe_exhausted():  # the encoder wrote exactly the words these symbols need
             raise ValueError(f"the {len(words)}-word payload does not end where the last symbol does "
                              "(words left over, or missing)")
