@@ -19,6 +19,7 @@ from lcbench import metrics, worker
 from lcbench.cli import main
 from lcbench.images import load_image
 from lcbench.registry import create_codec
+from support import photo
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -54,3 +55,26 @@ def test_cuda_run_matches_cpu_run_and_its_own_files(image_folder: Path, tmp_path
         # a bitstream written on the GPU decodes on the CPU, to nearly the same pixels
         on_cpu = create_codec(rec.codec, device="cpu").decode(stream.read_bytes())
         assert np.abs(on_cpu.astype(int) - dec.astype(int)).max() <= 2
+
+
+@pytest.mark.parametrize("model", ["importance_map", "autoencoder", "comcnn"])
+def test_training_on_cuda_writes_weights_that_load_on_the_cpu(model: str, tmp_path: Path) -> None:
+    """`lcbench train importance_map --device cuda` trained, then failed fitting its entropy model
+    (CPU crops into a CUDA network); every trainer must finish and write a CPU-loadable file."""
+    data = tmp_path / "train"
+    data.mkdir()
+    for name in ("astronaut", "coffee", "chelsea", "rocket"):
+        Image.fromarray(photo(name)).save(data / f"{name}.png")
+    out = tmp_path / "weights" / f"{model}_1.pt"
+    out.parent.mkdir()
+    extra = ["--rounds", "1"] if model == "comcnn" else []
+    assert main(["train", model, "--data", str(data), "--out", str(out), "--steps", "4", "--batch", "2",
+                 "--device", "cuda", *extra]) == 0
+    blob = torch.load(out, map_location="cpu", weights_only=True)
+    assert all(t.device.type == "cpu" for t in blob["state_dict"].values())
+    # and it codes on the CPU, through the harness
+    spec = f"comcnn:weights={out}+jpeg" if model == "comcnn" else f"{model}:weights_dir={out.parent}"
+    codec = create_codec(spec, device="cpu")
+    img = photo("astronaut", (64, 96))
+    rate = 50 if model == "comcnn" else 1
+    assert codec.decode(codec.encode(img, rate)).shape == img.shape

@@ -208,7 +208,9 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict[str, Any
         csv_file.close()
 
     guard.weights(model, step, half=True)  # the weights file stores float16
-    model.eval()
+    # The context model is fitted on CPU codes, whatever the training device (fitting the crops on a
+    # CUDA model failed: CPU input, CUDA weights), and codes are what the shipped file gives on the CPU.
+    model = model.cpu().eval()
     from lcbench.learned.entropy import fit_context_model
 
     # Codes of larger crops give the context model realistic neighbourhoods; small data still works.
