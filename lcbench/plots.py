@@ -65,9 +65,11 @@ def plot_rd(df: pd.DataFrame, metric: str, *, codecs: Sequence[str] | None = Non
             styles: Mapping[str, tuple[str, str]] | None = None, style: str = "paper",
             figsize: tuple[float, float] | None = None, title: str | None = None) -> Figure:
     """One RD figure: ``metric`` against mean bpp for each codec of a results frame, plus the
-    published curves that have the metric. ``ci`` draws the confidence band across images. Each
-    codec's curve is over the images with a usable value at every one of its rate points (the
-    legend gives n/N when some are left out), so no point averages a different image set."""
+    published curves that have the metric. ``ci`` draws the confidence band across images. The
+    curves are over one image set, the images with a usable value at every rate point of every
+    codec drawn (as in the BD tables; the legend gives n/N when some are left out), so no point
+    and no curve averages different images. A codec with no such image is not drawn, and the
+    figure names it; codecs with no image in common are drawn over their own images, and said so."""
     from lcbench.bdrate import image_completeness
     from lcbench.compressai_json import aggregate_like_published
     from lcbench.results import codecs_in_order, split_rate_curves
@@ -87,16 +89,25 @@ def plot_rd(df: pd.DataFrame, metric: str, *, codecs: Sequence[str] | None = Non
         # so the two are drawn on one scale (MS-SSIM dB of the mean, not the mean of per-image dB)
         overlaid = any(metric in p.curve.columns for p in published)
         how = aggregate_like_published(metric) if overlaid else aggregate
-        for codec in codecs:
-            if metric not in df.columns:
-                break
-            # one image set at every rate point: images lacking a usable value at some point are left
-            # out of the curve, and the legend says how many images it is over
-            images, left_out = image_completeness(df, [codec], metric)
+        # one image set at every rate point and for every curve: images lacking a usable value at
+        # some point of some codec are left out, and the legend says how many images a curve is over
+        has_metric = metric in df.columns
+        present = [c for c in codecs if has_metric and (df["codec"] == c).any()]
+        own = {c: image_completeness(df, [c], metric) for c in present}
+        drawable = [c for c in present if own[c][0]]
+        common = image_completeness(df, drawable, metric) if drawable else ([], {})
+        apart = bool(drawable) and not common[0]  # no image in common: each over its own images
+        notes = [f"not drawn, no image with a usable {metric} at every rate point: {', '.join(not_drawn)}"
+                 for not_drawn in [[c for c in present if c not in drawable]] if not_drawn]
+        if apart:
+            notes.append("no image has a usable value for every codec: each curve is over its own images")
+        for codec in drawable:
+            images, left_out = own[codec] if apart else common
+            n_all = len(set(map(str, df.loc[df["codec"] == codec, "image"]))) if apart else len(images) + len(left_out)
             c = rd_curve(df, codec, metric, aggregate=how, confidence=confidence, images=images)
             if c.empty:
                 continue
-            label = codec + (f" ({len(images)}/{len(images) + len(left_out)} images)" if left_out else "")
+            label = codec + (f" ({len(images)}/{n_all} images)" if len(images) < n_all else "")
             colour, marker = styles.get(codec, ("#333333", "o"))
             x, y = c["bpp"].to_numpy(), c[metric].to_numpy()
             ax.plot(x, y, color=colour, marker=marker, label=label, zorder=3)
@@ -121,6 +132,9 @@ def plot_rd(df: pd.DataFrame, metric: str, *, codecs: Sequence[str] | None = Non
         ax.set_axisbelow(True)
         if title:
             ax.set_title(title)
+        if notes:  # below the axes, so a reader of the figure alone sees what it leaves out
+            ax.annotate("\n".join(notes), xy=(0, 0), xycoords="axes fraction", xytext=(0, -32),
+                        textcoords="offset points", va="top", fontsize="x-small", color="#a00000")
         if drawn:
             ax.legend(loc="lower right", frameon=True, framealpha=0.9, edgecolor="none", handlelength=2.2,
                       borderaxespad=0.3)

@@ -197,20 +197,33 @@ def test_slides_style_and_figsize(results, tmp_path):
         plot_rd(results, "ssim", style="poster")
 
 
-def test_rd_curve_drawn_over_one_image_set(results):
-    """webp q90 measured on kodim15 only: the drawn webp curve is kodim15's (same images at every point,
-    computed by hand here) and the legend says 1/4 images; jpeg keeps all 4 images."""
+def test_rd_curves_drawn_over_one_image_set(results):
+    """webp q90 measured on kodim15 only: both curves are kodim15's (computed by hand here), and the
+    legends say 1/4 images. jpeg's curve was over all 4 images beside webp's over 1, so the figure
+    compared different images while the BD table beside it compared kodim15 alone."""
     df = results[~((results.codec == "webp") & (results.quality == 90) & (results.image != "kodim15"))]
     fig = plot_rd(df, "psnr_rgb", codecs=["jpeg", "webp"])
     lines = {l.get_label(): l.get_data() for l in fig.axes[0].get_lines()}
-    assert set(lines) == {"jpeg", "webp (1/4 images)"}
+    assert set(lines) == {"jpeg (1/4 images)", "webp (1/4 images)"}
     raw = pd.read_csv(DATA)
-    g = raw.query("codec == 'webp' and image == 'kodim15'").groupby("quality")[["bpp", "psnr_rgb"]].mean()
-    g = g.sort_values("bpp")
-    x, y = lines["webp (1/4 images)"]
-    assert np.allclose(x, g.bpp) and np.allclose(y, g.psnr_rgb)
+    for codec in ("jpeg", "webp"):
+        g = raw.query(f"codec == '{codec}' and image == 'kodim15'").groupby("quality")[["bpp", "psnr_rgb"]].mean()
+        x, y = lines[f"{codec} (1/4 images)"]
+        assert np.allclose(x, g.sort_values("bpp").bpp) and np.allclose(y, g.sort_values("bpp").psnr_rgb)
+    # alone, jpeg is over its 4 images
+    alone = {l.get_label(): l.get_data() for l in plot_rd(df, "psnr_rgb", codecs=["jpeg"]).axes[0].get_lines()}
     j = raw.query("codec == 'jpeg'").groupby("quality")[["bpp", "psnr_rgb"]].mean().sort_values("bpp")
-    assert np.allclose(lines["jpeg"][0], j.bpp)
+    assert np.allclose(alone["jpeg"][0], j.bpp)
+
+
+def test_a_codec_without_a_complete_image_is_named_not_dropped(results):
+    df = results.copy()
+    df.loc[(df.codec == "webp") & (df.quality == 90), "psnr_rgb"] = np.nan  # webp q90 failed everywhere
+    fig = plot_rd(df, "psnr_rgb", codecs=["jpeg", "webp"])
+    ax = fig.axes[0]
+    assert [l.get_label() for l in ax.get_lines()] == ["jpeg"]
+    texts = [t.get_text() for t in ax.texts]
+    assert any("not drawn" in t and "webp" in t for t in texts)
 
 
 def test_grid_and_rate_matched_rows_are_two_lines(results):
