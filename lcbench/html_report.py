@@ -175,12 +175,13 @@ def build_html_report(df: pd.DataFrame, *, summary_tables: Sequence[Table] = (),
         parts.append("<h2>Bjøntegaard deltas</h2>")
         parts += [table_html(t) for t in bd_tables]
     if per_image_bd is not None and not per_image_bd.empty:
-        r = per_image_bd.iloc[0]
-        what = "BD-rate [%]" if r["kind"] == "rate" else "BD-metric"
-        parts.append(f"<h2>Per-image {_e(what)} on {_e(r['metric'])} against {_e(r['anchor'])}</h2>")
-        parts.append('<p class="caption">Green: the codec beats the anchor on that image; red: it loses. '
-                     "Click a header to sort.</p>")
-        parts.append(per_image_bd_html(per_image_bd))
+        for i, (metric, one) in enumerate(per_image_bd.groupby("metric", sort=False)):  # a table per metric
+            r = one.iloc[0]
+            what = "BD-rate [%]" if r["kind"] == "rate" else "BD-metric"
+            parts.append(f"<h2>Per-image {_e(what)} on {_e(metric)} against {_e(r['anchor'])}</h2>")
+            parts.append('<p class="caption">Green: the codec beats the anchor on that image; red: it loses. '
+                         "Click a header to sort.</p>")
+            parts.append(per_image_bd_html(one, table_id="per-image-bd" if i == 0 else f"per-image-bd-{i}"))
     for i, t in enumerate(summary_tables):
         parts.append("<h2>Results per codec and rate point</h2>" if i == 0 else "")
         parts.append(table_html(t, sortable=True, table_id=f"summary-{i}"))

@@ -258,3 +258,27 @@ def test_report_and_bd_on_grid_and_rate_matched_rows_of_one_codec(tmp_path, caps
                  "--no-per-image"]) == 0
     rows = pd.read_csv(io.StringIO(capsys.readouterr().out))
     assert list(rows.codec) == ["jpeg2000@target_bpp"] and list(rows.anchor) == ["jpeg2000"]
+
+
+def test_report_html_keeps_its_figures_and_every_metrics_per_image_bd(run_dir, tmp_path):
+    """--formats pdf wrote a report.html without RD figures, and bd_per_image.csv (and the HTML's
+    per-image section) covered only the first metric."""
+    out = tmp_path / "out"
+    assert main(["report", str(run_dir), "--out", str(out), "--formats", "pdf", "--bootstrap", "200"]) == 0
+    page = (out / "report.html").read_text()
+    assert page.count("<figure><img") == 4 and "data:image/svg+xml;base64," in page
+    assert sorted(p.name for p in out.glob("rd_*")) == [f"rd_{m}.pdf" for m in sorted(("psnr_rgb", "psnr_y",
+                                                                                         "ms_ssim_db", "ssim"))]
+    per_image = pd.read_csv(out / "bd_per_image.csv")
+    assert set(per_image.metric) == {"psnr_rgb", "psnr_y", "ms_ssim_db", "ssim"}
+    for metric in set(per_image.metric):
+        assert f"Per-image BD-rate [%] on {metric} against jpeg" in page
+    # each per-image value is that image's own BD-rate (webp vs jpeg, kodim15, SSIM), by the independent package
+    raw = pd.read_csv(DATA)
+    one = raw[raw.image == "kodim15"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = bjontegaard.bd_rate(*mean_curve(one, "jpeg", "ssim"), *mean_curve(one, "webp", "ssim"), "pchip",
+                                  require_matching_points=False)
+    got = per_image.query("codec == 'webp' and image == 'kodim15' and metric == 'ssim'").value.iloc[0]
+    assert got == pytest.approx(ref, abs=0.1)

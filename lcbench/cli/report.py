@@ -117,6 +117,10 @@ def load(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    import tempfile
+
+    import pandas as pd
+
     from lcbench.bdrate import bd_table, per_image_bd_frame
     from lcbench.compressai_json import curve_from_results, write_compressai_json
     from lcbench.results import codecs_in_order, failed_jobs
@@ -160,7 +164,8 @@ def run(args: argparse.Namespace) -> int:
         write("bd.tex", "\n".join(to_latex(t, label=f"tab:bd-{k}") for t, k in zip(bd_tables, ("rate", "metric"))))
     per_image_bd = None
     if anchor in codecs_in_order(df) and len(codecs_in_order(df)) > 1 and metrics:
-        per_image_bd = per_image_bd_frame(df, anchor, metrics[0], "rate", args.method)
+        per_image_bd = pd.concat([per_image_bd_frame(df, anchor, m, "rate", args.method) for m in metrics],
+                                 ignore_index=True)
         per_image_bd.to_csv(out / "bd_per_image.csv", index=False)
         written.append(out / "bd_per_image.csv")
 
@@ -169,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
         written.append(write_compressai_json(out / "compressai" / f"{safe}.json", curve_from_results(
             df, codec, args.aggregate, f"lcbench {', '.join(str(r) for r in args.runs)}; {aggregation_note(args.aggregate)}")))
 
-    figures = {}
+    figures, embed_dir = {}, None
     if not args.no_figures:
         from lcbench.plots import Y_LABELS, plot_all
 
@@ -180,6 +185,14 @@ def run(args: argparse.Namespace) -> int:
             png = [p for p in paths if p.suffix in (".png", ".svg")]
             if png:
                 figures[f"{Y_LABELS.get(metric, metric)} vs bpp"] = png[0]
+        if figs and not figures and not args.no_html:
+            # --formats without png/svg: the HTML report still embeds the figures (rendered to a
+            # temporary folder, not left beside the files asked for)
+            embed_dir = tempfile.TemporaryDirectory(prefix="lcbench-report-")
+            embed = plot_all(df, Path(embed_dir.name), metrics=metrics, formats=["svg"],
+                             published=published, aggregate=args.aggregate, ci=args.ci, style=args.style,
+                             figsize=args.figsize)
+            figures = {f"{Y_LABELS.get(m, m)} vs bpp": paths[0] for m, paths in embed.items() if paths}
     if not args.no_html:
         from lcbench.html_report import write_html_report
 
@@ -189,6 +202,8 @@ def run(args: argparse.Namespace) -> int:
             meta["published curves (not measured by lcbench)"] = ", ".join(f"{p.name} ({p.source})" for p in published)
         written.append(write_html_report(out / "report.html", df, summary_tables=[table], bd_tables=bd_tables,
                                          figures=figures, per_image_bd=per_image_bd, meta=meta))
+    if embed_dir is not None:
+        embed_dir.cleanup()
 
     print(format_terminal_table(df, aggregate=args.aggregate))
     if bd_tables:
