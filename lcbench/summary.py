@@ -24,7 +24,8 @@ Aggregate = Literal["mean", "mse"]
 AGGREGATES = ("mean", "mse")
 SUMMARY_METRICS = ("bpp", "psnr_rgb", "psnr_y", "ssim", "ms_ssim", "ms_ssim_db", "enc_time_s", "dec_time_s")
 HIGHER_IS_BETTER = {"bpp": False, "psnr_rgb": True, "psnr_y": True, "ssim": True, "ms_ssim": True,
-                    "ms_ssim_db": True, "enc_time_s": False, "dec_time_s": False, "mse_rgb": False, "mse_y": False}
+                    "ms_ssim_db": True, "enc_time_s": False, "dec_time_s": False, "mse_rgb": False, "mse_y": False,
+                    "psnr_y_sr": True, "ssim_y_sr": True}
 # label, decimals, display scale
 DISPLAY = {
     "bpp": ("bpp", 4, 1.0),
@@ -37,6 +38,8 @@ DISPLAY = {
     "dec_time_s": ("Dec. [ms]", 1, 1000.0),
     "mse_rgb": ("MSE-RGB", 2, 1.0),
     "mse_y": ("MSE-Y", 2, 1.0),
+    "psnr_y_sr": ("PSNR-Y SR [dB]", 2, 1.0),  # pipelines' super-resolution protocol (sr_metrics)
+    "ssim_y_sr": ("SSIM-Y SR", 4, 1.0),
 }
 METRIC_NAMES = {"psnr_rgb": "PSNR-RGB", "psnr_y": "PSNR-Y", "ssim": "SSIM", "ms_ssim": "MS-SSIM",
                 "ms_ssim_db": "MS-SSIM dB", "mse_rgb": "MSE-RGB", "mse_y": "MSE-Y"}
@@ -182,6 +185,12 @@ def _time_note(ok: pd.DataFrame, time_metrics: Sequence[str]) -> str:
         if len(v) >= 2 and v.nunique() == 1:
             return "the same time for every image"
     return ""
+
+
+def summary_metrics(df: pd.DataFrame) -> list[str]:
+    """``SUMMARY_METRICS`` then the extra quality metric columns a run has (a pipeline's
+    ``psnr_y_sr``/``ssim_y_sr``, a plugin's extra metrics), so summaries leave none out."""
+    return list(SUMMARY_METRICS) + [m for m in quality_metric_columns(df) if m not in SUMMARY_METRICS]
 
 
 def summarize(df: pd.DataFrame, metrics: Sequence[str] = SUMMARY_METRICS, aggregate: Aggregate = "mean",
@@ -359,8 +368,9 @@ def summary_table(summary: pd.DataFrame, metrics: Sequence[str] = SUMMARY_METRIC
     if off_target:  # every such row, also when no bold comparison is left
         table.notes.append(f"More than {OFF_TARGET:.0%} off the target rate for some or all images, so not in "
                            f"any bold comparison (results.csv's notes say which images): " + "; ".join(off_target) + ".")
-    bold_cols = [3 + i for i, m in enumerate(metrics) if m != "bpp"]
-    mark_best(table, bold_cols, [HIGHER_IS_BETTER.get(metrics[c - 3], True) for c in bold_cols], shared)
+    # only columns whose direction is known: a plugin's extra metric may be lower-is-better (LPIPS)
+    bold_cols = [3 + i for i, m in enumerate(metrics) if m != "bpp" and m in HIGHER_IS_BETTER]
+    mark_best(table, bold_cols, [HIGHER_IS_BETTER[metrics[c - 3]] for c in bold_cols], shared)
     spread_note = {"std": " Values are mean ± standard deviation across images.",
                    "ci": f" Values are mean ± half width of the {confidence:.0%} CI of the mean."}.get(spread or "", "")
     table.caption = (f"Results per codec and rate point. {aggregation_note(aggregate, confidence, spread is not None)}"

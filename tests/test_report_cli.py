@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 
 import bjontegaard
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -282,3 +283,19 @@ def test_report_html_keeps_its_figures_and_every_metrics_per_image_bd(run_dir, t
                                   require_matching_points=False)
     got = per_image.query("codec == 'webp' and image == 'kodim15' and metric == 'ssim'").value.iloc[0]
     assert got == pytest.approx(ref, abs=0.1)
+
+
+def test_report_summary_shows_extra_metrics(run_dir, tmp_path):
+    """summary.* left out a pipeline's psnr_y_sr/ssim_y_sr (shown only by rescale-table and bd)."""
+    raw = pd.read_csv(DATA)
+    raw["psnr_y_sr"] = raw["psnr_y"] - 0.5 + 0.01 * raw.index
+    raw["lpips_like"] = 1.0 / raw["psnr_y"]  # a plugin's metric whose direction lcbench does not know
+    raw.to_csv(run_dir / "results.csv", index=False)
+    out = tmp_path / "out"
+    assert main(["report", str(run_dir), "--out", str(out), "--no-figures", "--bootstrap", "200"]) == 0
+    summ = pd.read_csv(out / "summary.csv")
+    want = raw[raw.codec == "webp"].groupby("quality").psnr_y_sr.mean()
+    got = summ[summ.codec == "webp"].set_index("quality").psnr_y_sr
+    assert np.allclose(got.loc[want.index], want)
+    md = (out / "summary.md").read_text()
+    assert "PSNR-Y SR [dB]" in md and "lpips_like" in md

@@ -124,8 +124,8 @@ def run(args: argparse.Namespace) -> int:
     from lcbench.bdrate import bd_table, per_image_bd_frame
     from lcbench.compressai_json import curve_from_results, write_compressai_json
     from lcbench.results import codecs_in_order, failed_jobs
-    from lcbench.summary import (aggregation_note, bd_display_table, format_terminal_table, summarize, summary_table,
-                                 to_json, to_latex, to_markdown, to_text)
+    from lcbench.summary import (aggregation_note, bd_display_table, format_terminal_table, summarize, summary_metrics,
+                                 summary_table, to_json, to_latex, to_markdown, to_text)
 
     from lcbench.plots import FORMATS
 
@@ -142,9 +142,10 @@ def run(args: argparse.Namespace) -> int:
         (out / name).write_text(text, encoding="utf-8")
         written.append(out / name)
 
-    summ = summarize(df, aggregate=args.aggregate)
+    shown = summary_metrics(df)  # the standard columns and any extra metric (psnr_y_sr, ...)
+    summ = summarize(df, metrics=shown, aggregate=args.aggregate)
     spread = None if args.spread == "none" else args.spread
-    table = summary_table(summ, spread=spread, aggregate=args.aggregate)
+    table = summary_table(summ, metrics=shown, spread=spread, aggregate=args.aggregate)
     summ.to_csv(out / "summary.csv", index=False)
     written.append(out / "summary.csv")
     write("summary.md", to_markdown(table))
