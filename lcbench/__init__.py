@@ -26,4 +26,12 @@ def __getattr__(name: str) -> Any:  # lazy: `import lcbench` stays cheap for the
         from .registry import register_codec
 
         return register_codec
-    raise AttributeError(name)
+    if not name.startswith("_"):
+        # a submodule (`lcbench.bdrate.bd_rate(...)`, as the README shows) after a bare `import
+        # lcbench`: imported on first use, so the CLI does not pay for the ones it does not use
+        import importlib
+        import importlib.util
+
+        if importlib.util.find_spec(f"{__name__}.{name}") is not None:
+            return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -75,7 +75,9 @@ def plan_jobs(codecs: Sequence[tuple[str, Codec]], dataset: Dataset, *, rates: S
               codec_rates: Mapping[str, Sequence[float]] | None = None,
               target_bpp: Sequence[float] | None = None) -> list[Job]:
     """Every job of a run: each codec's grid (per-codec override, then one for all, then the
-    codec's default), or the rate-matching targets, over every image."""
+    codec's default), or the rate-matching targets, over every image. A rate point or target
+    given twice (``quality=[10, 10]``, ``default_rates = (10, 10)``) is one job, as with ``-q 10,10``
+    (it ran twice and counted twice: "2/2 jobs ok" for one row of results.csv)."""
     codec_rates = codec_rates or {}
     known = {spec for spec, _ in codecs} | {codec.name for _, codec in codecs} | {codec.label() for _, codec in codecs}
     unknown = [k for k in codec_rates if k not in known]
@@ -86,6 +88,7 @@ def plan_jobs(codecs: Sequence[tuple[str, Codec]], dataset: Dataset, *, rates: S
     for spec, codec in codecs:
         version = result_version(codec)
         if target_bpp:
+            target_bpp = _distinct(target_bpp)
             for target in target_bpp:
                 if not (math.isfinite(target) and target > 0):
                     raise ValueError(f"--target-bpp {target:g}: a target rate must be a positive number of bits per pixel")
@@ -97,7 +100,9 @@ def plan_jobs(codecs: Sequence[tuple[str, Codec]], dataset: Dataset, *, rates: S
             continue
         grid = codec_rates.get(spec) or codec_rates.get(codec.name) or rates or codec.default_rates
         if not grid:
-            raise ValueError(f"codec {codec.label()!r} has no default rate grid: give one with -q/--quality")
+            raise ValueError(f"codec {codec.label()!r} has no default rate grid: give one with -q/--quality "
+                             "(quality= in lcbench.run)")
+        grid = _distinct(grid)
         for quality in grid:
             codec.check_rate(float(quality))
         for quality in grid:
@@ -105,3 +110,8 @@ def plan_jobs(codecs: Sequence[tuple[str, Codec]], dataset: Dataset, *, rates: S
                 jobs.append(Job(spec, codec.label(), version, codec.rate_param, float(quality), image,
                                 job_key(codec.label(), version, quality, image, key_tag(codec.rate_param))))
     return jobs
+
+
+def _distinct(values: Sequence[float]) -> tuple[float, ...]:
+    """The values as floats, in order, each once (10 and 10.0 are one rate point)."""
+    return tuple(dict.fromkeys(float(v) for v in values))
