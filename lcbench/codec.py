@@ -204,6 +204,9 @@ def result_version(codec: Codec) -> str:
     (float kernels) and times depend on it: a run on cuda must not reuse results, or report
     timings, measured on the cpu."""
     version = codec.version()
+    if not isinstance(version, str):  # it keys jobs and the cache and is written to results: text only
+        raise ValueError(f"codec {codec.label()!r}: version() returned {version!r}, not a string "
+                         "(a library version or weights hash)")
     if not getattr(codec, "uses_device", False):
         return version
     return f"{version} on {str(getattr(codec, 'device', 'cpu')).split(':')[0]}"

@@ -42,7 +42,7 @@ from typing import Any, Callable, ClassVar
 import numpy as np
 
 from .codec import Availability, Codec, CodecError, TorchCodec, check_image
-from .registry import Registry, _origin_of, codecs, parse_codec_spec
+from .registry import Registry, _origin_of, check_name, codecs, parse_codec_spec, settle_name
 from .resample import pad_to_multiple
 
 STEP_MODULES = ("lcbench_codecs.rescale", "lcbench_codecs.comcnn")
@@ -136,16 +136,30 @@ class Step(abc.ABC):
         return self.name + "".join(f":{k}={v}" for k, v in sorted(self.options.items()))
 
 
-steps: Registry[type] = Registry("step", STEP_MODULES, STEP_ENTRY_POINT_GROUP)
+def check_step_class(key: str, c: Any) -> None:
+    """What a step class must be, checked when it is registered (``@register_step``) or loaded (entry point)."""
+    if not (isinstance(c, type) and issubclass(c, Step)):
+        raise TypeError(f"{getattr(c, '__name__', c)!r} ({type(c).__name__}) is not a subclass of "
+                        "lcbench.pipeline.Step")
+    settle_name("step", key, c)
+    if not isinstance(c.scale, int) or isinstance(c.scale, bool) or c.scale < 1:
+        raise ValueError(f"step {key!r} ({c.__name__}): scale {c.scale!r} must be a whole number >= 1")
+
+
+steps: Registry[type] = Registry("step", STEP_MODULES, STEP_ENTRY_POINT_GROUP, check=check_step_class)
 
 
 def register_step(cls: type | None = None, *, name: str | None = None) -> Callable[[type], type] | type:
-    """Class decorator: ``@register_step`` registers a Step under ``cls.name`` (or ``name``)."""
+    """Class decorator: ``@register_step`` registers a Step under ``cls.name`` (or ``name``, which the
+    class then carries; it must not set another ``name`` of its own)."""
 
     def wrap(c: type) -> type:
-        key = name or c.name
-        if "+" in key or ":" in key or "," in key:
-            raise ValueError(f"step name {key!r} must not contain '+', ':' or ','")
+        key = name or getattr(c, "name", None)
+        try:
+            check_name("step", key)
+            check_step_class(key, c)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"@register_step: {exc}") from None
         steps.register(key, c, origin=_origin_of(c))
         return c
 
