@@ -258,6 +258,8 @@ def test_entry_points_load_or_say_clearly_why_not(tmp_path):
     assert "codec 'jpeg' is claimed twice: pillow_codecs.py" in why["jpeg"]
     assert "entry point lcbtestpkg.codec:MyCodec from lcbtestpkg==1.0" in why["jpeg"]
     assert "must be a non-empty string of ASCII letters" in why["../lcbt_evil"]
+    listing = _lcbench("codecs", "lcbt_*", pythonpath=tmp_path)  # printed '[: ]' for what did not load
+    assert listing.returncode == 0 and "[: ]" not in listing.stdout and "(not loaded)" in listing.stdout
 
     images = tmp_path / "images"
     images.mkdir()

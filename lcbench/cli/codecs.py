@@ -31,7 +31,8 @@ def run(args: argparse.Namespace) -> int:
     for row in rows:
         status = "available" if row["available"] else "UNAVAILABLE"
         print(f"{row['name']:<16} {status:<12} {row['version'] if row['available'] else row['reason']}")
-        print(f"{'':<16} {row['description']}  [{row['rate_param']}: {row['rates']}]  ({row['origin']})")
+        grid = f"  [{row['rate_param']}: {row['rates']}]" if row["rate_param"] else ""  # none when it failed to load
+        print(f"{'':<16} {row['description'] or '(not loaded)'}{grid}  ({row['origin']})")
         if not row["available"] and row["fix"]:
             print(f"{'':<16} fix: {row['fix']}")
     print("\nPipelines: STEP+CODEC runs steps around any codec, e.g. comcnn+jpeg, bicubic-x2+webp, "
