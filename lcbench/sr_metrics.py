@@ -42,7 +42,7 @@ def ssim_plane(a: np.ndarray, b: np.ndarray) -> float:
 
     def blur(x: np.ndarray) -> np.ndarray:
         # the Gaussian window g g^T as two 1-D passes: BasicSR's filter2D(x, -1, g g^T) to ~1e-15,
-        # 3x faster (it was most of a comcnn+jpeg job's time outside the codec)
+        # 52 -> 32 ms per Kodak image with the rest of sr_metrics (most of a comcnn+jpeg job outside the codec)
         return cv2.sepFilter2D(x, -1, g, g)[5:-5, 5:-5]
 
     mu1, mu2 = blur(a), blur(b)
