@@ -430,8 +430,8 @@ class _DevicePipeline:
             dec_device_s = time.perf_counter() - t0
         except (Exception, SystemExit) as exc:  # the whole batch failed: each job says why
             _reraise_interrupt(exc)
-            return self._failed(batch, exc)
-        return self._records(codec, batch, bitstreams, decoded, on_device, extras,
+            return self._failed(batch, exc, codec, decoder)
+        return self._records(codec, decoder, batch, bitstreams, decoded, on_device, extras,
                              enc_device_s + enc_host_s, dec_host_s + dec_device_s)
 
     def _run_plain(self, codec: Codec, decoder: Codec, batch: list, quality: float) -> list[dict[str, Any]]:
@@ -451,13 +451,28 @@ class _DevicePipeline:
             t2 = time.perf_counter()
         except (Exception, SystemExit) as exc:
             _reraise_interrupt(exc)
-            return self._failed(batch, exc)
-        return self._records(codec, batch, bitstreams, decoded, None, extras, t1 - t0, t2 - t1)
+            return self._failed(batch, exc, codec, decoder)
+        return self._records(codec, decoder, batch, bitstreams, decoded, None, extras, t1 - t0, t2 - t1)
 
-    def _failed(self, batch: list, exc: BaseException) -> list[dict[str, Any]]:
+    def _failed(self, batch: list, exc: BaseException, codec: Codec | None = None,
+                decoder: Codec | None = None) -> list[dict[str, Any]]:
+        """Records of a batch that failed. A batch of several images runs again one job at a
+        time: one image (or a batch too big for the device's memory) failed every job of the
+        batch, and each job's error named its own image. Jobs that then succeed say so."""
+        if codec is not None and len(batch) > 1:
+            why = f"{type(exc).__name__}: {exc}"
+            why = why if len(why) <= 200 else why[:197] + "..."
+            records = []
+            for job, _, _, _ in batch:
+                rec = run_job(codec, job, self.dataset, self.run_dir, *self.save, decoder=decoder)
+                if not rec["error"]:
+                    rec["notes"] = "; ".join(n for n in (f"its batch of {len(batch)} images failed ({why}); "
+                                                         "measured alone", rec["notes"]) if n)
+                records.append(rec)
+            return records
         return [{**base_record(job, self.dataset), "error": error_text(job, exc)} for job, _, _, _ in batch]
 
-    def _records(self, codec: Codec, batch: list, bitstreams: Sequence[bytes], decoded: Sequence[np.ndarray],
+    def _records(self, codec: Codec, decoder: Codec, batch: list, bitstreams: Sequence[bytes], decoded: Sequence[np.ndarray],
                  on_device: Sequence[Any] | None, extras: Sequence[dict[str, Any]], enc_s: float,
                  dec_s: float) -> list[dict[str, Any]]:
         n = len(batch)
@@ -465,7 +480,8 @@ class _DevicePipeline:
         wrong = {k: v for k, v in counts.items() if v != n}
         if wrong:  # zip() would drop the jobs without outputs, and the run would say "all ok"
             what = ", ".join(f"{v} {k}" for k, v in wrong.items())
-            return self._failed(batch, CodecError(f"{codec.label()} returned {what} for a batch of {n} images"))
+            return self._failed(batch, CodecError(f"{codec.label()} returned {what} for a batch of {n} images"),
+                                codec, decoder)
         measured = _batch_metrics(batch, decoded, on_device) if self.backend == "torch" else {}
         records = []
         # per-image time: the batch's time shared equally (noted when batched)

@@ -119,8 +119,9 @@ def test_plugin_extra_columns_are_per_image_in_a_batch(tmp_path):
         assert df.loc[name, "psnr_rgb"] == float("inf")
 
 
-def test_a_batch_with_missing_outputs_fails_instead_of_dropping_jobs(tmp_path, capsys):
-    """decode_batch returning one image fewer: zip() dropped a job, and the run said 3/3 ok."""
+def test_a_batch_with_missing_outputs_is_measured_image_by_image(tmp_path, capsys):
+    """decode_batch returning one image fewer: zip() dropped a job, and the run said 3/3 ok. The
+    batch now fails, and its jobs run again one at a time, saying so."""
     import pandas as pd
 
     from lcbench.cli import main
@@ -130,10 +131,39 @@ def test_a_batch_with_missing_outputs_fails_instead_of_dropping_jobs(tmp_path, c
                                     "        return [self.decode(b) for b in bs][:-1]\n"))
     folder = _same_size_folder(tmp_path)
     assert main(["run", "--plugin", str(plugin), "--codecs", "mean_codec_b", "--dataset", str(folder),
-                 "--out", str(tmp_path / "run"), "--device", "cpu", "--jobs", "1", "--no-progress", "--no-cache"]) == 1
+                 "--out", str(tmp_path / "run"), "--device", "cpu", "--jobs", "1", "--no-progress", "--no-cache"]) == 0
     df = pd.read_csv(tmp_path / "run" / "results.csv", keep_default_na=False)
-    assert len(df) == 3
-    assert df["error"].str.contains("returned 2 decoded images for a batch of 3 images").all()
+    assert len(df) == 3 and (df.error == "").all() and (df.psnr_rgb == float("inf")).all()
+    assert df.notes.str.contains("its batch of 3 images failed (CodecError: mean_codec_b returned 2 decoded "
+                                 "images for a batch of 3 images); measured alone", regex=False).all()
+
+
+def test_one_image_failing_fails_only_its_own_job(tmp_path):
+    """An image the codec cannot code failed its whole batch: every job of the batch recorded the
+    error, each naming its own (good) image."""
+    import pandas as pd
+    from PIL import Image
+
+    from lcbench.cli import main
+
+    plugin = tmp_path / "dark_plugin.py"
+    plugin.write_text(PLUGIN.format(tag="c", extra=(
+        "    def encode(self, image, rate):\n"
+        "        if image.mean() < 10: raise ValueError('this codec cannot code dark images')\n"
+        "        self.last_mean = float(image.mean())\n"
+        "        h, w = image.shape[:2]\n"
+        "        return h.to_bytes(4, 'big') + w.to_bytes(4, 'big') + image.tobytes()\n")))
+    folder = _same_size_folder(tmp_path)
+    Image.fromarray(photo("rocket", (48, 64)) // 32).save(folder / "dark.png")
+    assert main(["run", "--plugin", str(plugin), "--codecs", "mean_codec_c", "--dataset", str(folder),
+                 "--out", str(tmp_path / "run"), "--device", "cpu", "--jobs", "1", "--no-progress", "--no-cache"]) == 1
+    df = pd.read_csv(tmp_path / "run" / "results.csv", keep_default_na=False).set_index("image")
+    assert len(df) == 4
+    assert df.loc["dark", "error"].endswith("dark.png: ValueError: this codec cannot code dark images")
+    good = df.drop(index="dark")
+    assert (good.error == "").all() and (good.psnr_rgb.astype(float) == float("inf")).all()
+    for name in good.index:
+        assert float(df.loc[name, "img_mean"]) == pytest.approx(photo(name, (48, 64)).mean())
 
 
 def test_runs_time_learned_codec_stages_one_at_a_time(image_folder, tmp_path, monkeypatch) -> None:
