@@ -53,7 +53,9 @@ class ImportanceMap(ModelPerRateCodec):
 
         try:
             net, tables = load_model(path)
-            return net, ContextModel(tables, net.config.n, net.config.levels)
+            ctx = ContextModel(tables, net.config.n, net.config.levels)
+            ctx.warm_up()  # numba's kernels load with the model, not in the first timed encode
+            return net, ctx
         except EntropyModelError as exc:
             raise ModelFileError(f"importance_map weights file {path}: {exc}") from exc
         except WeightsError as exc:

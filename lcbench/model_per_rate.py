@@ -215,6 +215,10 @@ class ModelPerRateCodec(TorchCodec):
         self._models.clear()  # loaded networks may be shared (_LOADED): load again for the new device
         return self
 
+    def preload(self, rate: float) -> None:
+        """Load the model of ``rate`` now (the runner calls this before timing a rate point)."""
+        self._model(self._model_id(rate))
+
     def _model_id(self, rate: float) -> int:
         """The model id a rate (or a bitstream header) names; its file must exist."""
         model_id = int(round(float(rate)))

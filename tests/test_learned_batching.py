@@ -179,3 +179,44 @@ def test_runs_time_learned_codec_stages_one_at_a_time(image_folder, tmp_path, mo
     df = lcbench.run(["importance_map"], image_folder, quality=[1], out=tmp_path / "r", max_images=2,
                      use_cache=False)
     assert len(df) == 2 and (df.error == "").all() and created == []
+
+
+@pytest.mark.parametrize("name, slow", [("importance_map", "load"), ("autoencoder", "load"),
+                                         ("autoencoder", "estimate")])
+def test_recorded_times_leave_out_model_loads_and_rate_estimates(name, slow, image_folder, tmp_path, monkeypatch):
+    """The first batch's encode time included loading the model (and compiling numba's kernels on
+    a fresh cache: seconds), and autoencoder's est_bpp, computed when read, landed in the decode
+    time. Both are made to take 1 s here; a job on these small images takes well under 0.5 s."""
+    import time
+
+    import lcbench
+    from lcbench import model_per_rate, worker
+
+    codec_class = type(create_codec(name))
+    monkeypatch.setattr(model_per_rate, "_LOADED", {})  # a fresh process: nothing loaded yet
+    monkeypatch.setattr(worker, "_codec_cache", {})
+    monkeypatch.setattr(worker, "_decoder_cache", {})
+    if slow == "load":
+        real = codec_class._read_model.__func__
+        monkeypatch.setattr(codec_class, "_read_model", classmethod(lambda cls, path: time.sleep(1) or real(cls, path)))
+    else:
+        from lcbench.autoencoder.model import AutoEncoder
+
+        real_analyse = AutoEncoder.analyse
+
+        def analyse(self, x):  # wraps the density of the model that encodes: sleeps when est_bpp is computed
+            density = self.density
+            if not hasattr(density, "_slow"):
+                real_likelihood = density.likelihood
+                density.likelihood = lambda y: time.sleep(1) or real_likelihood(y)
+                density._slow = True
+            return real_analyse(self, x)
+
+        monkeypatch.setattr(AutoEncoder, "analyse", analyse)
+    try:
+        df = lcbench.run([name], image_folder, quality=[1], out=tmp_path / "r", max_images=2, use_cache=False,
+                         jobs=1)
+    finally:
+        model_per_rate._LOADED.clear()  # the networks wrapped above must not serve later tests
+    assert len(df) == 2 and (df.error == "").all()
+    assert (df.enc_time_s < 0.5).all() and (df.dec_time_s < 0.5).all(), df[["enc_time_s", "dec_time_s"]]

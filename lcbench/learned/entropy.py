@@ -146,6 +146,13 @@ class ContextModel:
         self.map_prior = _map_prior(counts)
         self.n, self.levels = n, levels
 
+    def warm_up(self) -> None:
+        """Compile (or load from numba's disk cache) the coding kernels now, with the argument types
+        of real calls, so that it happens when the model loads, not inside a timed encode (seconds
+        on a fresh cache)."""
+        q = np.zeros((2, 2), dtype=np.int64)
+        self.decode(self.encode(np.zeros((self.n, 2, 2), dtype=np.uint8), q), 2, 2)
+
     def encode(self, bits: np.ndarray, q: np.ndarray) -> np.ndarray:
         """bits (n, h, w) of 0/1 (entries outside the mask are ignored), q (h, w) -> uint32 words."""
         import constriction
