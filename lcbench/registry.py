@@ -308,12 +308,16 @@ def load_plugin(path: str | Path) -> None:
     if path.suffix != ".py":
         raise ImportError(f"cannot load plugin {path}: not a .py file")
     key = str(path.resolve())
-    if key in _plugins:
-        return
     try:
         source = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ImportError(f"cannot read plugin {path}: {exc}") from exc
+    if key in _plugins:
+        if _plugins[key] != source:  # a notebook editing the file: its old code would run, silently
+            raise ImportError(f"plugin {path} changed since this process loaded it; its codecs cannot be "
+                              "registered again here: restart the Python process (the notebook's kernel) "
+                              "to run the new code")
+        return
     _exec_plugin(key, source)
     _plugins[key] = source
 

@@ -52,7 +52,8 @@ LOW_OVERLAP = 0.5  # BD values over less of the joint range than this get a note
 QUALITY_METRICS = ("psnr_rgb", "psnr_y", "ssim", "ms_ssim", "ms_ssim_db")
 # Numeric result columns that are not quality metrics: rate, size, distortion (falls with rate), time.
 NON_METRIC_COLUMNS = frozenset({"quality", "width", "height", "bytes", "bpp", "est_bpp", "matched_rate",
-                                "mse_rgb", "mse_y", "enc_time_s", "dec_time_s", "n_images", "ok"})
+                                "mse_rgb", "mse_y", "enc_time_s", "dec_time_s", "n_images", "ok",
+                                "kept_fraction"})  # importance_map's share of code bits kept: a diagnostic
 
 
 def quality_metric_columns(table: pd.DataFrame) -> list[str]:

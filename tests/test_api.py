@@ -183,9 +183,10 @@ def test_quality_and_target_bpp_together_are_refused(image_folder, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
-def test_a_rate_point_given_twice_is_one_job(image_folder, tmp_path):
+def test_a_rate_point_given_twice_is_one_job(image_folder, tmp_path, monkeypatch):
     """quality=[10, 10, 20] planned 3 jobs and reported 1 of them reused in a new run directory;
     target_bpp=[0.5, 0.5] encoded twice for one row."""
+    monkeypatch.setenv("LCBENCH_CACHE", str(tmp_path / "cache"))  # counts must not depend on earlier tests
     out = tmp_path / "q"
     df = lcbench.run(["jpeg"], image_folder, out=out, quality=[10, 10.0, 20], jobs=1, max_images=1)
     assert sorted(df.quality) == [10, 20]

@@ -62,6 +62,18 @@ def test_plugin_file(tmp_path):
     assert codecs.entry("rawplug").origin.startswith("rawcodec.py:")
 
 
+def test_a_plugin_edited_after_loading_is_an_error_not_its_old_code(tmp_path):
+    """Loading a plugin file again (a notebook re-running lcbench.run(plugins=[...]) after editing
+    it) returned at once, and the old code ran under the old plugin-sha256 without a word."""
+    path = tmp_path / "editedcodec.py"
+    path.write_text(PLUGIN.format(suffix="edited"))
+    load_plugin(path)
+    load_plugin(path)  # unchanged: nothing to do
+    path.write_text(PLUGIN.format(suffix="edited").replace('"raw-1"', '"raw-2"'))
+    with pytest.raises(ImportError, match=r"editedcodec.py changed since this process loaded it.*restart"):
+        load_plugin(path)
+
+
 def test_missing_plugin_file():
     with pytest.raises(FileNotFoundError, match="nope.py"):
         load_plugin("nope.py")
@@ -259,7 +271,10 @@ def test_entry_points_load_or_say_clearly_why_not(tmp_path):
     assert "entry point lcbtestpkg.codec:MyCodec from lcbtestpkg==1.0" in why["jpeg"]
     assert "must be a non-empty string of ASCII letters" in why["../lcbt_evil"]
     listing = _lcbench("codecs", "lcbt_*", pythonpath=tmp_path)  # printed '[: ]' for what did not load
-    assert listing.returncode == 0 and "[: ]" not in listing.stdout and "(not loaded)" in listing.stdout
+    assert listing.returncode == 0 and "[: ]" not in listing.stdout
+    lines = listing.stdout.splitlines()
+    detail = {lines[i].split()[0]: lines[i + 1] for i in range(len(lines) - 1) if lines[i].startswith("lcbt_")}
+    assert "(not loaded)" in detail["lcbt_broken"] and "(not loaded)" not in detail["lcbt_self"]
 
     images = tmp_path / "images"
     images.mkdir()

@@ -290,6 +290,7 @@ def test_report_summary_shows_extra_metrics(run_dir, tmp_path):
     raw = pd.read_csv(DATA)
     raw["psnr_y_sr"] = raw["psnr_y"] - 0.5 + 0.01 * raw.index
     raw["lpips_like"] = 1.0 / raw["psnr_y"]  # a plugin's metric whose direction lcbench does not know
+    raw["kept_fraction"] = 0.5  # importance_map's diagnostic: not a metric
     raw.to_csv(run_dir / "results.csv", index=False)
     out = tmp_path / "out"
     assert main(["report", str(run_dir), "--out", str(out), "--no-figures", "--bootstrap", "200"]) == 0
@@ -299,3 +300,4 @@ def test_report_summary_shows_extra_metrics(run_dir, tmp_path):
     assert np.allclose(got.loc[want.index], want)
     md = (out / "summary.md").read_text()
     assert "PSNR-Y SR [dB]" in md and "lpips_like" in md
+    assert "kept_fraction" not in md and not any(c.startswith("kept_fraction") for c in summ.columns)

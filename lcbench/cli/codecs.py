@@ -31,8 +31,9 @@ def run(args: argparse.Namespace) -> int:
     for row in rows:
         status = "available" if row["available"] else "UNAVAILABLE"
         print(f"{row['name']:<16} {status:<12} {row['version'] if row['available'] else row['reason']}")
-        grid = f"  [{row['rate_param']}: {row['rates']}]" if row["rate_param"] else ""  # none when it failed to load
-        print(f"{'':<16} {row['description'] or '(not loaded)'}{grid}  ({row['origin']})")
+        loaded = bool(row["rate_param"])  # a codec that failed to load has no grid (nor description)
+        grid = f"  [{row['rate_param']}: {row['rates']}]" if loaded else ""
+        print(f"{'':<16} {row['description'] or ('' if loaded else '(not loaded)')}{grid}  ({row['origin']})")
         if not row["available"] and row["fix"]:
             print(f"{'':<16} fix: {row['fix']}")
     print("\nPipelines: STEP+CODEC runs steps around any codec, e.g. comcnn+jpeg, bicubic-x2+webp, "
