@@ -132,9 +132,13 @@ def plot_rd(df: pd.DataFrame, metric: str, *, codecs: Sequence[str] | None = Non
         ax.set_axisbelow(True)
         if title:
             ax.set_title(title)
-        if notes:  # below the axes, so a reader of the figure alone sees what it leaves out
-            ax.annotate("\n".join(notes), xy=(0, 0), xycoords="axes fraction", xytext=(0, -32),
-                        textcoords="offset points", va="top", fontsize="x-small", color="#a00000")
+        if notes:  # below the axes, so a reader of the figure alone sees what it leaves out: wrapped to
+            # the figure's width, as the figure's x label, for which the constrained layout makes room
+            import textwrap
+
+            width = max(30, int(fig.get_figwidth() * 20))
+            fig.supxlabel("\n".join(textwrap.fill(n, width) for n in notes), x=0.01, ha="left",
+                          fontsize="x-small", color="#a00000")
         if drawn:
             ax.legend(loc="lower right", frameon=True, framealpha=0.9, edgecolor="none", handlelength=2.2,
                       borderaxespad=0.3)
