@@ -141,10 +141,24 @@ def _tag_source(cls: type) -> None:
     cls.version = version  # type: ignore[attr-defined]
 
 
+_CONSTANT_TYPES = (int, float, complex, str, bytes, bool, type(None), tuple, frozenset)
+
+
 def _source_digest(cls: type) -> str:
-    """sha256 (12 hex digits) over the source of the class, its bases in its module, and the
-    functions and classes of that module that their methods name. (A base in a plugin file or
+    """sha256 (12 hex digits) of the code a class runs. For a script or a file loaded by path, the
+    whole file, as for plugin files (module constants and helpers included: a class that read an
+    edited constant kept its tag). Otherwise (a notebook cell) the source of the class, or of its
+    methods where the class's own is not available (Jupyter: inspect cannot find a class of
+    ``__main__``), of its bases in its module and of the module's functions and classes its
+    methods name, with the values of the plain constants they name. (A base in a plugin file or
     lcbench is versioned by its own version(), which the tagged one calls or inherits.)"""
+    module = sys.modules.get(cls.__module__)
+    path = getattr(module, "__file__", None)
+    if path and Path(path).is_file():
+        try:
+            return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+        except OSError:
+            pass
     seen: set[int] = set()
     parts: list[str] = []
     todo: list[Any] = [c for c in cls.__mro__ if c.__module__ == cls.__module__]
@@ -153,19 +167,27 @@ def _source_digest(cls: type) -> str:
         if id(obj) in seen:
             continue
         seen.add(id(obj))
-        try:
-            parts.append(inspect.getsource(obj))
-        except (OSError, TypeError):
-            return f"unhashed-{uuid.uuid4().hex[:12]}"  # no source: no reuse across processes
         functions = [obj] if inspect.isfunction(obj) else [
             f for v in vars(obj).values()
             for f in (getattr(v, "__func__", v), getattr(v, "fget", None), getattr(v, "fset", None))
             if inspect.isfunction(f)]
+        try:
+            parts.append(inspect.getsource(obj))
+        except (OSError, TypeError):
+            try:  # a class in a notebook: its methods' sources (linecache has the cells) and plain attributes
+                parts.append(obj.__qualname__)
+                parts += [inspect.getsource(f) for f in functions]
+                parts += [f"{k}={v!r}" for k, v in sorted(vars(obj).items())
+                          if isinstance(v, _CONSTANT_TYPES) and not k.startswith("__")]
+            except (OSError, TypeError):
+                return f"unhashed-{uuid.uuid4().hex[:12]}"  # no source: no reuse across processes
         for func in functions:
-            for name in _names(func.__code__):
+            for name in sorted(_names(func.__code__)):
                 ref = func.__globals__.get(name)
                 if (inspect.isfunction(ref) or inspect.isclass(ref)) and ref.__module__ == obj.__module__:
                     todo.append(ref)
+                elif isinstance(ref, _CONSTANT_TYPES):  # a module constant it reads (PAD = 7)
+                    parts.append(f"{name}={ref!r}")
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
 
 

@@ -219,3 +219,61 @@ def test_documented_submodules_are_attributes_of_the_package():
             "print(hasattr(lcbench, 'no_such_module'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["bd_rate", "CommandLineCodec", "False"]
+
+
+NOTEBOOK_CELL = '''
+import numpy as np
+from lcbench import Codec
+
+PAD = {pad}
+
+class NotebookRaw(Codec):
+    name = "api_test_notebook_raw"
+    default_rates = (0,)
+    def version(self): return "1"
+    def encode(self, image, rate):
+        return image.tobytes() + b"\\0" * PAD
+    def decode(self, data):
+        raise NotImplementedError
+'''
+
+
+def _notebook_class(pad: int, cell: int):
+    """The class as a Jupyter cell defines it: in a module without a file, its code known only to
+    linecache (inspect cannot find the class's own source there, only its methods')."""
+    import linecache
+    import types
+
+    source = NOTEBOOK_CELL.format(pad=pad)
+    filename = f"<ipython-input-{cell}-api-test>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    module = types.ModuleType(f"api_test_notebook_{cell}")
+    sys.modules[module.__name__] = module
+    exec(compile(source, filename, "exec"), module.__dict__)
+    return module.NotebookRaw
+
+
+def test_a_notebook_class_is_tagged_by_its_code_and_the_constants_it_reads():
+    """In Jupyter the tag was random (inspect.getsource fails for a class of __main__), so every
+    kernel restart recomputed everything; and a module constant the class reads was not part of
+    the tag, so editing it reused the old results."""
+    from lcbench.in_process_codecs import _source_digest
+
+    first, again, edited = _notebook_class(0, 1), _notebook_class(0, 2), _notebook_class(7, 3)
+    tags = [_source_digest(c) for c in (first, again, edited)]
+    assert not any(t.startswith("unhashed") for t in tags)
+    assert tags[0] == tags[1] != tags[2]
+
+
+def test_a_script_class_is_tagged_by_its_whole_file(tmp_path):
+    """A constant the class reads (PAD = 0 -> 7) left its tag unchanged, and the edited script was
+    served the old results."""
+    from lcbench.in_process_codecs import _source_digest
+
+    path = tmp_path / "script_codec.py"
+    digests = []
+    for pad in (0, 0, 7):
+        path.write_text(NOTEBOOK_CELL.format(pad=pad))
+        _import(path, "api_test_script_codec")
+        digests.append(_source_digest(sys.modules["api_test_script_codec"].NotebookRaw))
+    assert digests[0] == digests[1] != digests[2]
