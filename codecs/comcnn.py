@@ -132,6 +132,10 @@ class ComCNNStep(Step):
             self._model = model.to(self.device)
         return self._model
 
+    def preload(self) -> None:
+        """Load the network onto the device now (the runner does this before timing a job)."""
+        self._net()
+
     def to(self, device: str) -> "ComCNNStep":
         self.device = device
         if self._model is not None:

@@ -339,6 +339,17 @@ class Pipeline(TorchCodec):
         except ValueError as exc:
             raise ValueError(f"{self.label()}: {exc}") from None
 
+    def preload(self, rate: float) -> None:
+        """Load the learned steps' networks (and a learned inner codec's model) now: the runner
+        calls this before its clock starts, so the first job's time is not a model load."""
+        for step in self.steps:
+            preload = getattr(step, "preload", None)
+            if callable(preload):
+                preload()
+        inner = getattr(self.inner, "preload", None)
+        if callable(inner) and not self.rate_is_bpp:  # a bpp rate is scaled per image in encode()
+            inner(rate)
+
     def version(self) -> str:
         return " | ".join([f"{s.label()} {s.version()}" for s in self.steps] + [f"{self.inner.label()} {self.inner.version()}"]
                           + [f"pipeline-format {PIPELINE_FORMAT}"])

@@ -220,3 +220,28 @@ def test_recorded_times_leave_out_model_loads_and_rate_estimates(name, slow, ima
         model_per_rate._LOADED.clear()  # the networks wrapped above must not serve later tests
     assert len(df) == 2 and (df.error == "").all()
     assert (df.enc_time_s < 0.5).all() and (df.dec_time_s < 0.5).all(), df[["enc_time_s", "dec_time_s"]]
+
+
+@pytest.mark.parametrize("spec, rate", [("comcnn+jpeg", 50), ("bicubic-x2+importance_map", 1)])
+def test_pipelines_load_their_networks_before_the_clock(spec, rate, image_folder, tmp_path, monkeypatch):
+    """comcnn loaded its network inside the first job's timed encode (and its decoding instance's
+    inside the timed decode); here a load takes 2 s, a job on these small images well under 1 s."""
+    import time
+
+    import lcbench
+    from lcbench import model_per_rate, worker
+    from lcbench.comcnn import weights as comcnn_weights
+
+    monkeypatch.setattr(model_per_rate, "_LOADED", {})
+    monkeypatch.setattr(worker, "_codec_cache", {})
+    monkeypatch.setattr(worker, "_decoder_cache", {})
+    if spec.startswith("comcnn"):
+        real_load = comcnn_weights.load
+        monkeypatch.setattr(comcnn_weights, "load", lambda path: time.sleep(2) or real_load(path))
+    else:
+        im_class = type(create_codec("importance_map"))
+        real = im_class._read_model.__func__
+        monkeypatch.setattr(im_class, "_read_model", classmethod(lambda cls, path: time.sleep(2) or real(cls, path)))
+    df = lcbench.run([spec], image_folder, quality=[rate], out=tmp_path / "r", max_images=1, use_cache=False, jobs=1)
+    assert len(df) == 1 and (df.error == "").all()
+    assert (df.enc_time_s < 1.0).all() and (df.dec_time_s < 1.0).all(), df[["enc_time_s", "dec_time_s"]]
